@@ -1,0 +1,393 @@
+//! Filter configuration: the JSON an operator writes, its named defaults, and validation into a [`Policy`].
+//!
+//! Parsing is strict (`deny_unknown_fields`) and every rejection names the field and the reason,
+//! because a typo in a rollout config must fail loudly at `on_configure`, not route traffic silently.
+
+use crate::class::Class;
+use serde::Deserialize;
+use std::fmt;
+
+/// Largest accepted configuration document, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Most routing-key sources, exclusions or class rules accepted in one list.
+pub const MAX_LIST_ENTRIES: usize = 64;
+/// Longest accepted header, cookie or query parameter name.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// A configuration rejection: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid knhk config: field `{field}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the offending field (`admission.classes.R1.p99_max_ms`); `<document>` for the whole.
+    pub field: String,
+    /// Why it was refused, including the value where that helps.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A rejection of `field` for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl fmt::Display) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The whole plugin configuration as written by an operator.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Canary routing.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Per-class admission control.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    /// What to do when the filter cannot decide (no valid policy, host failure).
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    /// Add `x-knhk-decision` to responses (route, buckets, class, admission, config version).
+    #[serde(default)]
+    pub debug_headers: bool,
+    /// Period of the filter's timer (flush counters to stats, sync admission state), milliseconds.
+    #[serde(default = "defaults::tick_ms")]
+    pub tick_ms: u32,
+    /// Operator-visible version label of this config, reported in stats and debug headers.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// Behaviour when the filter cannot make a decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Let the request through untouched (Envoy's default route: stable).
+    #[default]
+    Open,
+    /// Answer 503 locally.
+    Closed,
+}
+
+/// Where the routing key comes from; exactly one field is set per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum KeySource {
+    /// A request header (name matched case-insensitively).
+    Header(String),
+    /// A cookie in the `cookie` header.
+    Cookie(String),
+    /// A query-string parameter of `:path` (raw, not percent-decoded).
+    Query(String),
+}
+
+/// Canary routing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Per-rollout salt; change it to reshuffle which keys are canary.
+    #[serde(default = "defaults::salt")]
+    pub salt: String,
+    /// Canary share in basis points, 0..=10000 (0.01 % resolution).
+    #[serde(default)]
+    pub canary_basis_points: u16,
+    /// Ordered key sources; the first present, non-empty one wins.
+    #[serde(default)]
+    pub key_sources: Vec<KeySource>,
+    /// Fall back to `x-request-id` when no source yields a key (per-request, so not sticky).
+    #[serde(default = "defaults::yes")]
+    pub fallback_to_request_id: bool,
+    /// Header the filter writes with `stable` or `canary` for Envoy's routes to match.
+    #[serde(default = "defaults::route_header")]
+    pub route_header: String,
+    /// Optional override header (`always` / `never`).
+    #[serde(default)]
+    pub force_header: ForceHeader,
+    /// Requests the filter leaves untouched.
+    #[serde(default)]
+    pub exclude: Exclusions,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            salt: defaults::salt(),
+            canary_basis_points: 0,
+            key_sources: Vec::new(),
+            fallback_to_request_id: true,
+            route_header: defaults::route_header(),
+            force_header: ForceHeader::default(),
+            exclude: Exclusions::default(),
+        }
+    }
+}
+
+/// The force override: `always` sends to canary, `never` to stable. Off unless enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceHeader {
+    /// Whether the header is honoured at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Header name.
+    #[serde(default = "defaults::force_header")]
+    pub name: String,
+}
+
+impl Default for ForceHeader {
+    fn default() -> Self {
+        ForceHeader {
+            enabled: false,
+            name: defaults::force_header(),
+        }
+    }
+}
+
+/// Requests excluded from routing and admission.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusions {
+    /// `:path` prefixes (each starts with `/`).
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    /// Exact `:authority` values (port included if the client sends it), case-insensitive.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// Shedding strategy of one class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Over budget: reject the shed share of keys with `shed_status`.
+    #[default]
+    Strict,
+    /// Over budget: demote the shed share of keys to the next colder class (C1 is shed).
+    Degrade,
+}
+
+/// Budget and window of one class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// p99 budget in nanoseconds (the older sidecar's unit for R1). Exclusive with `p99_max_ms`.
+    #[serde(default)]
+    pub p99_max_ns: Option<u64>,
+    /// p99 budget in milliseconds (the older sidecar's unit for W1/C1). Exclusive with `p99_max_ns`.
+    #[serde(default)]
+    pub p99_max_ms: Option<u64>,
+    /// Sliding window over which p99 is observed, milliseconds.
+    #[serde(default = "defaults::window_ms")]
+    pub window_ms: u32,
+    /// Samples the window must hold before the class may shed.
+    #[serde(default = "defaults::min_samples")]
+    pub min_samples: u32,
+    /// What to do when over budget.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+impl ClassConfig {
+    fn with_budget_ms(ms: u64) -> Self {
+        ClassConfig {
+            p99_max_ns: None,
+            p99_max_ms: Some(ms),
+            window_ms: defaults::window_ms(),
+            min_samples: defaults::min_samples(),
+            strategy: Strategy::Strict,
+        }
+    }
+}
+
+/// The three classes' settings, keyed by class name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassesConfig {
+    /// Hot class (default budget 100 ms).
+    #[serde(rename = "R1", default = "defaults::r1")]
+    pub r1: ClassConfig,
+    /// Warm class (default budget 500 ms).
+    #[serde(rename = "W1", default = "defaults::w1")]
+    pub w1: ClassConfig,
+    /// Cold class (default budget 5 s).
+    #[serde(rename = "C1", default = "defaults::c1")]
+    pub c1: ClassConfig,
+}
+
+impl Default for ClassesConfig {
+    fn default() -> Self {
+        ClassesConfig {
+            r1: defaults::r1(),
+            w1: defaults::w1(),
+            c1: defaults::c1(),
+        }
+    }
+}
+
+/// A header condition of a class rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value; absent means "header present".
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// One classification rule: the first matching rule assigns its class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassRule {
+    /// Class assigned on match.
+    pub class: Class,
+    /// Match on a `:path` prefix.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Match on a header.
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+}
+
+/// Admission control settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Turn admission control on or off.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Decide and count, never enforce.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Header carrying the class: read when trusted, rewritten on demotion.
+    #[serde(default = "defaults::class_header")]
+    pub class_header: String,
+    /// Accept an explicit class from the client/mesh in `class_header`.
+    #[serde(default = "defaults::yes")]
+    pub trust_class_header: bool,
+    /// Class of requests no rule matches.
+    #[serde(default = "defaults::default_class")]
+    pub default_class: Class,
+    /// Ordered classification rules.
+    #[serde(default)]
+    pub rules: Vec<ClassRule>,
+    /// Per-class budgets.
+    #[serde(default)]
+    pub classes: ClassesConfig,
+    /// Status of a shed response (4xx or 5xx).
+    #[serde(default = "defaults::shed_status")]
+    pub shed_status: u16,
+    /// `retry-after` seconds on a shed response.
+    #[serde(default = "defaults::retry_after_s")]
+    pub retry_after_s: u32,
+    /// Ceiling of the shed share of a class's keys, (0, 1].
+    #[serde(default = "defaults::max_shed_fraction")]
+    pub max_shed_fraction: f64,
+    /// Change of the shed share per evaluation, (0, max_shed_fraction].
+    #[serde(default = "defaults::shed_step_fraction")]
+    pub shed_step_fraction: f64,
+    /// Shed share falls only once p99 is below `recover_ratio` × budget (hysteresis), (0, 1).
+    #[serde(default = "defaults::recover_ratio")]
+    pub recover_ratio: f64,
+    /// How often the shed level is re-evaluated, milliseconds.
+    #[serde(default = "defaults::evaluation_interval_ms")]
+    pub evaluation_interval_ms: u32,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            shadow: false,
+            class_header: defaults::class_header(),
+            trust_class_header: true,
+            default_class: defaults::default_class(),
+            rules: Vec::new(),
+            classes: ClassesConfig::default(),
+            shed_status: defaults::shed_status(),
+            retry_after_s: defaults::retry_after_s(),
+            max_shed_fraction: defaults::max_shed_fraction(),
+            shed_step_fraction: defaults::shed_step_fraction(),
+            recover_ratio: defaults::recover_ratio(),
+            evaluation_interval_ms: defaults::evaluation_interval_ms(),
+        }
+    }
+}
+
+/// Named defaults, one function per field so serde and docs agree.
+pub mod defaults {
+    use super::{Class, ClassConfig};
+
+    /// Timer period: 100 ms.
+    pub fn tick_ms() -> u32 {
+        100
+    }
+    /// Default salt.
+    pub fn salt() -> String {
+        "knhk".to_string()
+    }
+    /// `true`.
+    pub fn yes() -> bool {
+        true
+    }
+    /// `x-knhk-route`.
+    pub fn route_header() -> String {
+        "x-knhk-route".to_string()
+    }
+    /// `x-knhk-canary`.
+    pub fn force_header() -> String {
+        "x-knhk-canary".to_string()
+    }
+    /// `x-knhk-class`.
+    pub fn class_header() -> String {
+        "x-knhk-class".to_string()
+    }
+    /// W1.
+    pub fn default_class() -> Class {
+        Class::W1
+    }
+    /// 10 s window.
+    pub fn window_ms() -> u32 {
+        10_000
+    }
+    /// 100 samples.
+    pub fn min_samples() -> u32 {
+        100
+    }
+    /// R1: 100 ms. (The older sidecar's 2 ns was an in-process figure, meaningless for HTTP.)
+    pub fn r1() -> ClassConfig {
+        ClassConfig::with_budget_ms(100)
+    }
+    /// W1: 500 ms.
+    pub fn w1() -> ClassConfig {
+        ClassConfig::with_budget_ms(500)
+    }
+    /// C1: 5 s.
+    pub fn c1() -> ClassConfig {
+        ClassConfig::with_budget_ms(5_000)
+    }
+    /// 503.
+    pub fn shed_status() -> u16 {
+        503
+    }
+    /// 1 s.
+    pub fn retry_after_s() -> u32 {
+        1
+    }
+    /// Never shed more than half of a class's keys.
+    pub fn max_shed_fraction() -> f64 {
+        0.5
+    }
+    /// Move 10 % of keys per evaluation.
+    pub fn shed_step_fraction() -> f64 {
+        0.1
+    }
+    /// Recover below 80 % of budget.
+    pub fn recover_ratio() -> f64 {
+        0.8
+    }
+    /// Evaluate every 250 ms.
+    pub fn evaluation_interval_ms() -> u32 {
+        250
+    }
+}

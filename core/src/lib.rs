@@ -1,0 +1,18 @@
+//! knhk-core: the decision logic shared, byte for byte, by the wasm filter and the native agent.
+//!
+//! No proxy-wasm, no tokio: everything here compiles natively and for `wasm32-wasip1`, and
+//! reaches the host only through the small traits in [`host`].
+
+pub mod admission;
+pub mod bucket;
+pub mod class;
+pub mod config;
+pub mod decision;
+pub mod host;
+pub mod policy;
+pub mod request;
+
+pub use class::{Class, Route};
+pub use config::{ConfigError, FilterConfig};
+pub use decision::{decide, Admission, Decision, RouteReason};
+pub use policy::Policy;

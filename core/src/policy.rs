@@ -1,0 +1,513 @@
+//! Validation of a [`FilterConfig`] into a normalized [`Policy`] the hot path can use as is.
+//!
+//! Normalization happens once, at configure time: header names are lowercased, budgets become
+//! nanoseconds, fractions become basis points. The per-request code then does no parsing.
+
+use crate::bucket::BUCKETS;
+use crate::class::Class;
+use crate::config::{
+    defaults, ClassConfig, ClassRule, ConfigError, FailMode, FilterConfig, KeySource, Strategy,
+    MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
+};
+
+/// Smallest accepted evaluation interval / tick, milliseconds.
+pub const MIN_INTERVAL_MS: u32 = 10;
+/// Largest accepted window, milliseconds (1 hour).
+pub const MAX_WINDOW_MS: u32 = 3_600_000;
+/// Largest accepted budget: 1 hour in nanoseconds.
+pub const MAX_BUDGET_NS: u64 = 3_600 * 1_000_000_000;
+
+/// A key source with its name normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// Header, lowercased.
+    Header(String),
+    /// Cookie name, as written (cookie names are case-sensitive).
+    Cookie(String),
+    /// Query parameter name, as written.
+    Query(String),
+}
+
+/// A validated classification rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Class assigned on match.
+    pub class: Class,
+    /// Required `:path` prefix, if any.
+    pub path_prefix: Option<String>,
+    /// Required header (lowercased name) and optional exact value.
+    pub header: Option<(String, Option<String>)>,
+}
+
+/// Validated budget of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassBudget {
+    /// p99 budget, nanoseconds.
+    pub p99_max_ns: u64,
+    /// Latency under which a sample counts toward recovery: `recover_ratio × p99_max_ns`.
+    pub recover_below_ns: u64,
+    /// Sliding window, milliseconds.
+    pub window_ms: u32,
+    /// Samples needed before shedding.
+    pub min_samples: u32,
+    /// Strict or degrade.
+    pub strategy: Strategy,
+}
+
+/// The validated, normalized policy the filter and agent decide with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Operator version label.
+    pub version: u64,
+    /// Salt bytes.
+    pub salt: Vec<u8>,
+    /// Canary share, basis points.
+    pub canary_basis_points: u16,
+    /// Ordered key sources.
+    pub key_sources: Vec<KeyFrom>,
+    /// Use `x-request-id` when no source yields a key.
+    pub fallback_to_request_id: bool,
+    /// Route header (lowercase).
+    pub route_header: String,
+    /// Force header (lowercase), when enabled.
+    pub force_header: Option<String>,
+    /// Excluded path prefixes.
+    pub exclude_path_prefixes: Vec<String>,
+    /// Excluded hosts (lowercase).
+    pub exclude_hosts: Vec<String>,
+    /// Admission on?
+    pub admission_enabled: bool,
+    /// Shadow mode: decide and count, never enforce.
+    pub shadow: bool,
+    /// Class header (lowercase).
+    pub class_header: String,
+    /// Whether an incoming class header is trusted.
+    pub trust_class_header: bool,
+    /// Class when nothing matches.
+    pub default_class: Class,
+    /// Ordered rules.
+    pub rules: Vec<Rule>,
+    /// Budgets indexed by [`Class::index`].
+    pub budgets: [ClassBudget; 3],
+    /// Shed response status.
+    pub shed_status: u16,
+    /// Shed `retry-after` seconds.
+    pub retry_after_s: u32,
+    /// Ceiling of the shed level, basis points.
+    pub max_shed_bp: u16,
+    /// Shed level change per evaluation, basis points.
+    pub shed_step_bp: u16,
+    /// Evaluation interval, milliseconds.
+    pub evaluation_interval_ms: u32,
+    /// Fail open or closed.
+    pub fail_mode: FailMode,
+    /// Emit the debug header.
+    pub debug_headers: bool,
+    /// Timer period, milliseconds.
+    pub tick_ms: u32,
+}
+
+impl Policy {
+    /// Parse and validate a JSON document (the plugin configuration).
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError {
+                field: "<document>".into(),
+                reason: format!(
+                    "{} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit",
+                    bytes.len()
+                ),
+            });
+        }
+        let trimmed = bytes.trim_ascii();
+        // An empty plugin configuration means "all defaults".
+        let doc: &[u8] = if trimmed.is_empty() { b"{}" } else { trimmed };
+        // serde would read a struct from a JSON array positionally; only an object is a config.
+        if doc.first() != Some(&b'{') {
+            return Err(ConfigError::new("<document>", "must be a JSON object"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(doc);
+        let parsed: Result<FilterConfig, _> = serde_path_to_error::deserialize(&mut de);
+        let config = parsed.map_err(|e| {
+            let path = e.path().to_string();
+            // `.` is the root; `?` is where a syntax error left no path.
+            let field = if path == "." || path == "?" {
+                "<document>".to_string()
+            } else {
+                path
+            };
+            ConfigError {
+                field,
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        de.end().map_err(|e| {
+            ConfigError::new(
+                "<document>",
+                format!("trailing characters after the object: {e}"),
+            )
+        })?;
+        Policy::from_config(&config)
+    }
+
+    /// Validate an already-parsed config.
+    pub fn from_config(c: &FilterConfig) -> Result<Policy, ConfigError> {
+        let r = &c.routing;
+        let a = &c.admission;
+        if r.salt.is_empty() || r.salt.len() > MAX_NAME_BYTES {
+            return Err(ConfigError::new(
+                "routing.salt",
+                format!("must be 1..={MAX_NAME_BYTES} bytes"),
+            ));
+        }
+        if r.canary_basis_points > BUCKETS {
+            return Err(ConfigError::new(
+                "routing.canary_basis_points",
+                format!(
+                    "must be 0..=10000 (0.01 % steps), got {}",
+                    r.canary_basis_points
+                ),
+            ));
+        }
+        check_len("routing.key_sources", r.key_sources.len())?;
+        let key_sources = r
+            .key_sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let field = format!("routing.key_sources[{i}]");
+                Ok(match s {
+                    KeySource::Header(n) => KeyFrom::Header(header_name(&field, n)?),
+                    KeySource::Cookie(n) => KeyFrom::Cookie(token(&field, n)?),
+                    KeySource::Query(n) => KeyFrom::Query(token(&field, n)?),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        if key_sources.is_empty() && !r.fallback_to_request_id {
+            return Err(ConfigError::new(
+                "routing.key_sources",
+                "is empty and fallback_to_request_id is false: no request could be keyed",
+            ));
+        }
+        let route_header = header_name("routing.route_header", &r.route_header)?;
+        let force_header = if r.force_header.enabled {
+            Some(header_name(
+                "routing.force_header.name",
+                &r.force_header.name,
+            )?)
+        } else {
+            None
+        };
+        check_len(
+            "routing.exclude.path_prefixes",
+            r.exclude.path_prefixes.len(),
+        )?;
+        for (i, p) in r.exclude.path_prefixes.iter().enumerate() {
+            if !p.starts_with('/') || p.len() > 1024 {
+                return Err(ConfigError::new(
+                    format!("routing.exclude.path_prefixes[{i}]"),
+                    format!("must start with '/' and be at most 1024 bytes, got {p:?}"),
+                ));
+            }
+        }
+        check_len("routing.exclude.hosts", r.exclude.hosts.len())?;
+        for (i, h) in r.exclude.hosts.iter().enumerate() {
+            if h.is_empty()
+                || h.len() > MAX_NAME_BYTES
+                || h.bytes().any(|b| b.is_ascii_whitespace() || b < 0x21)
+            {
+                return Err(ConfigError::new(
+                    format!("routing.exclude.hosts[{i}]"),
+                    format!("not a host name: {h:?}"),
+                ));
+            }
+        }
+
+        let class_header = header_name("admission.class_header", &a.class_header)?;
+        if class_header == route_header {
+            return Err(ConfigError::new(
+                "admission.class_header",
+                "must differ from routing.route_header",
+            ));
+        }
+        check_len("admission.rules", a.rules.len())?;
+        let rules = a
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| validate_rule(i, rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        let budgets = [
+            budget(
+                "admission.classes.R1",
+                &a.classes.r1,
+                &defaults::r1(),
+                a.recover_ratio,
+            )?,
+            budget(
+                "admission.classes.W1",
+                &a.classes.w1,
+                &defaults::w1(),
+                a.recover_ratio,
+            )?,
+            budget(
+                "admission.classes.C1",
+                &a.classes.c1,
+                &defaults::c1(),
+                a.recover_ratio,
+            )?,
+        ];
+        if budgets[1].p99_max_ns < budgets[0].p99_max_ns {
+            return Err(ConfigError::new(
+                "admission.classes.W1",
+                format!(
+                    "p99 budget {} ns is tighter than R1's {} ns; classes must loosen R1 ≤ W1 ≤ C1",
+                    budgets[1].p99_max_ns, budgets[0].p99_max_ns
+                ),
+            ));
+        }
+        if budgets[2].p99_max_ns < budgets[1].p99_max_ns
+            || budgets[2].p99_max_ns < budgets[0].p99_max_ns
+        {
+            return Err(ConfigError::new(
+                "admission.classes.C1",
+                format!(
+                    "p99 budget {} ns is tighter than a hotter class (R1 {} ns, W1 {} ns); classes must loosen R1 ≤ W1 ≤ C1",
+                    budgets[2].p99_max_ns, budgets[0].p99_max_ns, budgets[1].p99_max_ns
+                ),
+            ));
+        }
+        if !(400..=599).contains(&a.shed_status) {
+            return Err(ConfigError::new(
+                "admission.shed_status",
+                format!("must be a 4xx or 5xx status, got {}", a.shed_status),
+            ));
+        }
+        if a.retry_after_s > 3_600 {
+            return Err(ConfigError::new(
+                "admission.retry_after_s",
+                format!("must be at most 3600, got {}", a.retry_after_s),
+            ));
+        }
+        let max_shed_bp = fraction_bp("admission.max_shed_fraction", a.max_shed_fraction, false)?;
+        let shed_step_bp =
+            fraction_bp("admission.shed_step_fraction", a.shed_step_fraction, false)?;
+        if shed_step_bp > max_shed_bp {
+            return Err(ConfigError::new(
+                "admission.shed_step_fraction",
+                "must not exceed admission.max_shed_fraction",
+            ));
+        }
+        if !(a.recover_ratio > 0.0 && a.recover_ratio < 1.0) {
+            return Err(ConfigError::new(
+                "admission.recover_ratio",
+                format!("must be in (0, 1) for hysteresis, got {}", a.recover_ratio),
+            ));
+        }
+        let shortest_window = budgets
+            .iter()
+            .map(|b| b.window_ms)
+            .min()
+            .unwrap_or(MAX_WINDOW_MS);
+        if a.evaluation_interval_ms < MIN_INTERVAL_MS || a.evaluation_interval_ms > shortest_window
+        {
+            return Err(ConfigError::new(
+                "admission.evaluation_interval_ms",
+                format!(
+                    "must be {MIN_INTERVAL_MS}..={shortest_window} (at most the shortest class window), got {}",
+                    a.evaluation_interval_ms
+                ),
+            ));
+        }
+        if c.tick_ms < MIN_INTERVAL_MS || c.tick_ms > 10_000 {
+            return Err(ConfigError::new(
+                "tick_ms",
+                format!("must be {MIN_INTERVAL_MS}..=10000, got {}", c.tick_ms),
+            ));
+        }
+        Ok(Policy {
+            version: c.version,
+            salt: r.salt.as_bytes().to_vec(),
+            canary_basis_points: r.canary_basis_points,
+            key_sources,
+            fallback_to_request_id: r.fallback_to_request_id,
+            route_header,
+            force_header,
+            exclude_path_prefixes: r.exclude.path_prefixes.clone(),
+            exclude_hosts: r
+                .exclude
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            admission_enabled: a.enabled,
+            shadow: a.shadow,
+            class_header,
+            trust_class_header: a.trust_class_header,
+            default_class: a.default_class,
+            rules,
+            budgets,
+            shed_status: a.shed_status,
+            retry_after_s: a.retry_after_s,
+            max_shed_bp,
+            shed_step_bp,
+            evaluation_interval_ms: a.evaluation_interval_ms,
+            fail_mode: c.fail_mode,
+            debug_headers: c.debug_headers,
+            tick_ms: c.tick_ms,
+        })
+    }
+
+    /// Budget of a class.
+    pub fn budget(&self, class: Class) -> &ClassBudget {
+        &self.budgets[class.index()]
+    }
+}
+
+fn check_len(field: &str, len: usize) -> Result<(), ConfigError> {
+    if len > MAX_LIST_ENTRIES {
+        return Err(ConfigError::new(
+            field,
+            format!("has {len} entries, at most {MAX_LIST_ENTRIES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn token(field: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || !name.bytes().all(is_tchar) {
+        return Err(ConfigError::new(
+            field,
+            format!("must be 1..={MAX_NAME_BYTES} token characters (RFC 9110), got {name:?}"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    Ok(token(field, name)?.to_ascii_lowercase())
+}
+
+fn validate_rule(i: usize, rule: &ClassRule) -> Result<Rule, ConfigError> {
+    let field = format!("admission.rules[{i}]");
+    if rule.path_prefix.is_none() && rule.header.is_none() {
+        return Err(ConfigError::new(
+            field,
+            "needs path_prefix, header, or both",
+        ));
+    }
+    if let Some(p) = &rule.path_prefix {
+        if !p.starts_with('/') || p.len() > 1024 {
+            return Err(ConfigError::new(
+                format!("{field}.path_prefix"),
+                format!("must start with '/' and be at most 1024 bytes, got {p:?}"),
+            ));
+        }
+    }
+    let header = match &rule.header {
+        Some(h) => {
+            let name = header_name(&format!("{field}.header.name"), &h.name)?;
+            if let Some(v) = &h.value {
+                if v.len() > 1024 {
+                    return Err(ConfigError::new(
+                        format!("{field}.header.value"),
+                        "must be at most 1024 bytes",
+                    ));
+                }
+            }
+            Some((name, h.value.clone()))
+        }
+        None => None,
+    };
+    Ok(Rule {
+        class: rule.class,
+        path_prefix: rule.path_prefix.clone(),
+        header,
+    })
+}
+
+/// Validate one class. A class written without a budget keeps its default budget
+/// (`default`), so `"W1": {"strategy": "degrade"}` changes only the strategy.
+fn budget(
+    field: &str,
+    c: &ClassConfig,
+    default: &ClassConfig,
+    recover_ratio: f64,
+) -> Result<ClassBudget, ConfigError> {
+    let p99_max_ns = match (c.p99_max_ns, c.p99_max_ms, default.p99_max_ms) {
+        (Some(_), Some(_), _) => {
+            return Err(ConfigError::new(
+                field,
+                "set either p99_max_ns or p99_max_ms, not both",
+            ))
+        }
+        (Some(ns), None, _) => ns,
+        (None, Some(ms), _) | (None, None, Some(ms)) => ms.saturating_mul(1_000_000),
+        (None, None, None) => default.p99_max_ns.unwrap_or(0),
+    };
+    if p99_max_ns == 0 {
+        return Err(ConfigError::new(
+            field,
+            "p99 budget must be greater than zero",
+        ));
+    }
+    if p99_max_ns > MAX_BUDGET_NS {
+        return Err(ConfigError::new(
+            field,
+            format!("p99 budget {p99_max_ns} ns exceeds one hour"),
+        ));
+    }
+    if c.window_ms < MIN_INTERVAL_MS * crate::admission::SLICES as u32
+        || c.window_ms > MAX_WINDOW_MS
+    {
+        return Err(ConfigError::new(
+            format!("{field}.window_ms"),
+            format!(
+                "must be {}..={MAX_WINDOW_MS}, got {}",
+                MIN_INTERVAL_MS * crate::admission::SLICES as u32,
+                c.window_ms
+            ),
+        ));
+    }
+    if c.min_samples == 0 {
+        return Err(ConfigError::new(
+            format!("{field}.min_samples"),
+            "must be at least 1: a window without samples cannot observe a p99",
+        ));
+    }
+    // Both factors are finite and in range, so the product fits; clamp keeps it ≤ p99_max_ns.
+    let recover_below_ns = ((p99_max_ns as f64) * recover_ratio.clamp(0.0, 1.0)) as u64;
+    Ok(ClassBudget {
+        p99_max_ns,
+        recover_below_ns,
+        window_ms: c.window_ms,
+        min_samples: c.min_samples,
+        strategy: c.strategy,
+    })
+}
+
+fn fraction_bp(field: &str, value: f64, allow_zero: bool) -> Result<u16, ConfigError> {
+    let ok = value.is_finite() && value <= 1.0 && (value > 0.0 || (allow_zero && value == 0.0));
+    if !ok {
+        return Err(ConfigError::new(
+            field,
+            format!("must be in (0, 1], got {value}"),
+        ));
+    }
+    let bp = (value * f64::from(BUCKETS)).round() as u16;
+    if bp == 0 {
+        return Err(ConfigError::new(
+            field,
+            format!("{value} is below the 0.0001 resolution"),
+        ));
+    }
+    Ok(bp)
+}
+
+#[cfg(test)]
+mod tests;

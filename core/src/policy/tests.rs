@@ -1,0 +1,399 @@
+//! Every rejection path of config validation, each asserting the field and the message.
+
+use super::*;
+
+/// Parse `json` expecting a rejection; return its rendered message.
+fn rejected(json: &str) -> String {
+    match Policy::from_json(json.as_bytes()) {
+        Ok(_) => panic!("accepted: {json}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_rejects(json: &str, field: &str, reason_part: &str) {
+    let msg = rejected(json);
+    let prefix = format!("invalid knhk config: field `{field}`: ");
+    assert!(
+        msg.starts_with(&prefix),
+        "{json}\n  got: {msg}\n  want prefix: {prefix}"
+    );
+    assert!(
+        msg.contains(reason_part),
+        "{json}\n  got: {msg}\n  want: {reason_part}"
+    );
+}
+
+#[test]
+fn defaults_are_valid_and_sensible() {
+    let p = Policy::from_json(b"").unwrap();
+    assert_eq!(p, Policy::from_json(b"{}").unwrap());
+    assert_eq!(p.canary_basis_points, 0);
+    assert_eq!(p.budget(Class::R1).p99_max_ns, 100_000_000);
+    assert_eq!(p.budget(Class::W1).p99_max_ns, 500_000_000);
+    assert_eq!(p.budget(Class::C1).p99_max_ns, 5_000_000_000);
+    assert_eq!(p.budget(Class::R1).recover_below_ns, 80_000_000);
+    assert_eq!((p.max_shed_bp, p.shed_step_bp), (5_000, 1_000));
+    assert_eq!(p.route_header, "x-knhk-route");
+    assert_eq!(p.force_header, None);
+    assert_eq!(p.shed_status, 503);
+}
+
+#[test]
+fn a_class_without_a_budget_keeps_its_default() {
+    let p =
+        Policy::from_json(br#"{"admission":{"classes":{"W1":{"strategy":"degrade"}}}}"#).unwrap();
+    assert_eq!(p.budget(Class::W1).p99_max_ns, 500_000_000);
+    assert_eq!(p.budget(Class::W1).strategy, Strategy::Degrade);
+}
+
+#[test]
+fn legacy_units_are_accepted() {
+    let p = Policy::from_json(
+        br#"{"admission":{"classes":{"R1":{"p99_max_ns":2000000},"W1":{"p99_max_ms":50},"C1":{"p99_max_ms":500}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(p.budget(Class::R1).p99_max_ns, 2_000_000);
+    assert_eq!(p.budget(Class::W1).p99_max_ns, 50_000_000);
+}
+
+#[test]
+fn names_are_normalized() {
+    let p = Policy::from_json(
+        br#"{"routing":{"route_header":"X-Route","key_sources":[{"header":"X-User"},{"cookie":"Uid"}],"exclude":{"hosts":["A.Example"]}}}"#,
+    )
+    .unwrap();
+    assert_eq!(p.route_header, "x-route");
+    assert_eq!(
+        p.key_sources,
+        vec![
+            KeyFrom::Header("x-user".into()),
+            KeyFrom::Cookie("Uid".into())
+        ]
+    );
+    assert_eq!(p.exclude_hosts, vec!["a.example".to_string()]);
+}
+
+#[test]
+fn document_level_rejections() {
+    assert_rejects("not json", "<document>", "must be a JSON object");
+    assert_rejects("{not json", "<document>", "key must be a string");
+    assert_rejects("[]", "<document>", "must be a JSON object");
+    assert_rejects("42", "<document>", "must be a JSON object");
+    assert_rejects(r#"{"routing":{}}{"#, "<document>", "trailing");
+    let huge = format!(
+        r#"{{"version":1,"routing":{{"salt":"{}"}}}}"#,
+        "a".repeat(MAX_CONFIG_BYTES)
+    );
+    assert_rejects(&huge, "<document>", "exceeds the 65536-byte limit");
+    assert_rejects(r#"{"bogus":1}"#, "bogus", "unknown field `bogus`");
+}
+
+#[test]
+fn type_and_unknown_field_rejections_name_the_path() {
+    assert_rejects(
+        r#"{"routing":{"canary_basis_points":"10"}}"#,
+        "routing.canary_basis_points",
+        "invalid type",
+    );
+    assert_rejects(
+        r#"{"routing":{"canary_basis_points":-1}}"#,
+        "routing.canary_basis_points",
+        "invalid value",
+    );
+    assert_rejects(
+        r#"{"routing":{"canary_basis_points":70000}}"#,
+        "routing.canary_basis_points",
+        "invalid value",
+    );
+    assert_rejects(
+        r#"{"routing":{"weight":1}}"#,
+        "routing.weight",
+        "unknown field `weight`",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"X1":{}}}}"#,
+        "admission.classes.X1",
+        "unknown field `X1`",
+    );
+    assert_rejects(
+        r#"{"admission":{"default_class":"Z9"}}"#,
+        "admission.default_class",
+        "unknown variant",
+    );
+    assert_rejects(
+        r#"{"fail_mode":"sideways"}"#,
+        "fail_mode",
+        "unknown variant",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"body":"x"}]}}"#,
+        "routing.key_sources[0]",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn routing_rejections() {
+    assert_rejects(
+        r#"{"routing":{"salt":""}}"#,
+        "routing.salt",
+        "must be 1..=256 bytes",
+    );
+    assert_rejects(
+        &format!(r#"{{"routing":{{"salt":"{}"}}}}"#, "s".repeat(257)),
+        "routing.salt",
+        "must be 1..=256 bytes",
+    );
+    assert_rejects(
+        r#"{"routing":{"canary_basis_points":10001}}"#,
+        "routing.canary_basis_points",
+        "must be 0..=10000",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"header":"bad name"}]}}"#,
+        "routing.key_sources[0]",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"cookie":""}]}}"#,
+        "routing.key_sources[0]",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"header":"a"},{"query":"a=b"}]}}"#,
+        "routing.key_sources[1]",
+        "token characters",
+    );
+    let many: Vec<String> = (0..65).map(|i| format!(r#"{{"header":"h{i}"}}"#)).collect();
+    assert_rejects(
+        &format!(r#"{{"routing":{{"key_sources":[{}]}}}}"#, many.join(",")),
+        "routing.key_sources",
+        "has 65 entries, at most 64 allowed",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[],"fallback_to_request_id":false}}"#,
+        "routing.key_sources",
+        "no request could be keyed",
+    );
+    assert_rejects(
+        r#"{"routing":{"route_header":"x:route"}}"#,
+        "routing.route_header",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"force_header":{"enabled":true,"name":"x\u0000y"}}}"#,
+        "routing.force_header.name",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"exclude":{"path_prefixes":["healthz"]}}}"#,
+        "routing.exclude.path_prefixes[0]",
+        "must start with '/'",
+    );
+    assert_rejects(
+        r#"{"routing":{"exclude":{"hosts":["a b"]}}}"#,
+        "routing.exclude.hosts[0]",
+        "not a host name",
+    );
+    assert_rejects(
+        r#"{"routing":{"exclude":{"hosts":[""]}}}"#,
+        "routing.exclude.hosts[0]",
+        "not a host name",
+    );
+}
+
+#[test]
+fn disabled_force_header_name_is_not_checked() {
+    assert!(Policy::from_json(
+        br#"{"routing":{"force_header":{"enabled":false,"name":"bad name"}}}"#
+    )
+    .is_ok());
+}
+
+#[test]
+fn admission_header_and_rule_rejections() {
+    assert_rejects(
+        r#"{"admission":{"class_header":"X-KNHK-ROUTE"}}"#,
+        "admission.class_header",
+        "must differ from routing.route_header",
+    );
+    assert_rejects(
+        r#"{"admission":{"class_header":"é"}}"#,
+        "admission.class_header",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"admission":{"rules":[{"class":"R1"}]}}"#,
+        "admission.rules[0]",
+        "needs path_prefix, header, or both",
+    );
+    assert_rejects(
+        r#"{"admission":{"rules":[{"class":"R1","path_prefix":"hot"}]}}"#,
+        "admission.rules[0].path_prefix",
+        "must start with '/'",
+    );
+    assert_rejects(
+        r#"{"admission":{"rules":[{"class":"R1","header":{"name":"a b"}}]}}"#,
+        "admission.rules[0].header.name",
+        "token characters",
+    );
+    assert_rejects(
+        &format!(
+            r#"{{"admission":{{"rules":[{{"class":"R1","header":{{"name":"a","value":"{}"}}}}]}}}}"#,
+            "v".repeat(1025)
+        ),
+        "admission.rules[0].header.value",
+        "must be at most 1024 bytes",
+    );
+}
+
+#[test]
+fn budget_rejections() {
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ns":1,"p99_max_ms":1}}}}"#,
+        "admission.classes.R1",
+        "either p99_max_ns or p99_max_ms, not both",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ns":0}}}}"#,
+        "admission.classes.R1",
+        "must be greater than zero",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"C1":{"p99_max_ms":3600001}}}}"#,
+        "admission.classes.C1",
+        "exceeds one hour",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ms":600}}}}"#,
+        "admission.classes.W1",
+        "tighter than R1's 600000000 ns",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ms":1},"W1":{"p99_max_ms":2},"C1":{"p99_max_ns":1000}}}}"#,
+        "admission.classes.C1",
+        "tighter than a hotter class",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ms":1,"window_ms":99}}}}"#,
+        "admission.classes.R1.window_ms",
+        "must be 100..=3600000, got 99",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ms":1,"window_ms":3600001}}}}"#,
+        "admission.classes.R1.window_ms",
+        "got 3600001",
+    );
+    assert_rejects(
+        r#"{"admission":{"classes":{"R1":{"p99_max_ms":1,"min_samples":0}}}}"#,
+        "admission.classes.R1.min_samples",
+        "a window without samples cannot observe a p99",
+    );
+}
+
+#[test]
+fn shedding_knob_rejections() {
+    assert_rejects(
+        r#"{"admission":{"shed_status":200}}"#,
+        "admission.shed_status",
+        "4xx or 5xx status, got 200",
+    );
+    assert_rejects(
+        r#"{"admission":{"shed_status":600}}"#,
+        "admission.shed_status",
+        "got 600",
+    );
+    assert_rejects(
+        r#"{"admission":{"retry_after_s":3601}}"#,
+        "admission.retry_after_s",
+        "at most 3600",
+    );
+    assert_rejects(
+        r#"{"admission":{"max_shed_fraction":0}}"#,
+        "admission.max_shed_fraction",
+        "must be in (0, 1], got 0",
+    );
+    assert_rejects(
+        r#"{"admission":{"max_shed_fraction":1.5}}"#,
+        "admission.max_shed_fraction",
+        "got 1.5",
+    );
+    assert_rejects(
+        r#"{"admission":{"shed_step_fraction":-0.1}}"#,
+        "admission.shed_step_fraction",
+        "got -0.1",
+    );
+    assert_rejects(
+        r#"{"admission":{"shed_step_fraction":0.00001}}"#,
+        "admission.shed_step_fraction",
+        "below the 0.0001 resolution",
+    );
+    assert_rejects(
+        r#"{"admission":{"max_shed_fraction":0.2,"shed_step_fraction":0.3}}"#,
+        "admission.shed_step_fraction",
+        "must not exceed admission.max_shed_fraction",
+    );
+    assert_rejects(
+        r#"{"admission":{"recover_ratio":1}}"#,
+        "admission.recover_ratio",
+        "must be in (0, 1) for hysteresis",
+    );
+    assert_rejects(
+        r#"{"admission":{"recover_ratio":0}}"#,
+        "admission.recover_ratio",
+        "got 0",
+    );
+    assert_rejects(
+        r#"{"admission":{"evaluation_interval_ms":5}}"#,
+        "admission.evaluation_interval_ms",
+        "must be 10..=10000",
+    );
+    assert_rejects(
+        r#"{"admission":{"evaluation_interval_ms":2000,"classes":{"R1":{"p99_max_ms":1,"window_ms":1000}}}}"#,
+        "admission.evaluation_interval_ms",
+        "must be 10..=1000 (at most the shortest class window), got 2000",
+    );
+    assert_rejects(r#"{"tick_ms":9}"#, "tick_ms", "must be 10..=10000, got 9");
+    assert_rejects(r#"{"tick_ms":10001}"#, "tick_ms", "got 10001");
+}
+
+#[test]
+fn non_finite_numbers_are_refused_by_the_parser() {
+    // JSON has no NaN/Infinity literals; serde_json refuses them as syntax errors.
+    assert_rejects(
+        r#"{"admission":{"recover_ratio":NaN}}"#,
+        "admission.recover_ratio",
+        "expected value",
+    );
+    assert_rejects(
+        r#"{"admission":{"max_shed_fraction":1e999}}"#,
+        "admission.max_shed_fraction",
+        "out of range",
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// Arbitrary bytes never panic the parser; rejections always name a field.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Err(e) = Policy::from_json(&bytes) {
+                prop_assert!(!e.field.is_empty());
+                prop_assert!(e.to_string().starts_with("invalid knhk config: field `"));
+            }
+        }
+
+        /// Mutated valid documents never panic either.
+        #[test]
+        fn mutated_documents_never_panic(pos in 0usize..400, byte in any::<u8>()) {
+            let mut doc = br#"{"version":2,"routing":{"salt":"s","canary_basis_points":500,"key_sources":[{"header":"x-user"}]},"admission":{"rules":[{"class":"R1","path_prefix":"/hot"}],"classes":{"R1":{"p99_max_ns":5000000,"window_ms":1000,"min_samples":10}}}}"#.to_vec();
+            let at = pos % doc.len();
+            doc[at] = byte;
+            let _ = Policy::from_json(&doc);
+        }
+    }
+}
