@@ -1,0 +1,171 @@
+//! The per-request context: decide on request headers, apply, and measure latency.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use knhk_core::config::FailMode;
+use knhk_core::host::RequestHeaders;
+use knhk_core::{decide, Admission, Decision, Policy};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+use crate::host::{now_ns, HeaderList};
+use crate::root::VmState;
+
+/// Response header naming the admission outcome of a shed or degraded request.
+const ADMISSION_HEADER: &str = "x-knhk-admission";
+/// Response header carrying the decision when `debug_headers` is on.
+const DECISION_HEADER: &str = "x-knhk-decision";
+
+/// One request.
+pub struct KnhkHttp {
+    state: Rc<RefCell<VmState>>,
+    policy: Option<Rc<Policy>>,
+    decision: Option<Decision>,
+    started_ns: Option<u64>,
+}
+
+impl KnhkHttp {
+    /// A context bound to its VM's state; the policy is captured now, so a reconfiguration
+    /// mid-request does not change this request's decision.
+    pub fn new(state: Rc<RefCell<VmState>>) -> Self {
+        let policy = state.borrow().policy.clone();
+        KnhkHttp {
+            state,
+            policy,
+            decision: None,
+            started_ns: None,
+        }
+    }
+
+    /// Could not decide: count it and apply the fail mode.
+    fn fail(&self, why: &str) -> Action {
+        self.state.borrow_mut().metrics.pending.decision_errors += 1;
+        let mode = self.policy.as_ref().map_or(FailMode::Open, |p| p.fail_mode);
+        log::debug!("knhk: no decision ({why}), failing {mode:?}");
+        match mode {
+            FailMode::Open => Action::Continue,
+            FailMode::Closed => {
+                let headers = vec![(ADMISSION_HEADER, "error")];
+                let _ = hostcalls::send_http_response(
+                    503,
+                    headers,
+                    Some(b"knhk: no routing decision\n"),
+                );
+                Action::Pause
+            }
+        }
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        if hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_err() {
+            self.state.borrow_mut().metrics.pending.decision_errors += 1;
+        }
+    }
+
+    fn shed(&self, policy: &Policy, decision: &Decision) -> Action {
+        let retry_after = policy.retry_after_s.to_string();
+        let debug = policy
+            .debug_headers
+            .then(|| decision.debug_header(policy.version));
+        let mut headers = vec![
+            ("retry-after", retry_after.as_str()),
+            (ADMISSION_HEADER, "shed"),
+        ];
+        if let Some(debug) = debug.as_deref() {
+            headers.push((DECISION_HEADER, debug));
+        }
+        let body = format!(
+            "knhk: shed, class {} over its p99 budget\n",
+            decision.requested_class.as_str()
+        );
+        if hostcalls::send_http_response(
+            u32::from(policy.shed_status),
+            headers,
+            Some(body.as_bytes()),
+        )
+        .is_err()
+        {
+            return self.fail("local reply refused");
+        }
+        Action::Pause
+    }
+}
+
+impl Context for KnhkHttp {}
+
+impl HttpContext for KnhkHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return self.fail("no valid configuration");
+        };
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(headers) => HeaderList(headers),
+            Err(_) => return self.fail("request headers unreadable"),
+        };
+        let decision = {
+            let mut state = self.state.borrow_mut();
+            let levels = state.admission.levels();
+            let decision = decide(&policy, &levels, &headers);
+            state.metrics.pending.record(&decision);
+            decision
+        };
+        self.decision = Some(decision);
+        match decision.route {
+            Some(route) => self.set_request_header(&policy.route_header, Some(route.as_str())),
+            // Excluded: never let a client pick the cluster with a route header of its own.
+            None if headers.header(&policy.route_header).is_some() => {
+                self.set_request_header(&policy.route_header, None)
+            }
+            None => {}
+        }
+        if decision.is_shed() {
+            return self.shed(&policy, &decision);
+        }
+        // Upstreams see the class served: rewritten when demoted, corrected when a client sent
+        // one the filter did not accept.
+        let incoming_class = headers.header(&policy.class_header);
+        if decision.admission == Admission::Degraded
+            || incoming_class.is_some_and(|v| *v != *decision.class.as_str().as_bytes())
+        {
+            self.set_request_header(&policy.class_header, Some(decision.class.as_str()));
+        }
+        self.started_ns = now_ns();
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let (Some(policy), Some(decision)) = (self.policy.clone(), self.decision) else {
+            return Action::Continue;
+        };
+        if decision.is_shed() {
+            // The local reply carries its own headers and is no latency sample.
+            return Action::Continue;
+        }
+        if let (Some(start), Some(end), true) =
+            (self.started_ns, now_ns(), policy.admission_enabled)
+        {
+            let mut state = self.state.borrow_mut();
+            state
+                .admission
+                .record(&policy, decision.class, end.saturating_sub(start));
+        }
+        if decision.admission == Admission::Degraded {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                ADMISSION_HEADER,
+                Some("degraded"),
+            );
+        }
+        if policy.debug_headers {
+            let value = decision.debug_header(policy.version);
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                DECISION_HEADER,
+                Some(&value),
+            );
+        }
+        Action::Continue
+    }
+}

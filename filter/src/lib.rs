@@ -1,0 +1,19 @@
+//! knhk proxy-wasm HTTP filter: deterministic canary routing and R1/W1/C1 admission, inline.
+//!
+//! A thin adapter: every decision is made by `knhk-core`; this crate only moves bytes between
+//! Envoy and the core through the small traits of `knhk_core::host`. Per request it makes as
+//! few host calls as it can: one read of all request headers, one write of the route header,
+//! one clock read at each end, and nothing else unless a header must change. Counters live in
+//! VM memory and reach Envoy's stats on the timer tick.
+
+mod host;
+mod http;
+mod metrics;
+mod root;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::KnhkRoot::new())
+    });
+}}
