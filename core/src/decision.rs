@@ -240,6 +240,7 @@ mod tests {
             .unwrap()
     }
 
+    /// Every weighted route equals `routing bucket < canary_basis_points` for its key.
     #[test]
     fn weighted_route_follows_the_bucket() {
         let p = policy(
@@ -259,6 +260,7 @@ mod tests {
         }
     }
 
+    /// The force header overrides the weight only when enabled, and only for always/never.
     #[test]
     fn force_header_only_when_enabled() {
         let off = policy(r#"{"routing":{"canary_basis_points":0}}"#);
@@ -284,6 +286,7 @@ mod tests {
         assert_eq!(decide(&all, &[0; 3], &junk).reason, RouteReason::Weighted);
     }
 
+    /// Excluded paths get no route, no buckets and no admission, even at full shed.
     #[test]
     fn excluded_requests_are_untouched() {
         let p = policy(
@@ -300,6 +303,7 @@ mod tests {
         );
     }
 
+    /// A keyless request goes stable and is the first to be shed.
     #[test]
     fn no_key_goes_stable_with_lowest_priority() {
         let p = policy(r#"{"routing":{"canary_basis_points":10000}}"#);
@@ -312,6 +316,7 @@ mod tests {
         assert_eq!(d.admission, Admission::Shed);
     }
 
+    /// Strict shedding at level L sheds exactly the keys with priority < L.
     #[test]
     fn strict_sheds_exactly_the_low_priority_buckets() {
         let p = policy(r#"{"routing":{"key_sources":[{"header":"x-user"}]}}"#);
@@ -325,6 +330,7 @@ mod tests {
         }
     }
 
+    /// Degrade demotes through each over-level class and sheds at C1.
     #[test]
     fn degrade_demotes_along_the_chain_and_c1_sheds() {
         let p = policy(
@@ -358,6 +364,7 @@ mod tests {
         assert_eq!((d.class, d.admission), (Class::R1, Admission::Admitted));
     }
 
+    /// Shadow mode reports shed/degrade outcomes but serves the requested class.
     #[test]
     fn shadow_mode_never_enforces() {
         let p = policy(
@@ -377,6 +384,7 @@ mod tests {
         );
     }
 
+    /// With admission off nothing is shed, whatever the levels.
     #[test]
     fn disabled_admission_is_not_evaluated() {
         let p = policy(r#"{"admission":{"enabled":false}}"#);
@@ -386,6 +394,7 @@ mod tests {
         );
     }
 
+    /// The debug header carries route, reason, buckets, classes, outcome and version in a fixed format.
     #[test]
     fn debug_header_format() {
         let p = policy(r#"{"routing":{"salt":"s","canary_basis_points":10000}}"#);

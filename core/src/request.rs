@@ -213,6 +213,7 @@ mod tests {
     const SOURCES: &str =
         r#"{"routing":{"key_sources":[{"header":"X-User"},{"cookie":"uid"},{"query":"u"}]}}"#;
 
+    /// Key sources are tried header → cookie → query → x-request-id, in configured order.
     #[test]
     fn key_sources_are_tried_in_order() {
         let p = policy(SOURCES);
@@ -250,6 +251,7 @@ mod tests {
         assert!(routing_key(&p, &FakeRequest::get("/a")).is_none());
     }
 
+    /// Empty header, cookie and query values do not count as keys.
     #[test]
     fn empty_values_fall_through() {
         let p = policy(SOURCES);
@@ -260,6 +262,7 @@ mod tests {
         assert_eq!(routing_key(&p, &req).unwrap().origin, KeyOrigin::RequestId);
     }
 
+    /// Without the fallback, x-request-id is never used as a key.
     #[test]
     fn fallback_can_be_disabled() {
         let p = policy(
@@ -268,6 +271,7 @@ mod tests {
         assert!(routing_key(&p, &FakeRequest::get("/").with("x-request-id", "r")).is_none());
     }
 
+    /// A 70 KB key is hashed as its first MAX_KEY_BYTES bytes.
     #[test]
     fn long_keys_are_truncated() {
         let p = policy(SOURCES);
@@ -276,6 +280,7 @@ mod tests {
         assert_eq!(routing_key(&p, &req).unwrap().bytes.len(), MAX_KEY_BYTES);
     }
 
+    /// Cookie parsing finds exact names and survives quotes, empty pairs and non-UTF-8 bytes.
     #[test]
     fn cookie_parsing() {
         assert_eq!(cookie_value(b"a=1; uid=42; b=2", "uid"), Some(&b"42"[..]));
@@ -290,6 +295,7 @@ mod tests {
         assert_eq!(cookie_value(b"", "uid"), None);
     }
 
+    /// Query parsing finds exact names, stops at the fragment and survives junk separators.
     #[test]
     fn query_parsing() {
         assert_eq!(query_value(b"/p?a=1&u=2", "u"), Some(&b"2"[..]));
@@ -300,6 +306,7 @@ mod tests {
         assert_eq!(query_value(b"/p?&&&==&u=%41", "u"), Some(&b"%41"[..]));
     }
 
+    /// Exclusions match path prefixes and hosts (case-insensitive, port stripped).
     #[test]
     fn exclusions_by_path_and_host() {
         let p = policy(
@@ -322,6 +329,7 @@ mod tests {
         assert_eq!(host_without_port(b"[::1]:80"), b"[::1]");
     }
 
+    /// A trusted class header beats rules, rules apply in order, the default is last.
     #[test]
     fn classification_order() {
         let p = policy(
@@ -352,6 +360,7 @@ mod tests {
         );
     }
 
+    /// An untrusted class header cannot pick the class.
     #[test]
     fn untrusted_class_header_is_ignored() {
         let p = policy(r#"{"admission":{"trust_class_header":false}}"#);

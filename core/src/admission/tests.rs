@@ -30,6 +30,7 @@ fn feed(
     c.levels()[Class::R1.index()]
 }
 
+/// Over budget, the level rises one step per evaluation and stops at the cap.
 #[test]
 fn sheds_gradually_up_to_the_cap() {
     let (p, store, mut c) = (
@@ -48,6 +49,7 @@ fn sheds_gradually_up_to_the_cap() {
     assert_eq!(c.levels(), [5_000, 0, 0], "only R1 is over budget");
 }
 
+/// Fewer samples than min_samples never shed, however slow.
 #[test]
 fn no_shedding_below_min_samples() {
     let (p, store, mut c) = (
@@ -61,6 +63,7 @@ fn no_shedding_below_min_samples() {
     }
 }
 
+/// 1 % slow samples keep p99 within budget; 2 % break it.
 #[test]
 fn one_percent_slow_is_within_p99() {
     let (p, store, mut c) = (
@@ -79,6 +82,7 @@ fn one_percent_slow_is_within_p99() {
     assert_eq!(feed(&mut c, &store, &p, 10, MS, 1_100), 1_000);
 }
 
+/// Between the recovery line and the budget the level holds; below it, it falls one step at a time.
 #[test]
 fn hysteresis_holds_between_recover_and_budget_then_recovers() {
     let (p, store, mut c) = (
@@ -126,6 +130,7 @@ fn hysteresis_holds_between_recover_and_budget_then_recovers() {
     );
 }
 
+/// With no traffic the level decays monotonically to zero.
 #[test]
 fn silence_lowers_the_level() {
     let (p, store, mut c) = (
@@ -151,6 +156,7 @@ fn silence_lowers_the_level() {
     );
 }
 
+/// The controller acts at most once per evaluation interval, however often workers sync.
 #[test]
 fn evaluation_happens_at_most_once_per_interval() {
     let (p, store, mut c) = (
@@ -166,6 +172,7 @@ fn evaluation_happens_at_most_once_per_interval() {
     assert_eq!(feed(&mut c, &store, &p, 5, 30 * MS, 200), 2_000);
 }
 
+/// Two workers' samples add up in shared data and both apply the same level.
 #[test]
 fn workers_agree_through_shared_data() {
     let (p, store) = (policy(), MemoryShared::default());
@@ -186,6 +193,7 @@ fn workers_agree_through_shared_data() {
     assert_eq!(workers[0].levels(), workers[1].levels());
 }
 
+/// CAS conflicts are retried, and when retries run out no sample is lost.
 #[test]
 fn cas_conflicts_are_retried_and_counts_are_not_lost() {
     let (p, store, mut c) = (
@@ -216,6 +224,7 @@ fn cas_conflicts_are_retried_and_counts_are_not_lost() {
     );
 }
 
+/// Corrupt shared state is replaced by a fresh window, not decoded.
 #[test]
 fn corrupt_shared_state_is_replaced_not_trusted() {
     let (p, store, mut c) = (
@@ -230,6 +239,7 @@ fn corrupt_shared_state_is_replaced_not_trusted() {
     assert_eq!(level, 1_000);
 }
 
+/// A budget change starts a fresh window instead of reusing the old level.
 #[test]
 fn a_budget_change_resets_the_window() {
     let (p, store, mut c) = (

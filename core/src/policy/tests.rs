@@ -23,6 +23,7 @@ fn assert_rejects(json: &str, field: &str, reason_part: &str) {
     );
 }
 
+/// An empty config is valid and has the documented defaults.
 #[test]
 fn defaults_are_valid_and_sensible() {
     let p = Policy::from_json(b"").unwrap();
@@ -38,6 +39,7 @@ fn defaults_are_valid_and_sensible() {
     assert_eq!(p.shed_status, 503);
 }
 
+/// A class given without a budget keeps its default budget.
 #[test]
 fn a_class_without_a_budget_keeps_its_default() {
     let p =
@@ -46,6 +48,7 @@ fn a_class_without_a_budget_keeps_its_default() {
     assert_eq!(p.budget(Class::W1).strategy, Strategy::Degrade);
 }
 
+/// R1 in ns and W1/C1 in ms, the older sidecar's units, are accepted.
 #[test]
 fn legacy_units_are_accepted() {
     let p = Policy::from_json(
@@ -56,6 +59,7 @@ fn legacy_units_are_accepted() {
     assert_eq!(p.budget(Class::W1).p99_max_ns, 50_000_000);
 }
 
+/// Header and host names are lowercased; cookie names keep their case.
 #[test]
 fn names_are_normalized() {
     let p = Policy::from_json(
@@ -73,6 +77,7 @@ fn names_are_normalized() {
     assert_eq!(p.exclude_hosts, vec!["a.example".to_string()]);
 }
 
+/// Non-objects, syntax errors, trailing bytes, oversize and unknown fields are refused.
 #[test]
 fn document_level_rejections() {
     assert_rejects("not json", "<document>", "must be a JSON object");
@@ -88,6 +93,7 @@ fn document_level_rejections() {
     assert_rejects(r#"{"bogus":1}"#, "bogus", "unknown field `bogus`");
 }
 
+/// Type errors and unknown fields name the full field path.
 #[test]
 fn type_and_unknown_field_rejections_name_the_path() {
     assert_rejects(
@@ -132,6 +138,7 @@ fn type_and_unknown_field_rejections_name_the_path() {
     );
 }
 
+/// Each invalid routing setting is refused with its field and reason.
 #[test]
 fn routing_rejections() {
     assert_rejects(
@@ -202,6 +209,7 @@ fn routing_rejections() {
     );
 }
 
+/// A disabled force header's name is not validated.
 #[test]
 fn disabled_force_header_name_is_not_checked() {
     assert!(Policy::from_json(
@@ -210,6 +218,7 @@ fn disabled_force_header_name_is_not_checked() {
     .is_ok());
 }
 
+/// Invalid class headers and rules are refused with their field and reason.
 #[test]
 fn admission_header_and_rule_rejections() {
     assert_rejects(
@@ -247,6 +256,7 @@ fn admission_header_and_rule_rejections() {
     );
 }
 
+/// Zero, ambiguous, oversized and inverted budgets and bad windows are refused.
 #[test]
 fn budget_rejections() {
     assert_rejects(
@@ -291,6 +301,7 @@ fn budget_rejections() {
     );
 }
 
+/// Out-of-range shed status, fractions, ratio, intervals and tick are refused.
 #[test]
 fn shedding_knob_rejections() {
     assert_rejects(
@@ -357,6 +368,7 @@ fn shedding_knob_rejections() {
     assert_rejects(r#"{"tick_ms":10001}"#, "tick_ms", "got 10001");
 }
 
+/// NaN and infinite numbers cannot enter the config.
 #[test]
 fn non_finite_numbers_are_refused_by_the_parser() {
     // JSON has no NaN/Infinity literals; serde_json refuses them as syntax errors.
