@@ -1,4 +1,4 @@
-//! Filter configuration: the JSON an operator writes, its named defaults, and validation into a [`Policy`].
+//! Filter configuration: the JSON an operator writes, its named defaults, and validation into a [`Policy`](crate::policy::Policy).
 //!
 //! Parsing is strict (`deny_unknown_fields`) and every rejection names the field and the reason,
 //! because a typo in a rollout config must fail loudly at `on_configure`, not route traffic silently.

@@ -7,11 +7,14 @@
 
 pub mod admission;
 pub mod bucket;
+pub mod checkpoint;
 pub mod class;
 pub mod config;
 pub mod decision;
 pub mod host;
+pub mod merkle;
 pub mod policy;
+pub mod receipt;
 pub mod request;
 
 pub use class::{Class, Route};

@@ -1,0 +1,212 @@
+//! Agent configuration: the TOML file, environment overrides, and validation before anything
+//! binds.
+//!
+//! ```toml
+//! origin = "knhk.example/eu-west-1"   # checkpoint origin line; pinned into the store
+//! data_dir = "/var/lib/knhk"          # receipts.db lives here
+//! seal_interval = "1s"                # checkpoint cadence: one KMS call each
+//!
+//! [kms]                               # see `kms::config`
+//! provider = "local"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use knhk_core::checkpoint::Checkpoint;
+use knhk_core::merkle::EMPTY_ROOT;
+use serde::{Deserialize, Deserializer};
+
+use crate::kms::config::parse_duration;
+use crate::kms::{KmsConfig, KmsError};
+
+/// Default checkpoint origin.
+pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/knhk";
+/// Default seal interval.
+pub const DEFAULT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest seal interval accepted.
+pub const MAX_SEAL_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("parsing config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// A value is out of range; `setting` names it.
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The `[kms]` table or its environment overrides are invalid.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: expected a whole number followed by s, m or h"
+        ))
+    })
+}
+
+/// The agent's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Checkpoint origin line.
+    pub origin: String,
+    /// Directory of the receipt database.
+    pub data_dir: PathBuf,
+    /// How often the log is sealed into a signed checkpoint.
+    #[serde(deserialize_with = "de_duration")]
+    pub seal_interval: Duration,
+    /// Key management.
+    pub kms: KmsConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            origin: DEFAULT_ORIGIN.to_owned(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            seal_interval: DEFAULT_SEAL_INTERVAL,
+            kms: KmsConfig::default(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Parse TOML text (no environment applied).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read the file (or take defaults when `None`), apply environment overrides through
+    /// `env`, and validate.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Self::from_toml(&text, p)?
+            }
+            None => AgentConfig::default(),
+        };
+        cfg.kms.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Checkpoint::new(&self.origin, 0, EMPTY_ROOT).map_err(|_| ConfigError::Invalid {
+            setting: "origin",
+            reason: format!(
+                "{:?} must be non-empty without whitespace or '+'",
+                self.origin
+            ),
+        })?;
+        if self.seal_interval.is_zero() || self.seal_interval > MAX_SEAL_INTERVAL {
+            return Err(ConfigError::Invalid {
+                setting: "seal_interval",
+                reason: "must be between 1s and 1h".to_owned(),
+            });
+        }
+        self.kms.validate()?;
+        Ok(())
+    }
+
+    /// Path of the receipt database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("receipts.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full file parses and validates; unknown fields, bad origins and intervals are refused
+    /// naming the setting.
+    #[test]
+    fn file_is_parsed_and_validated() {
+        let p = Path::new("agent.toml");
+        let cfg = AgentConfig::from_toml(
+            "origin = \"knhk.test/a\"\ndata_dir = \"/tmp/x\"\nseal_interval = \"2s\"\n[kms]\nprovider = \"local\"\n",
+            p,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.seal_interval, Duration::from_secs(2));
+        assert_eq!(cfg.database_path(), PathBuf::from("/tmp/x/receipts.db"));
+        let unknown = AgentConfig::from_toml("colour = 1\n", p).unwrap_err();
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
+        for (text, setting) in [
+            ("origin = \"a b\"\n", "origin"),
+            ("seal_interval = \"0s\"\n", "seal_interval"),
+            ("seal_interval = \"2h\"\n", "seal_interval"),
+            (
+                "[kms]\nrotation_interval = \"48h\"\n",
+                "kms.rotation_interval",
+            ),
+        ] {
+            let err = AgentConfig::from_toml(text, p)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(setting), "{text}: {err}");
+        }
+    }
+
+    /// Environment overrides apply on load, and a bad one stops the load naming the variable.
+    #[test]
+    fn load_applies_environment() {
+        let cfg = AgentConfig::load(None, |k| {
+            (k == "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS").then(|| "6".to_owned())
+        })
+        .unwrap();
+        assert_eq!(cfg.kms.rotation_interval, Duration::from_secs(6 * 3600));
+        let err = AgentConfig::load(None, |k| {
+            (k == "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS").then(|| "30".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS"),
+            "{err}"
+        );
+        assert!(matches!(
+            AgentConfig::load(Some(Path::new("/nonexistent/agent.toml")), |_| None),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,467 @@
+//! KMS configuration: the `[kms]` table of the agent config, legacy environment overrides, and
+//! validation (including the 24 h ceiling on the rotation interval).
+//!
+//! Precedence, lowest first: built-in defaults, the config file, then the environment. The
+//! older sidecar's variables map as follows:
+//!
+//! | variable | setting |
+//! |---|---|
+//! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws` and `azure` are refused as not supported by this build) |
+//! | `KGC_SIDECAR_KMS_KEY_ID` | `key_id` |
+//! | `KGC_SIDECAR_KMS_VAULT_URL` | `vault_address` (wins over `VAULT_ADDR`) |
+//! | `KGC_SIDECAR_KMS_VAULT_MOUNT` | `vault_mount` |
+//! | `KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS` | `rotation_interval`, whole hours 1–24 |
+//! | `VAULT_ADDR` | `vault_address` when neither the file nor `KGC_SIDECAR_KMS_VAULT_URL` sets it |
+//! | `VAULT_TOKEN` | the Transit token (only from the environment: secrets stay out of files) |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use knhk_core::checkpoint::Alg;
+use serde::{Deserialize, Deserializer};
+
+use super::transit::TransitSettings;
+use super::KmsError;
+
+/// The longest rotation interval accepted.
+pub const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Default rotation interval.
+pub const DEFAULT_ROTATION_INTERVAL: Duration = MAX_ROTATION_INTERVAL;
+/// Default key identifier.
+pub const DEFAULT_KEY_ID: &str = "knhk-checkpoints";
+/// Default local key directory.
+pub const DEFAULT_KEY_DIR: &str = "/var/lib/knhk/keys";
+/// Default Transit mount.
+pub const DEFAULT_VAULT_MOUNT: &str = "transit";
+
+/// Which signing provider to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Ed25519 key files in `key_dir`.
+    Local,
+    /// Vault / OpenBao Transit.
+    Transit,
+}
+
+/// The `[kms]` configuration table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmsConfig {
+    /// Signing provider.
+    pub provider: Provider,
+    /// Key identifier: file-name safe, 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
+    pub key_id: String,
+    /// How often the background task rotates the key; at most 24 h. Written `"90m"`, `"12h"`.
+    #[serde(deserialize_with = "de_duration")]
+    pub rotation_interval: Duration,
+    /// Directory of the local provider's key files.
+    pub key_dir: PathBuf,
+    /// Vault/OpenBao address for the Transit provider.
+    pub vault_address: Option<String>,
+    /// Transit mount path.
+    pub vault_mount: String,
+    /// Transit key type created when the key does not exist.
+    pub vault_key_type: Alg,
+    /// Transit token; set only from `VAULT_TOKEN`.
+    #[serde(skip)]
+    pub vault_token: Option<String>,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        KmsConfig {
+            provider: Provider::Local,
+            key_id: DEFAULT_KEY_ID.to_owned(),
+            rotation_interval: DEFAULT_ROTATION_INTERVAL,
+            key_dir: PathBuf::from(DEFAULT_KEY_DIR),
+            vault_address: None,
+            vault_mount: DEFAULT_VAULT_MOUNT.to_owned(),
+            vault_key_type: Alg::Ed25519,
+            vault_token: None,
+        }
+    }
+}
+
+/// Parse `"<n>s"`, `"<n>m"` or `"<n>h"` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: expected a whole number followed by s, m or h"
+        ))
+    })
+}
+
+/// Whether `id` is usable as a key identifier (and so as a file name).
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_mount(mount: &str) -> bool {
+    !mount.is_empty()
+        && mount
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && mount
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+fn check_url(setting: &'static str, raw: &str) -> Result<String, KmsError> {
+    let parsed = url::Url::parse(raw).map_err(|e| KmsError::InvalidConfig {
+        setting,
+        reason: format!("{raw:?} is not a URL: {e}"),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(KmsError::InvalidConfig {
+            setting,
+            reason: format!("{raw:?} must be an http:// or https:// URL with a host"),
+        });
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+fn check_interval(setting: &'static str, d: Duration) -> Result<Duration, KmsError> {
+    if d.is_zero() {
+        return Err(KmsError::InvalidConfig {
+            setting,
+            reason: "must be greater than zero".to_owned(),
+        });
+    }
+    if d > MAX_ROTATION_INTERVAL {
+        return Err(KmsError::InvalidConfig {
+            setting,
+            reason: format!("{} h exceeds the maximum of 24 h", d.as_secs_f64() / 3600.0),
+        });
+    }
+    Ok(d)
+}
+
+impl KmsConfig {
+    /// Apply environment overrides, reading variables through `env` (tests pass a map).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), KmsError> {
+        if let Some(v) = env("KGC_SIDECAR_KMS_PROVIDER") {
+            self.provider = match v.trim().to_ascii_lowercase().as_str() {
+                "local" => Provider::Local,
+                "vault" | "transit" | "openbao" => Provider::Transit,
+                other @ ("aws" | "azure") => {
+                    return Err(KmsError::InvalidConfig {
+                        setting: "KGC_SIDECAR_KMS_PROVIDER",
+                        reason: format!(
+                            "{other} is not supported by this build; use local or vault"
+                        ),
+                    })
+                }
+                other => {
+                    return Err(KmsError::InvalidConfig {
+                        setting: "KGC_SIDECAR_KMS_PROVIDER",
+                        reason: format!("unknown provider {other:?}; use local or vault"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("KGC_SIDECAR_KMS_KEY_ID") {
+            if !valid_key_id(&v) {
+                return Err(KmsError::InvalidConfig {
+                    setting: "KGC_SIDECAR_KMS_KEY_ID",
+                    reason: format!(
+                        "{v:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'"
+                    ),
+                });
+            }
+            self.key_id = v;
+        }
+        if let Some(v) = env("KGC_SIDECAR_KMS_VAULT_URL") {
+            self.vault_address = Some(check_url("KGC_SIDECAR_KMS_VAULT_URL", &v)?);
+        } else if self.vault_address.is_none() {
+            if let Some(v) = env("VAULT_ADDR") {
+                self.vault_address = Some(check_url("VAULT_ADDR", &v)?);
+            }
+        }
+        if let Some(v) = env("KGC_SIDECAR_KMS_VAULT_MOUNT") {
+            let mount = v.trim_matches('/');
+            if !valid_mount(mount) {
+                return Err(KmsError::InvalidConfig {
+                    setting: "KGC_SIDECAR_KMS_VAULT_MOUNT",
+                    reason: format!("{v:?} is not a mount path"),
+                });
+            }
+            self.vault_mount = mount.to_owned();
+        }
+        if let Some(v) = env("KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS") {
+            let setting = "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS";
+            let hours: u64 = v.trim().parse().map_err(|_| KmsError::InvalidConfig {
+                setting,
+                reason: format!("{v:?} is not a whole number of hours"),
+            })?;
+            let secs = hours.checked_mul(3600).ok_or(KmsError::InvalidConfig {
+                setting,
+                reason: format!("{hours} h exceeds the maximum of 24 h"),
+            })?;
+            self.rotation_interval = check_interval(setting, Duration::from_secs(secs))?;
+        }
+        if let Some(v) = env("VAULT_TOKEN") {
+            if !v.trim().is_empty() {
+                self.vault_token = Some(v.trim().to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Check every value; called before anything is built or bound.
+    pub fn validate(&self) -> Result<(), KmsError> {
+        check_interval("kms.rotation_interval", self.rotation_interval)?;
+        if !valid_key_id(&self.key_id) {
+            return Err(KmsError::InvalidConfig {
+                setting: "kms.key_id",
+                reason: format!(
+                    "{:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'",
+                    self.key_id
+                ),
+            });
+        }
+        if !valid_mount(&self.vault_mount) {
+            return Err(KmsError::InvalidConfig {
+                setting: "kms.vault_mount",
+                reason: format!("{:?} is not a mount path", self.vault_mount),
+            });
+        }
+        if let Some(addr) = &self.vault_address {
+            check_url("kms.vault_address", addr)?;
+        }
+        if self.provider == Provider::Transit {
+            self.transit_settings()?;
+        }
+        Ok(())
+    }
+
+    /// The Transit connection settings; errors name what is missing.
+    pub fn transit_settings(&self) -> Result<TransitSettings, KmsError> {
+        let address = self.vault_address.clone().ok_or(KmsError::InvalidConfig {
+            setting: "kms.vault_address",
+            reason: "the vault provider needs an address (or VAULT_ADDR)".to_owned(),
+        })?;
+        let token = self.vault_token.clone().ok_or(KmsError::InvalidConfig {
+            setting: "VAULT_TOKEN",
+            reason: "the vault provider needs a token in VAULT_TOKEN".to_owned(),
+        })?;
+        Ok(TransitSettings {
+            address,
+            token,
+            mount: self.vault_mount.clone(),
+            key_name: self.key_id.clone(),
+            key_type: self.vault_key_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn setting_of(err: KmsError) -> &'static str {
+        match err {
+            KmsError::InvalidConfig { setting, .. } => setting,
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    /// Defaults: local provider, 24 h rotation, and they validate.
+    #[test]
+    fn defaults_are_valid() {
+        let c = KmsConfig::default();
+        assert_eq!(c.provider, Provider::Local);
+        assert_eq!(c.rotation_interval, Duration::from_secs(86_400));
+        c.validate().unwrap();
+    }
+
+    /// The config file form parses, unknown fields are refused, and durations need a unit.
+    #[test]
+    fn toml_form() {
+        let c: KmsConfig = toml::from_str(
+            "provider = \"transit\"\nkey_id = \"k1\"\nrotation_interval = \"12h\"\nvault_address = \"http://127.0.0.1:8200\"\nvault_key_type = \"ecdsa-p256\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.provider, Provider::Transit);
+        assert_eq!(c.rotation_interval, Duration::from_secs(12 * 3600));
+        assert_eq!(c.vault_key_type, Alg::EcdsaP256);
+        assert!(toml::from_str::<KmsConfig>("bogus = 1\n").is_err());
+        assert!(toml::from_str::<KmsConfig>("rotation_interval = \"12\"\n").is_err());
+        assert!(toml::from_str::<KmsConfig>("rotation_interval = \"1d\"\n").is_err());
+    }
+
+    /// A configured interval above 24 h is refused with an error naming the setting.
+    #[test]
+    fn file_interval_above_24h_is_refused() {
+        let c: KmsConfig = toml::from_str("rotation_interval = \"25h\"\n").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("kms.rotation_interval"), "{err}");
+        assert!(err.to_string().contains("maximum of 24 h"), "{err}");
+        let zero: KmsConfig = toml::from_str("rotation_interval = \"0s\"\n").unwrap();
+        assert_eq!(
+            setting_of(zero.validate().unwrap_err()),
+            "kms.rotation_interval"
+        );
+        let ok: KmsConfig = toml::from_str("rotation_interval = \"1440m\"\n").unwrap();
+        ok.validate().unwrap();
+    }
+
+    /// KGC_SIDECAR_KMS_PROVIDER maps vault/transit/openbao/local and refuses aws, azure, junk.
+    #[test]
+    fn legacy_provider() {
+        for (raw, want) in [
+            ("vault", Provider::Transit),
+            ("Transit", Provider::Transit),
+            ("openbao", Provider::Transit),
+            ("local", Provider::Local),
+        ] {
+            let mut c = KmsConfig::default();
+            c.apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))
+                .unwrap();
+            assert_eq!(c.provider, want, "{raw}");
+        }
+        for raw in ["aws", "azure", "gcp", ""] {
+            let mut c = KmsConfig::default();
+            let err = c
+                .apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("KGC_SIDECAR_KMS_PROVIDER"),
+                "{err}"
+            );
+        }
+    }
+
+    /// KGC_SIDECAR_KMS_KEY_ID sets the key id and refuses path-like or empty values.
+    #[test]
+    fn legacy_key_id() {
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[("KGC_SIDECAR_KMS_KEY_ID", "prod-ckpt.v1")]))
+            .unwrap();
+        assert_eq!(c.key_id, "prod-ckpt.v1");
+        for bad in ["", "../etc", ".hidden", "a/b", "sp ace", &"x".repeat(65)] {
+            let mut c = KmsConfig::default();
+            let err = c
+                .apply_env(env_of(&[("KGC_SIDECAR_KMS_KEY_ID", bad)]))
+                .unwrap_err();
+            assert_eq!(setting_of(err), "KGC_SIDECAR_KMS_KEY_ID", "{bad:?}");
+        }
+    }
+
+    /// KGC_SIDECAR_KMS_VAULT_URL wins over VAULT_ADDR; both refuse non-http URLs.
+    #[test]
+    fn legacy_vault_url_and_vault_addr() {
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[
+            ("KGC_SIDECAR_KMS_VAULT_URL", "https://vault.example:8200/"),
+            ("VAULT_ADDR", "http://other:8200"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.vault_address.as_deref(),
+            Some("https://vault.example:8200")
+        );
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[("VAULT_ADDR", "http://127.0.0.1:8200")]))
+            .unwrap();
+        assert_eq!(c.vault_address.as_deref(), Some("http://127.0.0.1:8200"));
+        let mut from_file = KmsConfig {
+            vault_address: Some("http://file:8200".into()),
+            ..KmsConfig::default()
+        };
+        from_file
+            .apply_env(env_of(&[("VAULT_ADDR", "http://env:8200")]))
+            .unwrap();
+        assert_eq!(from_file.vault_address.as_deref(), Some("http://file:8200"));
+        for (var, bad) in [
+            ("KGC_SIDECAR_KMS_VAULT_URL", "not a url"),
+            ("KGC_SIDECAR_KMS_VAULT_URL", "ftp://vault:21"),
+            ("VAULT_ADDR", "vault:8200"),
+        ] {
+            let mut c = KmsConfig::default();
+            let err = c.apply_env(env_of(&[(var, bad)])).unwrap_err();
+            assert_eq!(setting_of(err), var, "{bad:?}");
+        }
+    }
+
+    /// KGC_SIDECAR_KMS_VAULT_MOUNT sets the mount (slashes trimmed) and refuses traversal.
+    #[test]
+    fn legacy_vault_mount() {
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[("KGC_SIDECAR_KMS_VAULT_MOUNT", "/team/transit/")]))
+            .unwrap();
+        assert_eq!(c.vault_mount, "team/transit");
+        for bad in ["", "/", "a/../b", "a b", "a//b"] {
+            let mut c = KmsConfig::default();
+            let err = c
+                .apply_env(env_of(&[("KGC_SIDECAR_KMS_VAULT_MOUNT", bad)]))
+                .unwrap_err();
+            assert_eq!(setting_of(err), "KGC_SIDECAR_KMS_VAULT_MOUNT", "{bad:?}");
+        }
+    }
+
+    /// KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS accepts 1-24 and refuses 25, 0, junk, overflow.
+    #[test]
+    fn legacy_rotation_interval() {
+        let var = "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS";
+        for (raw, hours) in [("1", 1), ("24", 24), (" 6 ", 6)] {
+            let mut c = KmsConfig::default();
+            c.apply_env(env_of(&[(var, raw)])).unwrap();
+            assert_eq!(c.rotation_interval, Duration::from_secs(hours * 3600));
+        }
+        for bad in ["25", "0", "-1", "1.5", "abc", "", "99999999999999999999"] {
+            let mut c = KmsConfig::default();
+            let err = c.apply_env(env_of(&[(var, bad)])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(var), "{bad:?}: {text}");
+        }
+        let mut c = KmsConfig::default();
+        let err = c.apply_env(env_of(&[(var, "48")])).unwrap_err();
+        assert!(err.to_string().contains("maximum of 24 h"), "{err}");
+    }
+
+    /// VAULT_TOKEN is taken from the environment; transit without address or token is refused.
+    #[test]
+    fn transit_needs_address_and_token() {
+        let mut c = KmsConfig {
+            provider: Provider::Transit,
+            ..KmsConfig::default()
+        };
+        assert_eq!(setting_of(c.validate().unwrap_err()), "kms.vault_address");
+        c.apply_env(env_of(&[("VAULT_ADDR", "http://127.0.0.1:1")]))
+            .unwrap();
+        assert_eq!(setting_of(c.validate().unwrap_err()), "VAULT_TOKEN");
+        c.apply_env(env_of(&[("VAULT_TOKEN", "s.abc")])).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.transit_settings().unwrap().token, "s.abc");
+    }
+}

@@ -1,0 +1,133 @@
+//! Key management: the [`Signer`] abstraction that signs checkpoints, and its providers.
+//!
+//! A signer owns one logical key (`key_id`) with numbered versions. `sign` uses the newest
+//! version, `rotate` adds a version, and `public_keys` lists every version a verifier may need
+//! (older versions stay listed, so checkpoints signed before a rotation keep verifying).
+//! Providers: [`local`] (Ed25519 key files, the embedded default) and [`transit`]
+//! (HashiCorp Vault / OpenBao Transit through `vaultrs`). AWS KMS and Azure Key Vault would be
+//! further implementations of the same trait.
+
+pub mod config;
+pub mod local;
+pub mod transit;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use knhk_core::checkpoint::{Alg, PublicKeyVersion, SignatureRecord};
+
+pub use config::{KmsConfig, Provider, MAX_ROTATION_INTERVAL};
+
+/// Errors of the key management subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// A configuration value is invalid; `setting` names it as the operator wrote it.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting (config key or environment variable).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading or writing the local key directory failed.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A local key file is readable by others than its owner.
+    #[error("key file {path} has mode {mode:o}; it must be 0600")]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A local key file does not hold a valid key.
+    #[error("key file {path} is corrupt: {reason}")]
+    CorruptKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A signature was asked of a version the signer does not have.
+    #[error("key {key_id} has no version {version}")]
+    UnknownVersion {
+        /// The key.
+        key_id: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A Vault/OpenBao call failed.
+    #[error("vault {op} on key {key_id} failed: {source}")]
+    Vault {
+        /// The operation (`read key`, `sign`, …).
+        op: &'static str,
+        /// The key.
+        key_id: String,
+        /// The client error.
+        #[source]
+        source: Box<vaultrs::error::ClientError>,
+    },
+    /// Vault/OpenBao answered with something this agent cannot use.
+    #[error("unexpected vault response to {op}: {reason}")]
+    UnexpectedResponse {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The existing key has another type than the configured algorithm.
+    #[error("key {key_id} exists with type {found}, but {expected} is configured")]
+    KeyTypeMismatch {
+        /// The key.
+        key_id: String,
+        /// Its type on the server.
+        found: String,
+        /// The configured algorithm.
+        expected: Alg,
+    },
+}
+
+/// Something that signs checkpoint text with a versioned key.
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// Provider name written into signature records (`local`, `transit`).
+    fn provider(&self) -> &str;
+
+    /// Key identifier within the provider.
+    fn key_id(&self) -> &str;
+
+    /// Sign `msg` with the newest key version.
+    async fn sign(&self, msg: &[u8]) -> Result<SignatureRecord, KmsError>;
+
+    /// Sign `msg` with a specific key version (used to vouch for a new version with the old).
+    async fn sign_with_version(
+        &self,
+        msg: &[u8],
+        version: u32,
+    ) -> Result<SignatureRecord, KmsError>;
+
+    /// Every version's public key, oldest first, with its retirement state.
+    async fn public_keys(&self) -> Result<Vec<PublicKeyVersion>, KmsError>;
+
+    /// Add a key version; it becomes the one [`Signer::sign`] uses. Returns its public key.
+    async fn rotate(&self) -> Result<PublicKeyVersion, KmsError>;
+}
+
+/// Build the signer the configuration asks for (creating the key on first use).
+pub async fn build_signer(config: &KmsConfig) -> Result<Box<dyn Signer>, KmsError> {
+    config.validate()?;
+    match config.provider {
+        Provider::Local => Ok(Box::new(local::LocalSigner::open(
+            &config.key_dir,
+            &config.key_id,
+        )?)),
+        Provider::Transit => Ok(Box::new(
+            transit::TransitSigner::connect(&config.transit_settings()?).await?,
+        )),
+    }
+}

@@ -1,0 +1,16 @@
+//! knhk control agent: a durable receipt log sealed by KMS-signed checkpoints, its HTTP API,
+//! and offline verification of what it exports.
+//!
+//! One module per subsystem, each with its own error type: [`config`] (file, environment,
+//! validation), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
+//! log), [`api`] (HTTP), [`verify`] (offline checks) and [`run`](mod@run) (startup, background
+//! tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
+
+pub mod api;
+pub mod config;
+pub mod kms;
+pub mod receipts;
+pub mod run;
+pub mod verify;
+
+pub use run::{run, Listeners, RunError};

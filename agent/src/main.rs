@@ -1,0 +1,153 @@
+//! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use knhk_agent::config::AgentConfig;
+use knhk_agent::kms::build_signer;
+use knhk_agent::verify::verify_json;
+use knhk_agent::{run, Listeners};
+use knhk_core::checkpoint::PublicKeyVersion;
+
+/// knhk control agent.
+#[derive(Debug, Parser)]
+#[command(name = "knhk-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the receipt API and seal the log until SIGINT or SIGTERM.
+    Run {
+        /// Agent config file (TOML); defaults apply when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address of the receipt and admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        listen: SocketAddr,
+    },
+    /// Check a proof bundle or log export offline; exits 1 with the reason on any tampering.
+    Verify {
+        /// The bundle or export (JSON).
+        file: PathBuf,
+        /// JSON list of trusted public key versions (from `knhk-agent keys list`).
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+    },
+    /// Show or rotate the checkpoint signing key.
+    Keys {
+        /// Agent config file (TOML); defaults apply when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Print every public key version as JSON (the trust file `verify --trusted-keys` reads).
+    List,
+    /// Add a key version and print its public key.
+    Rotate,
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
+    Ok(AgentConfig::load(path.map(PathBuf::as_path), |k| {
+        std::env::var(k).ok()
+    })?)
+}
+
+fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let trusted: Option<Vec<PublicKeyVersion>> = match trusted_keys {
+        Some(p) => {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("parsing trusted keys {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    match verify_json(&json, trusted.as_deref()) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.self_certified {
+                println!(
+                    "warning: keys were taken from the file itself; pass --trusted-keys to check them against keys you trust"
+                );
+            }
+            println!("OK: {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("verification FAILED: {}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, listen } => {
+            let cfg = load(config.as_ref())?;
+            let api = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            run(Listeners { api }, cfg, shutdown_signal()).await?;
+        }
+        Command::Verify { file, trusted_keys } => {
+            return verify(&file, trusted_keys.as_ref());
+        }
+        Command::Keys { config, action } => {
+            let cfg = load(config.as_ref())?;
+            let signer = build_signer(&cfg.kms).await?;
+            let out = match action {
+                KeysAction::List => serde_json::to_string_pretty(&signer.public_keys().await?)?,
+                KeysAction::Rotate => serde_json::to_string_pretty(&signer.rotate().await?)?,
+            };
+            println!("{out}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

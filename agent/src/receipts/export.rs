@@ -1,0 +1,76 @@
+//! JSON export formats: a proof bundle for one receipt and a whole-log export.
+//!
+//! Both are self-contained for offline checking by `knhk-agent verify`. Byte strings and hashes
+//! are standard base64. A bundle repeats the tree size and root of its checkpoint, and the leaf
+//! hash of its entry, so that tampering with any one field is reported as that field.
+
+use knhk_core::checkpoint::PublicKeyVersion;
+use knhk_core::merkle::Hash;
+use serde::{Deserialize, Serialize};
+
+use super::{b64, SignedCheckpoint};
+
+/// `format` value of a proof bundle.
+pub const BUNDLE_FORMAT: &str = "knhk-proof-bundle/v1";
+/// `format` value of a log export.
+pub const EXPORT_FORMAT: &str = "knhk-log-export/v1";
+
+/// Everything needed to check one receipt offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofBundle {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Leaf index of the entry.
+    pub leaf_index: u64,
+    /// The leaf bytes (kind byte + entry).
+    #[serde(with = "b64::bytes")]
+    pub entry: Vec<u8>,
+    /// RFC 6962 leaf hash of `entry`.
+    #[serde(with = "b64::hash")]
+    pub leaf_hash: Hash,
+    /// Tree size of the checkpoint.
+    pub tree_size: u64,
+    /// Root hash of the checkpoint.
+    #[serde(with = "b64::hash")]
+    pub root_hash: Hash,
+    /// Audit path from the leaf to the root.
+    #[serde(with = "b64::hashes")]
+    pub inclusion_proof: Vec<Hash>,
+    /// The signed checkpoint.
+    pub checkpoint: SignedCheckpoint,
+    /// The public key version that signed it.
+    pub public_key: PublicKeyVersion,
+}
+
+/// A consistency proof between two consecutive checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyStep {
+    /// Tree size of the earlier checkpoint.
+    pub from: u64,
+    /// Tree size of the later checkpoint.
+    pub to: u64,
+    /// RFC 6962 consistency proof.
+    #[serde(with = "b64::hashes")]
+    pub proof: Vec<Hash>,
+}
+
+/// A whole log: every leaf, every checkpoint, proofs between checkpoints, every key version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogExport {
+    /// Always [`EXPORT_FORMAT`].
+    pub format: String,
+    /// The log's origin line.
+    pub origin: String,
+    /// Every leaf, in index order.
+    #[serde(with = "b64::bytes_list")]
+    pub entries: Vec<Vec<u8>>,
+    /// Every checkpoint, oldest first.
+    pub checkpoints: Vec<SignedCheckpoint>,
+    /// One step per pair of consecutive checkpoints.
+    pub consistency: Vec<ConsistencyStep>,
+    /// Every key version that signed a checkpoint or was introduced by a rotation.
+    pub public_keys: Vec<PublicKeyVersion>,
+}

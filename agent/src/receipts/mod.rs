@@ -1,0 +1,180 @@
+//! The receipt log: decision receipts from the filters, appended durably to SQLite, sealed into
+//! an RFC 6962 Merkle log by signed checkpoints, and exported for offline verification.
+//!
+//! - [`store`]: the SQLite store (WAL, `synchronous=FULL`): one transaction per batch, leaf
+//!   indexes assigned in order, leaf hashes kept for roots and proofs.
+//! - [`log`]: [`ReceiptLog`], the service object: append, seal (one KMS call per checkpoint),
+//!   rotate the signing key (recorded as a log entry and vouched for by the old version),
+//!   proofs and exports.
+//! - [`export`]: the JSON proof bundle and whole-log export formats.
+
+pub mod export;
+pub mod log;
+pub mod store;
+
+use knhk_core::checkpoint::{CheckpointError, SignatureRecord};
+use knhk_core::merkle::MerkleError;
+use knhk_core::receipt::ReceiptError;
+use serde::{Deserialize, Serialize};
+
+pub use self::log::ReceiptLog;
+pub use export::{ConsistencyStep, LogExport, ProofBundle};
+pub use store::ReceiptStore;
+
+use crate::kms::KmsError;
+
+/// Errors of the receipt log subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptsError {
+    /// A SQLite operation failed.
+    #[error("receipt store {op}: {source}")]
+    Sqlite {
+        /// What was being done.
+        op: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A batch or stored entry did not decode.
+    #[error("malformed receipts: {0}")]
+    Malformed(#[from] ReceiptError),
+    /// Signing or reading keys failed.
+    #[error("signing: {0}")]
+    Kms(#[from] KmsError),
+    /// A checkpoint could not be built or parsed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// A proof could not be built for the requested range.
+    #[error("proof: {0}")]
+    Merkle(#[from] MerkleError),
+    /// The store was created for another log origin.
+    #[error("store belongs to log {stored:?}, but this agent is configured as {configured:?}")]
+    OriginMismatch {
+        /// Origin recorded in the store.
+        stored: String,
+        /// Origin configured now.
+        configured: String,
+    },
+    /// The store's contents contradict themselves (gap in indexes, root differs from a
+    /// checkpoint, undecodable row).
+    #[error("receipt store is corrupt: {0}")]
+    Corrupt(String),
+    /// A leaf index or tree size beyond the log.
+    #[error("index {index} is beyond the log size {size}")]
+    OutOfRange {
+        /// What was asked for.
+        index: u64,
+        /// Current size.
+        size: u64,
+    },
+    /// No checkpoint covers the requested leaf yet.
+    #[error("leaf {index} is not covered by a checkpoint yet")]
+    NotSealed {
+        /// The leaf.
+        index: u64,
+    },
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("receipt store lock poisoned")]
+    Poisoned,
+}
+
+/// A checkpoint's note text with its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// C2SP tlog-checkpoint note text, exactly as signed.
+    pub text: String,
+    /// Signature over `text`.
+    pub signature: SignatureRecord,
+}
+
+/// Serde adapters for byte fields in the JSON formats.
+pub(crate) mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use knhk_core::merkle::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Bytes as standard base64.
+    pub mod bytes {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&STANDARD.encode(v))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            let text = String::deserialize(d)?;
+            STANDARD
+                .decode(text)
+                .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+        }
+    }
+
+    fn to_hash<E: serde::de::Error>(text: &str) -> Result<Hash, E> {
+        let raw = STANDARD
+            .decode(text)
+            .map_err(|e| E::custom(format!("invalid base64: {e}")))?;
+        raw.try_into()
+            .map_err(|_| E::custom("a hash must be 32 bytes"))
+    }
+
+    /// One 32-byte hash as base64.
+    pub mod hash {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &Hash, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&STANDARD.encode(v))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+            to_hash(&String::deserialize(d)?)
+        }
+    }
+
+    /// A list of byte strings as base64.
+    pub mod bytes_list {
+        use super::*;
+        use serde::ser::SerializeSeq as _;
+
+        pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for item in v {
+                seq.serialize_element(&STANDARD.encode(item))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|t| {
+                    STANDARD
+                        .decode(t)
+                        .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+                })
+                .collect()
+        }
+    }
+
+    /// A list of 32-byte hashes as base64.
+    pub mod hashes {
+        use super::*;
+        use serde::ser::SerializeSeq as _;
+
+        pub fn serialize<S: Serializer>(v: &[Hash], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for item in v {
+                seq.serialize_element(&STANDARD.encode(item))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|t| to_hash(t))
+                .collect()
+        }
+    }
+}

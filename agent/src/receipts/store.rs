@@ -1,0 +1,366 @@
+//! The SQLite receipt store: leaves, checkpoints and public keys in one database file.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a committed transaction survives a
+//! crash or power loss once `COMMIT` returns. Each batch is one transaction: either every
+//! receipt of a batch gets a leaf index or none does. The in-memory copy of the leaf hashes
+//! (32 bytes per leaf) and the Merkle frontier are rebuilt at open, which also checks that
+//! indexes are contiguous and that the newest checkpoint's root matches the stored leaves.
+
+use std::ops::Range;
+use std::path::Path;
+
+use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
+use knhk_core::merkle::{self, Frontier, Hash};
+use knhk_core::receipt::LogEntry;
+use rusqlite::{params, Connection, OptionalExtension as _};
+
+use super::{ReceiptsError, SignedCheckpoint};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leaves (
+    idx   INTEGER PRIMARY KEY,
+    entry BLOB NOT NULL,
+    hash  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq       INTEGER PRIMARY KEY,
+    tree_size INTEGER NOT NULL UNIQUE,
+    text      TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS public_keys (
+    provider TEXT NOT NULL,
+    key_id   TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    json     TEXT NOT NULL,
+    PRIMARY KEY (provider, key_id, version)
+);
+";
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> ReceiptsError {
+    move |source| ReceiptsError::Sqlite { op, source }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The receipt log's durable state.
+pub struct ReceiptStore {
+    conn: Connection,
+    origin: String,
+    leaves: Vec<Hash>,
+    frontier: Frontier,
+}
+
+impl std::fmt::Debug for ReceiptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptStore")
+            .field("origin", &self.origin)
+            .field("size", &self.leaves.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiptStore {
+    /// Open or create the store at `path` for the log named `origin`.
+    pub fn open(path: &Path, origin: &str) -> Result<Self, ReceiptsError> {
+        Checkpoint::new(origin, 0, merkle::EMPTY_ROOT)?;
+        let conn = Connection::open(path).map_err(sql("open"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(sql("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(ReceiptsError::Corrupt(format!(
+                "journal mode is {mode}, WAL required"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .map_err(sql("set pragmas"))?;
+        conn.execute_batch(SCHEMA).map_err(sql("create schema"))?;
+        let stored: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read origin"))?;
+        match stored {
+            Some(s) if s != origin => {
+                return Err(ReceiptsError::OriginMismatch {
+                    stored: s,
+                    configured: origin.to_owned(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('origin', ?1)",
+                    params![origin],
+                )
+                .map_err(sql("write origin"))?;
+            }
+        }
+        let mut store = ReceiptStore {
+            conn,
+            origin: origin.to_owned(),
+            leaves: Vec::new(),
+            frontier: Frontier::new(),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn load(&mut self) -> Result<(), ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, hash FROM leaves ORDER BY idx")
+            .map_err(sql("load leaves"))?;
+        let mut rows = stmt.query([]).map_err(sql("load leaves"))?;
+        let mut leaves = Vec::new();
+        let mut frontier = Frontier::new();
+        while let Some(row) = rows.next().map_err(sql("load leaves"))? {
+            let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
+            let hash: Vec<u8> = row.get(1).map_err(sql("load leaves"))?;
+            if to_u64(idx) != frontier.size() {
+                return Err(ReceiptsError::Corrupt(format!(
+                    "leaf index {idx} where {} was expected",
+                    frontier.size()
+                )));
+            }
+            let hash: Hash = hash
+                .try_into()
+                .map_err(|_| ReceiptsError::Corrupt(format!("leaf {idx} hash is not 32 bytes")))?;
+            frontier.push(hash);
+            leaves.push(hash);
+        }
+        drop(rows);
+        drop(stmt);
+        self.leaves = leaves;
+        self.frontier = frontier;
+        if let Some(last) = self.latest_checkpoint()? {
+            let cp = Checkpoint::parse(&last.text)?;
+            if cp.tree_size > self.size() || self.root_at(cp.tree_size)? != cp.root_hash {
+                return Err(ReceiptsError::Corrupt(format!(
+                    "stored leaves do not match the checkpoint at size {}",
+                    cp.tree_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The log origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Root over every leaf.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
+    }
+
+    /// Root over the first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ReceiptsError> {
+        if size == self.size() {
+            return Ok(self.root());
+        }
+        Ok(merkle::root(self.prefix(size)?))
+    }
+
+    fn prefix(&self, size: u64) -> Result<&[Hash], ReceiptsError> {
+        usize::try_from(size)
+            .ok()
+            .and_then(|n| self.leaves.get(..n))
+            .ok_or(ReceiptsError::OutOfRange {
+                index: size,
+                size: self.size(),
+            })
+    }
+
+    /// Append entries as one transaction; returns the leaf indexes they received.
+    pub fn append(&mut self, entries: &[LogEntry]) -> Result<Range<u64>, ReceiptsError> {
+        let start = self.size();
+        let mut encoded = Vec::with_capacity(entries.len());
+        for e in entries {
+            let bytes = e.encode()?;
+            let hash = merkle::leaf_hash(&bytes);
+            encoded.push((bytes, hash));
+        }
+        let tx = self.conn.transaction().map_err(sql("begin batch"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO leaves (idx, entry, hash) VALUES (?1, ?2, ?3)")
+                .map_err(sql("append"))?;
+            for (i, (bytes, hash)) in encoded.iter().enumerate() {
+                let idx = start + u64::try_from(i).unwrap_or(u64::MAX);
+                stmt.execute(params![to_i64(idx), bytes, hash.as_slice()])
+                    .map_err(sql("append"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit batch"))?;
+        for (_, hash) in encoded {
+            self.frontier.push(hash);
+            self.leaves.push(hash);
+        }
+        Ok(start..self.size())
+    }
+
+    /// The leaf bytes at `index`.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, ReceiptsError> {
+        if index >= self.size() {
+            return Err(ReceiptsError::OutOfRange {
+                index,
+                size: self.size(),
+            });
+        }
+        self.conn
+            .query_row(
+                "SELECT entry FROM leaves WHERE idx = ?1",
+                params![to_i64(index)],
+                |r| r.get(0),
+            )
+            .map_err(sql("read entry"))
+    }
+
+    /// Up to `limit` leaves starting at `from`, as `(index, bytes)`.
+    pub fn entries(&self, from: u64, limit: u64) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT idx, entry FROM leaves WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+            .map_err(sql("read entries"))?;
+        let rows = stmt
+            .query_map(params![to_i64(from), to_i64(limit)], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql("read entries"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read entries"))
+    }
+
+    /// Inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReceiptsError> {
+        Ok(merkle::inclusion_proof(self.prefix(size)?, index)?)
+    }
+
+    /// Consistency proof from `first` to `second` leaves.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
+        Ok(merkle::consistency_proof(self.prefix(second)?, first)?)
+    }
+
+    /// Persist a signed checkpoint (its tree size must exceed every earlier one).
+    pub fn record_checkpoint(&mut self, cp: &SignedCheckpoint) -> Result<(), ReceiptsError> {
+        let parsed = Checkpoint::parse(&cp.text)?;
+        let sig = serde_json::to_string(&cp.signature)
+            .map_err(|e| ReceiptsError::Corrupt(format!("signature encoding: {e}")))?;
+        self.conn
+            .execute(
+                "INSERT INTO checkpoints (tree_size, text, signature) VALUES (?1, ?2, ?3)",
+                params![to_i64(parsed.tree_size), cp.text, sig],
+            )
+            .map_err(sql("record checkpoint"))?;
+        Ok(())
+    }
+
+    fn checkpoint_rows(&self, query: &str) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(query)
+            .map_err(sql("read checkpoints"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("read checkpoints"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (text, sig) = row.map_err(sql("read checkpoints"))?;
+            let signature = serde_json::from_str(&sig)
+                .map_err(|e| ReceiptsError::Corrupt(format!("stored signature: {e}")))?;
+            out.push(SignedCheckpoint { text, signature });
+        }
+        Ok(out)
+    }
+
+    /// Every checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq")
+    }
+
+    /// The newest checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        Ok(self
+            .checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT 1")?
+            .pop())
+    }
+
+    /// The oldest checkpoint whose tree covers leaf `index`.
+    pub fn checkpoint_covering(
+        &self,
+        index: u64,
+    ) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT text, signature FROM checkpoints WHERE tree_size > ?1 ORDER BY seq LIMIT 1",
+            )
+            .map_err(sql("read checkpoints"))?;
+        let row = stmt
+            .query_row(params![to_i64(index)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(sql("read checkpoints"))?;
+        row.map(|(text, sig)| {
+            let signature = serde_json::from_str(&sig)
+                .map_err(|e| ReceiptsError::Corrupt(format!("stored signature: {e}")))?;
+            Ok(SignedCheckpoint { text, signature })
+        })
+        .transpose()
+    }
+
+    /// Remember public key versions (new versions added, retirement state updated).
+    pub fn record_public_keys(&mut self, keys: &[PublicKeyVersion]) -> Result<(), ReceiptsError> {
+        let tx = self.conn.transaction().map_err(sql("begin keys"))?;
+        for k in keys {
+            let json = serde_json::to_string(k)
+                .map_err(|e| ReceiptsError::Corrupt(format!("key encoding: {e}")))?;
+            tx.execute(
+                "INSERT INTO public_keys (provider, key_id, version, json) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (provider, key_id, version) DO UPDATE SET json = excluded.json",
+                params![k.provider, k.key_id, k.version, json],
+            )
+            .map_err(sql("record key"))?;
+        }
+        tx.commit().map_err(sql("commit keys"))
+    }
+
+    /// Every public key version ever used by this log.
+    pub fn public_keys(&self) -> Result<Vec<PublicKeyVersion>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT json FROM public_keys ORDER BY provider, key_id, version")
+            .map_err(sql("read keys"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sql("read keys"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let json = row.map_err(sql("read keys"))?;
+            out.push(
+                serde_json::from_str(&json)
+                    .map_err(|e| ReceiptsError::Corrupt(format!("stored key: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

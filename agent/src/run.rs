@@ -1,0 +1,124 @@
+//! [`run`]: start the agent on listeners it is given, until a shutdown future completes.
+//!
+//! Order: validate the configuration, open the signer (creating the key on first use), open
+//! the receipt store, seal once, then serve the API and run the background tasks — the sealer
+//! (one checkpoint per `seal_interval` when receipts arrived) and the key rotator (every
+//! `kms.rotation_interval`). On shutdown the server drains in-flight requests, the tasks stop,
+//! and a last checkpoint seals what was acknowledged.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::kms::{build_signer, KmsError, Signer};
+use crate::receipts::log::now_ns;
+use crate::receipts::{ReceiptLog, ReceiptsError};
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The signer could not be opened.
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// The receipt log could not be opened or sealed.
+    #[error(transparent)]
+    Receipts(#[from] ReceiptsError),
+    /// Creating the data directory or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The sockets the agent serves on, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The receipt and admin API.
+    pub api: TcpListener,
+}
+
+fn spawn_every(
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    log: Arc<ReceiptLog>,
+    what: &'static str,
+    rotate: bool,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let result = if rotate {
+                log.rotate_key(now_ns()).await.map(|(k, _)| {
+                    tracing::info!(version = k.version, "rotated signing key");
+                })
+            } else {
+                log.seal(now_ns()).await.map(|_| ())
+            };
+            if let Err(e) = result {
+                tracing::error!(task = what, error = %e, "background task failed; will retry");
+            }
+        }
+    })
+}
+
+/// Run the agent until `shutdown` completes.
+pub async fn run(
+    listeners: Listeners,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::Io {
+        what: "creating data_dir",
+        source,
+    })?;
+    let signer: Arc<dyn Signer> = Arc::from(build_signer(&config.kms).await?);
+    let log = Arc::new(ReceiptLog::open(&config.database_path(), &config.origin, signer).await?);
+    log.seal(now_ns()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sealer = spawn_every(
+        config.seal_interval,
+        stop_rx.clone(),
+        log.clone(),
+        "sealer",
+        false,
+    );
+    let rotator = spawn_every(
+        config.kms.rotation_interval,
+        stop_rx,
+        log.clone(),
+        "key rotation",
+        true,
+    );
+    if let Ok(addr) = listeners.api.local_addr() {
+        tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
+    }
+    let served = axum::serve(listeners.api, crate::api::router(log.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = sealer.await;
+    let _ = rotator.await;
+    log.seal(now_ns()).await?;
+    served.map_err(|source| RunError::Io {
+        what: "serving the API",
+        source,
+    })
+}

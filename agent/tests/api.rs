@@ -1,0 +1,367 @@
+//! The agent in-process on port 0: receipt ingest, reads, proofs and export over HTTP, hostile
+//! input on every endpoint, and graceful shutdown that keeps every acknowledged receipt.
+
+// An integration test crate: helpers may fail loudly like the tests they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use knhk_agent::config::AgentConfig;
+use knhk_agent::verify::verify_json;
+use knhk_agent::{run, Listeners, RunError};
+use knhk_core::class::{Class, Route};
+use knhk_core::decision::Admission;
+use knhk_core::receipt::{encode_batch, Receipt, MAX_BATCH_LEN};
+use reqwest::StatusCode;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const CT: &str = "application/x-knhk-receipts";
+
+struct Agent {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RunError>>,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    async fn start(dir: &Path) -> Agent {
+        let mut config = AgentConfig {
+            origin: "knhk.test/api".into(),
+            data_dir: dir.join("data"),
+            seal_interval: Duration::from_secs(1),
+            ..AgentConfig::default()
+        };
+        config.kms.key_dir = dir.join("keys");
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = api.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Listeners { api }, config, async {
+            let _ = rx.await;
+        }));
+        let agent = Agent {
+            addr,
+            stop: Some(tx),
+            task,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = agent.get("/v1/checkpoints/latest").await {
+                if r.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "agent did not come up");
+            assert!(!agent.task.is_finished(), "agent exited during startup");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        agent
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.http.get(self.url(path)).send().await
+    }
+
+    async fn post(&self, body: Vec<u8>, content_type: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(self.url("/v1/receipts")).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        r.json().await.unwrap()
+    }
+
+    async fn size(&self) -> u64 {
+        self.json("/v1/receipts?limit=1").await["size"]
+            .as_u64()
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn receipt(i: u64) -> Receipt {
+    Receipt {
+        time_ns: 1_000 + i,
+        key_digest: [(i % 251) as u8; 16],
+        route: Some(Route::Canary),
+        routing_bucket: (i % 10_000) as u16,
+        priority: 5,
+        requested_class: Class::R1,
+        class: Class::R1,
+        admission: Admission::Admitted,
+        status: 200,
+        latency_us: 120,
+        config_epoch: 9,
+        worker_id: 1,
+    }
+}
+
+fn batch(range: std::ops::Range<u64>) -> Vec<u8> {
+    encode_batch(&range.map(receipt).collect::<Vec<_>>()).unwrap()
+}
+
+async fn error_of(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    (status, body["error"].as_str().unwrap().to_owned())
+}
+
+/// Batches are acknowledged with their indexes, read back page by page, proven against a signed
+/// checkpoint, and the export verifies offline.
+#[tokio::test]
+async fn ingest_read_prove_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    let r = agent.post(batch(0..150), Some(CT)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (ack["first_index"].as_u64(), ack["count"].as_u64()),
+        (Some(0), Some(150))
+    );
+    let r = agent
+        .post(
+            batch(150..160),
+            Some("application/octet-stream; charset=binary"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let page = agent.json("/v1/receipts?from=0&limit=100").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 100);
+    assert_eq!(page["next"].as_u64(), Some(100));
+    let e = &page["entries"][7]["entry"];
+    assert_eq!(e["kind"], "receipt");
+    assert_eq!(e["route"], "canary");
+    assert_eq!(e["time_ns"].as_u64(), Some(1_007));
+    let last = agent.json("/v1/receipts?from=100&limit=100").await;
+    assert_eq!(last["entries"].as_array().unwrap().len(), 60);
+    assert!(last["next"].is_null());
+
+    // The sealer covers the receipts within its interval; poll for the proof.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bundle = loop {
+        let r = agent.get("/v1/receipts/159/proof").await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert!(Instant::now() < deadline, "receipts were never sealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    verify_json(&bundle, None).unwrap();
+    let cp = agent.json("/v1/checkpoints/latest").await;
+    assert!(cp["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("knhk.test/api\n160\n"));
+    let export = agent
+        .get("/v1/log/export")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let report = verify_json(&export, None).unwrap();
+    assert!(
+        report.lines[0].contains("160 entries"),
+        "{:?}",
+        report.lines
+    );
+    agent.stop().await;
+}
+
+/// Malformed, oversized and wrongly typed batches get a 4xx with a clear message and change
+/// nothing.
+#[tokio::test]
+async fn hostile_batches_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    agent.post(batch(0..5), Some(CT)).await;
+    let good = batch(5..10);
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    let mut bad_field = good.clone();
+    bad_field[9 + 25] = 7;
+    let mut huge_count = good.clone();
+    huge_count[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: Vec<(Vec<u8>, Option<&str>, StatusCode, &str)> = vec![
+        (
+            good.clone(),
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            good.clone(),
+            Some("application/json"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (bad_magic, Some(CT), StatusCode::BAD_REQUEST, "bad magic"),
+        (
+            good[..good.len() - 3].to_vec(),
+            Some(CT),
+            StatusCode::BAD_REQUEST,
+            "truncated",
+        ),
+        (
+            [good.clone(), vec![0]].concat(),
+            Some(CT),
+            StatusCode::BAD_REQUEST,
+            "oversized",
+        ),
+        (
+            bad_field,
+            Some(CT),
+            StatusCode::BAD_REQUEST,
+            "invalid route",
+        ),
+        (
+            huge_count,
+            Some(CT),
+            StatusCode::BAD_REQUEST,
+            "exceeds the limit",
+        ),
+        (
+            Vec::new(),
+            Some(CT),
+            StatusCode::BAD_REQUEST,
+            "truncated batch header",
+        ),
+        (
+            vec![0u8; MAX_BATCH_LEN + 1],
+            Some(CT),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "exceeds the limit",
+        ),
+    ];
+    for (body, ct, status, needle) in cases {
+        let (got, message) = error_of(agent.post(body, ct).await).await;
+        assert_eq!(got, status, "{needle}: {message}");
+        assert!(message.contains(needle), "{needle}: {message}");
+        assert_eq!(agent.size().await, 5, "{needle} changed the log");
+    }
+    agent.stop().await;
+}
+
+/// Bad queries and paths on the read endpoints get a 4xx with a clear message.
+#[tokio::test]
+async fn hostile_reads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    agent.post(batch(0..3), Some(CT)).await;
+    let cases = [
+        (
+            "/v1/receipts?limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit must be between",
+        ),
+        (
+            "/v1/receipts?limit=100000",
+            StatusCode::BAD_REQUEST,
+            "limit must be between",
+        ),
+        (
+            "/v1/receipts?from=4",
+            StatusCode::BAD_REQUEST,
+            "beyond the log size",
+        ),
+        ("/v1/receipts?from=abc", StatusCode::BAD_REQUEST, "from"),
+        ("/v1/receipts?from=-1", StatusCode::BAD_REQUEST, "from"),
+        (
+            "/v1/receipts?from=99999999999999999999999",
+            StatusCode::BAD_REQUEST,
+            "from",
+        ),
+        ("/v1/receipts?colour=red", StatusCode::BAD_REQUEST, "colour"),
+        (
+            "/v1/receipts/abc/proof",
+            StatusCode::BAD_REQUEST,
+            "not a non-negative integer",
+        ),
+        (
+            "/v1/receipts/-1/proof",
+            StatusCode::BAD_REQUEST,
+            "not a non-negative integer",
+        ),
+        (
+            "/v1/receipts/3/proof",
+            StatusCode::NOT_FOUND,
+            "beyond the log size",
+        ),
+        (
+            "/v1/receipts/18446744073709551616/proof",
+            StatusCode::BAD_REQUEST,
+            "not a non-negative integer",
+        ),
+    ];
+    for (path, status, needle) in cases {
+        let (got, message) = error_of(agent.get(path).await.unwrap()).await;
+        assert_eq!(got, status, "{path}: {message}");
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    assert_eq!(
+        agent.get("/v1/nope").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let put = agent
+        .http
+        .put(agent.url("/v1/log/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(agent.size().await, 3);
+    agent.stop().await;
+}
+
+/// Graceful shutdown seals everything acknowledged; a restart on the same data serves it all
+/// and keeps the log consistent.
+#[tokio::test]
+async fn shutdown_seals_and_restart_keeps_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    for b in 0..10 {
+        let r = agent.post(batch(b * 20..b * 20 + 20), Some(CT)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    agent.stop().await;
+    let agent = Agent::start(dir.path()).await;
+    assert_eq!(agent.size().await, 200);
+    let cp = agent.json("/v1/checkpoints/latest").await;
+    assert!(
+        cp["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("knhk.test/api\n200\n"),
+        "{cp}"
+    );
+    let bundle = agent
+        .get("/v1/receipts/199/proof")
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    verify_json(&bundle, None).unwrap();
+    agent.post(batch(200..210), Some(CT)).await;
+    agent.stop().await;
+}
