@@ -13,7 +13,7 @@
 //! The signature covers exactly these bytes. knhk writes one extension line,
 //! `timestamp_ns <decimal>`, the sealing time.
 
-mod signature;
+pub(crate) mod signature;
 
 pub use signature::{verify_signature, verify_with_key, Alg, PublicKeyVersion, SignatureRecord};
 

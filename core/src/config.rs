@@ -54,8 +54,84 @@ pub struct FilterConfig {
     #[serde(default = "defaults::tick_ms")]
     pub tick_ms: u32,
     /// Operator-visible version label of this config, reported in stats and debug headers.
+    /// A config pushed by the agent carries its epoch here instead.
     #[serde(default)]
     pub version: u64,
+    /// Connection to the knhk agent (signed config push, receipts). Static plugin
+    /// configuration only: a pushed config cannot change it.
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
+}
+
+/// Where the agent is and which keys may sign configs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Envoy cluster name of the agent.
+    pub cluster: String,
+    /// `:authority` of calls to the agent.
+    #[serde(default = "defaults::agent_authority")]
+    pub authority: String,
+    /// Path of the long-poll config endpoint; the filter appends `?after=<epoch>`.
+    #[serde(default = "defaults::config_path")]
+    pub config_path: String,
+    /// How long the agent may hold a long-poll, milliseconds; the call's timeout is this plus 5 s.
+    #[serde(default = "defaults::poll_timeout_ms")]
+    pub poll_timeout_ms: u32,
+    /// Public keys whose signatures on pushed configs are trusted (until a pushed config
+    /// announces the next set).
+    pub trusted_keys: Vec<crate::checkpoint::PublicKeyVersion>,
+    /// Decision receipts sent to the agent.
+    #[serde(default)]
+    pub receipts: ReceiptsConfig,
+}
+
+/// What the filter does when its receipt buffer is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptOverflow {
+    /// Drop the new receipt and count it (`knhk.receipts.dropped`); traffic is unaffected.
+    #[default]
+    Drop,
+    /// Refuse requests with 503 until the buffer drains: no decision without a receipt.
+    FailClosed,
+}
+
+/// Receipt batching and flushing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// Send receipts at all.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Path of the agent's receipt endpoint.
+    #[serde(default = "defaults::receipts_path")]
+    pub path: String,
+    /// Flush at least this often, milliseconds (10..=250).
+    #[serde(default = "defaults::flush_interval_ms")]
+    pub flush_interval_ms: u32,
+    /// Flush as soon as this many receipts are buffered.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: u32,
+    /// Receipts a worker may hold unsent (buffer plus in flight).
+    #[serde(default = "defaults::max_buffer")]
+    pub max_buffer: u32,
+    /// Behaviour when the buffer is full.
+    #[serde(default)]
+    pub overflow: ReceiptOverflow,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        ReceiptsConfig {
+            enabled: true,
+            path: defaults::receipts_path(),
+            flush_interval_ms: defaults::flush_interval_ms(),
+            max_batch: defaults::max_batch(),
+            max_buffer: defaults::max_buffer(),
+            overflow: ReceiptOverflow::Drop,
+        }
+    }
 }
 
 /// Behaviour when the filter cannot make a decision.
@@ -365,6 +441,34 @@ pub mod defaults {
     /// C1: 5 s.
     pub fn c1() -> ClassConfig {
         ClassConfig::with_budget_ms(5_000)
+    }
+    /// Authority of agent calls.
+    pub fn agent_authority() -> String {
+        "knhk-agent".into()
+    }
+    /// Long-poll config path.
+    pub fn config_path() -> String {
+        "/v1/config".into()
+    }
+    /// 30 s long-poll.
+    pub fn poll_timeout_ms() -> u32 {
+        30_000
+    }
+    /// Receipt endpoint.
+    pub fn receipts_path() -> String {
+        "/v1/receipts".into()
+    }
+    /// 250 ms, the slowest flush allowed.
+    pub fn flush_interval_ms() -> u32 {
+        250
+    }
+    /// 512 receipts per batch.
+    pub fn max_batch() -> u32 {
+        512
+    }
+    /// 8192 receipts unsent per worker (≈ 420 KiB).
+    pub fn max_buffer() -> u32 {
+        8_192
     }
     /// 503.
     pub fn shed_status() -> u16 {

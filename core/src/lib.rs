@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod class;
 pub mod config;
 pub mod decision;
+pub mod envelope;
 pub mod host;
 pub mod merkle;
 pub mod policy;

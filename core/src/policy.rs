@@ -4,10 +4,11 @@
 //! nanoseconds, fractions become basis points. The per-request code then does no parsing.
 
 use crate::bucket::BUCKETS;
+use crate::checkpoint::{Alg, PublicKeyVersion};
 use crate::class::Class;
 use crate::config::{
-    defaults, ClassConfig, ClassRule, ConfigError, FailMode, FilterConfig, KeySource, Strategy,
-    MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
+    defaults, ClassConfig, ClassRule, ConfigError, ControlConfig, FailMode, FilterConfig,
+    KeySource, ReceiptOverflow, Strategy, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
 };
 
 /// Smallest accepted evaluation interval / tick, milliseconds.
@@ -105,6 +106,40 @@ pub struct Policy {
     pub debug_headers: bool,
     /// Timer period, milliseconds.
     pub tick_ms: u32,
+    /// Agent connection, when configured (static plugin configuration only).
+    pub control: Option<Control>,
+}
+
+/// Validated agent connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    /// Envoy cluster of the agent.
+    pub cluster: String,
+    /// `:authority` of agent calls.
+    pub authority: String,
+    /// Long-poll config path (no query).
+    pub config_path: String,
+    /// Long-poll hold, milliseconds.
+    pub poll_timeout_ms: u32,
+    /// Keys trusted to sign pushed configs.
+    pub trusted_keys: Vec<PublicKeyVersion>,
+    /// Receipt flushing, when enabled.
+    pub receipts: Option<Receipts>,
+}
+
+/// Validated receipt batching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipts {
+    /// Receipt endpoint path.
+    pub path: String,
+    /// Flush period, milliseconds.
+    pub flush_interval_ms: u32,
+    /// Flush threshold, records.
+    pub max_batch: usize,
+    /// Unsent records a worker may hold.
+    pub max_buffer: usize,
+    /// Behaviour when full.
+    pub overflow: ReceiptOverflow,
 }
 
 impl Policy {
@@ -355,6 +390,7 @@ impl Policy {
             fail_mode: c.fail_mode,
             debug_headers: c.debug_headers,
             tick_ms: c.tick_ms,
+            control: c.control.as_ref().map(validate_control).transpose()?,
         })
     }
 
@@ -362,6 +398,112 @@ impl Policy {
     pub fn budget(&self, class: Class) -> &ClassBudget {
         &self.budgets[class.index()]
     }
+}
+
+/// Most records a receipt buffer may be configured to hold per worker.
+pub const MAX_RECEIPT_BUFFER: usize = 65_536;
+
+fn validate_control(c: &ControlConfig) -> Result<Control, ConfigError> {
+    let name = |field: &str, v: &str| {
+        if v.is_empty() || v.len() > MAX_NAME_BYTES || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(ConfigError::new(
+                field,
+                format!("must be 1..={MAX_NAME_BYTES} visible characters, got {v:?}"),
+            ));
+        }
+        Ok(v.to_string())
+    };
+    let path = |field: &str, v: &str| {
+        if !v.starts_with('/')
+            || v.len() > 1024
+            || v.bytes()
+                .any(|b| b <= b' ' || b == b'?' || b == b'#' || b == 0x7f)
+        {
+            return Err(ConfigError::new(
+                field,
+                format!("must be an absolute path without query, got {v:?}"),
+            ));
+        }
+        Ok(v.to_string())
+    };
+    if !(1_000..=300_000).contains(&c.poll_timeout_ms) {
+        return Err(ConfigError::new(
+            "control.poll_timeout_ms",
+            format!("must be 1000..=300000, got {}", c.poll_timeout_ms),
+        ));
+    }
+    let keys = &c.trusted_keys;
+    if keys.is_empty() || keys.len() > crate::envelope::MAX_TRUSTED_KEYS {
+        return Err(ConfigError::new(
+            "control.trusted_keys",
+            format!(
+                "must hold 1..={} keys, has {}",
+                crate::envelope::MAX_TRUSTED_KEYS,
+                keys.len()
+            ),
+        ));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let ok = match k.alg {
+            Alg::Ed25519 => k.public_key.len() == 32,
+            Alg::EcdsaP256 => k.public_key.len() == 33 || k.public_key.len() == 65,
+        };
+        if !ok {
+            return Err(ConfigError::new(
+                format!("control.trusted_keys[{i}].public_key"),
+                format!("{} bytes is not a {} public key", k.public_key.len(), k.alg),
+            ));
+        }
+    }
+    if keys.iter().all(|k| k.retired) {
+        return Err(ConfigError::new(
+            "control.trusted_keys",
+            "every key is retired: nothing could verify",
+        ));
+    }
+    let r = &c.receipts;
+    let receipts = if r.enabled {
+        if !(10..=250).contains(&r.flush_interval_ms) {
+            return Err(ConfigError::new(
+                "control.receipts.flush_interval_ms",
+                format!("must be 10..=250, got {}", r.flush_interval_ms),
+            ));
+        }
+        let max_batch = r.max_batch as usize;
+        if max_batch == 0 || max_batch > crate::receipt::MAX_BATCH_RECORDS {
+            return Err(ConfigError::new(
+                "control.receipts.max_batch",
+                format!(
+                    "must be 1..={}, got {max_batch}",
+                    crate::receipt::MAX_BATCH_RECORDS
+                ),
+            ));
+        }
+        let max_buffer = r.max_buffer as usize;
+        if max_buffer < max_batch || max_buffer > MAX_RECEIPT_BUFFER {
+            return Err(ConfigError::new(
+                "control.receipts.max_buffer",
+                format!("must be max_batch ({max_batch})..={MAX_RECEIPT_BUFFER}, got {max_buffer}"),
+            ));
+        }
+        Some(Receipts {
+            path: path("control.receipts.path", &r.path)?,
+            flush_interval_ms: r.flush_interval_ms,
+            max_batch,
+            max_buffer,
+            overflow: r.overflow,
+        })
+    } else {
+        None
+    };
+    Ok(Control {
+        cluster: name("control.cluster", &c.cluster)?,
+        authority: name("control.authority", &c.authority)?,
+        config_path: path("control.config_path", &c.config_path)?,
+        poll_timeout_ms: c.poll_timeout_ms,
+        trusted_keys: keys.clone(),
+        receipts,
+    })
 }
 
 fn check_len(field: &str, len: usize) -> Result<(), ConfigError> {

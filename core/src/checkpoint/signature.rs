@@ -67,7 +67,7 @@ impl fmt::Display for Alg {
 }
 
 /// Serde adapter: bytes as standard padded base64 strings.
-mod b64 {
+pub(crate) mod b64 {
     use super::*;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {

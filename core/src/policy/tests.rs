@@ -409,3 +409,98 @@ mod fuzz {
         }
     }
 }
+
+const KEY32: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn control(extra: &str) -> String {
+    format!(
+        r#"{{"control":{{"cluster":"knhk_agent","trusted_keys":[{{"provider":"local","key_id":"config","version":1,"alg":"ed25519","public_key":"{KEY32}","retired":false}}]{extra}}}}}"#
+    )
+}
+
+/// A minimal control section is valid and gets the documented defaults.
+#[test]
+fn control_defaults() {
+    let p = Policy::from_json(control("").as_bytes()).unwrap();
+    let c = p.control.unwrap();
+    assert_eq!(
+        (
+            c.authority.as_str(),
+            c.config_path.as_str(),
+            c.poll_timeout_ms
+        ),
+        ("knhk-agent", "/v1/config", 30_000)
+    );
+    let r = c.receipts.unwrap();
+    assert_eq!(
+        (r.flush_interval_ms, r.max_batch, r.max_buffer),
+        (250, 512, 8_192)
+    );
+}
+
+/// Each invalid control setting is refused with its field and reason.
+#[test]
+fn control_rejections() {
+    assert_rejects(
+        &control(r#","poll_timeout_ms":999"#),
+        "control.poll_timeout_ms",
+        "must be 1000..=300000",
+    );
+    assert_rejects(
+        &control(r#","config_path":"/v1/config?x=1""#),
+        "control.config_path",
+        "absolute path without query",
+    );
+    assert_rejects(
+        &control(r#","authority":"a b""#),
+        "control.authority",
+        "visible characters",
+    );
+    assert_rejects(
+        &control(r#","receipts":{"flush_interval_ms":251}"#),
+        "control.receipts.flush_interval_ms",
+        "must be 10..=250",
+    );
+    assert_rejects(
+        &control(r#","receipts":{"max_batch":0}"#),
+        "control.receipts.max_batch",
+        "must be 1..=16384",
+    );
+    assert_rejects(
+        &control(r#","receipts":{"max_batch":100,"max_buffer":99}"#),
+        "control.receipts.max_buffer",
+        "must be max_batch (100)",
+    );
+    assert_rejects(
+        &control(r#","receipts":{"overflow":"explode"}"#),
+        "control.receipts.overflow",
+        "unknown variant",
+    );
+    assert_rejects(
+        r#"{"control":{"cluster":"a","trusted_keys":[]}}"#,
+        "control.trusted_keys",
+        "must hold 1..=16 keys, has 0",
+    );
+    assert_rejects(
+        r#"{"control":{"cluster":"a","trusted_keys":[{"provider":"l","key_id":"k","version":1,"alg":"ed25519","public_key":"AAAA","retired":false}]}}"#,
+        "control.trusted_keys[0].public_key",
+        "3 bytes is not a ed25519 public key",
+    );
+    assert_rejects(
+        &format!(
+            r#"{{"control":{{"cluster":"a","trusted_keys":[{{"provider":"l","key_id":"k","version":1,"alg":"ed25519","public_key":"{KEY32}","retired":true}}]}}}}"#
+        ),
+        "control.trusted_keys",
+        "every key is retired",
+    );
+    assert_rejects(
+        r#"{"control":{"cluster":"","trusted_keys":[]}}"#,
+        "control.trusted_keys",
+        "has 0",
+    );
+    assert_rejects(
+        r#"{"control":{"trusted_keys":[]}}"#,
+        "control",
+        "missing field `cluster`",
+    );
+}
