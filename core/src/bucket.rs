@@ -21,6 +21,8 @@ pub struct Buckets {
     pub routing: u16,
     /// Decides shedding order: a class shedding `level` basis points sheds keys with `priority < level`.
     pub priority: u16,
+    /// First 16 bytes of the digest: what receipts carry instead of the raw key.
+    pub key_digest: [u8; 16],
 }
 
 /// Hash `key` under `salt` into its routing and priority buckets.
@@ -32,6 +34,8 @@ pub fn buckets(salt: &[u8], key: &[u8]) -> Buckets {
     hasher.update(salt);
     hasher.update(key);
     let digest = hasher.finalize();
+    let mut key_digest = [0u8; 16];
+    key_digest.copy_from_slice(&digest[0..16]);
     let mut first = [0u8; 8];
     let mut second = [0u8; 8];
     first.copy_from_slice(&digest[0..8]);
@@ -39,6 +43,7 @@ pub fn buckets(salt: &[u8], key: &[u8]) -> Buckets {
     Buckets {
         routing: reduce(u64::from_be_bytes(first)),
         priority: reduce(u64::from_be_bytes(second)),
+        key_digest,
     }
 }
 

@@ -76,6 +76,9 @@ pub enum CheckpointError {
     /// The signature does not verify over the message with the key.
     #[error("signature does not verify")]
     BadSignature,
+    /// This build cannot verify the algorithm (the wasm filter verifies Ed25519 only).
+    #[error("{0} verification is not built into this binary")]
+    UnsupportedAlg(Alg),
 }
 
 /// A tree head: origin, size, root hash, extension lines.

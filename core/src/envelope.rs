@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::signature::b64;
 use crate::checkpoint::{verify_signature, CheckpointError, PublicKeyVersion, SignatureRecord};
-use crate::config::{ConfigError, FilterConfig};
+use crate::config::ConfigError;
 use crate::policy::Policy;
 
 /// DSSE payload type of a knhk config.
@@ -41,15 +41,16 @@ pub struct Envelope {
 }
 
 /// What the agent signs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigPayload {
     /// Monotonic config epoch; a filter applies only epochs above the one in force.
     pub epoch: u64,
     /// When the agent issued it, ns since the Unix epoch (informational).
     pub issued_at_ns: u64,
-    /// The policy: a filter configuration without `control` (that stays static).
-    pub policy: serde_json::Value,
+    /// The policy: a filter configuration without `control` (that stays static), kept as raw
+    /// JSON so it is validated by the same parser as a static configuration.
+    pub policy: Box<serde_json::value::RawValue>,
     /// When set, the key set that verifies the *next* epochs (rotation handover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_keys: Option<Vec<PublicKeyVersion>>,
@@ -203,15 +204,13 @@ pub fn open(
         epoch: payload.epoch,
         error,
     };
-    let config: FilterConfig = serde_json::from_value(payload.policy.clone())
-        .map_err(|e| invalid(ConfigError::new("policy", e)))?;
-    if config.control.is_some() {
+    let mut policy = Policy::from_json(payload.policy.get().as_bytes()).map_err(invalid)?;
+    if policy.control.is_some() {
         return Err(invalid(ConfigError::new(
-            "policy.control",
+            "control",
             "is static plugin configuration and cannot be pushed",
         )));
     }
-    let mut policy = Policy::from_config(&config).map_err(invalid)?;
     policy.version = payload.epoch;
     if let Some(keys) = &payload.next_keys {
         if keys.is_empty() || keys.len() > MAX_TRUSTED_KEYS {

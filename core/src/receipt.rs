@@ -27,8 +27,6 @@ mod entry;
 
 pub use entry::{KeyRotation, LogEntry, ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT};
 
-use sha2::{Digest, Sha256};
-
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};
 use crate::decision::Admission;
@@ -148,15 +146,42 @@ pub struct Receipt {
 /// First 16 bytes of SHA-256(`len(salt)` as u32 big-endian ‖ salt ‖ key): the receipt's key
 /// digest, computed over the same input as the routing buckets.
 pub fn key_digest(salt: &[u8], key: &[u8]) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    let salt_len = u32::try_from(salt.len()).unwrap_or(u32::MAX);
-    hasher.update(salt_len.to_be_bytes());
-    hasher.update(salt);
-    hasher.update(key);
-    let digest = hasher.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
+    crate::bucket::buckets(salt, key).key_digest
+}
+
+impl Receipt {
+    /// The receipt of `decision`, completed at the log phase.
+    pub fn of(decision: &crate::decision::Decision, done: Completion) -> Receipt {
+        Receipt {
+            time_ns: done.time_ns,
+            key_digest: decision.buckets.map_or(NO_KEY, |b| b.key_digest),
+            route: decision.route,
+            routing_bucket: decision.buckets.map_or(NO_BUCKET, |b| b.routing),
+            priority: decision.buckets.map_or(NO_BUCKET, |b| b.priority),
+            requested_class: decision.requested_class,
+            class: decision.class,
+            admission: decision.admission,
+            status: done.status,
+            latency_us: done.latency_us,
+            config_epoch: done.config_epoch,
+            worker_id: done.worker_id,
+        }
+    }
+}
+
+/// What the log phase adds to a decision to make its receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Decision time, ns since the Unix epoch.
+    pub time_ns: u64,
+    /// Response status (0 when none).
+    pub status: u16,
+    /// Request latency, microseconds.
+    pub latency_us: u32,
+    /// Config epoch in force.
+    pub config_epoch: u64,
+    /// Worker (VM) id.
+    pub worker_id: u32,
 }
 
 fn route_code(route: Option<Route>) -> u8 {

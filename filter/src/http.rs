@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use knhk_core::config::FailMode;
 use knhk_core::host::RequestHeaders;
+use knhk_core::receipt::{Completion, Receipt};
 use knhk_core::{decide, Admission, Decision, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -95,11 +96,37 @@ impl KnhkHttp {
 
 impl Context for KnhkHttp {}
 
+/// Response status at the log phase (`response.code`, an int64 property), 0 when none.
+fn response_status() -> u16 {
+    match hostcalls::get_property(vec!["response", "code"]) {
+        Ok(Some(bytes)) if bytes.len() == 8 => {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&bytes);
+            u16::try_from(i64::from_le_bytes(raw)).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 impl HttpContext for KnhkHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(policy) = self.policy.clone() else {
             return self.fail("no valid configuration");
         };
+        if self
+            .state
+            .borrow()
+            .receipts
+            .as_ref()
+            .is_some_and(|r| r.refuses_requests())
+        {
+            // `overflow: fail_closed`: no decision is made that could not be receipted.
+            self.state.borrow_mut().metrics.pending.decision_errors += 1;
+            let headers = vec![(ADMISSION_HEADER, "error"), ("retry-after", "1")];
+            let _ =
+                hostcalls::send_http_response(503, headers, Some(b"knhk: receipt buffer full\n"));
+            return Action::Pause;
+        }
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(headers) => HeaderList(headers),
             Err(_) => return self.fail("request headers unreadable"),
@@ -120,6 +147,7 @@ impl HttpContext for KnhkHttp {
             }
             None => {}
         }
+        self.started_ns = now_ns();
         if decision.is_shed() {
             return self.shed(&policy, &decision);
         }
@@ -131,7 +159,6 @@ impl HttpContext for KnhkHttp {
         {
             self.set_request_header(&policy.class_header, Some(decision.class.as_str()));
         }
-        self.started_ns = now_ns();
         Action::Continue
     }
 
@@ -167,5 +194,32 @@ impl HttpContext for KnhkHttp {
             );
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(decision) = self.decision else {
+            return;
+        };
+        let mut state = self.state.borrow_mut();
+        if state.receipts.is_none() {
+            return;
+        }
+        let time_ns = self.started_ns.unwrap_or(0);
+        let latency_us = match (self.started_ns, now_ns()) {
+            (Some(start), Some(end)) => {
+                u32::try_from(end.saturating_sub(start) / 1_000).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
+        let done = Completion {
+            time_ns,
+            status: response_status(),
+            latency_us,
+            config_epoch: state.epoch,
+            worker_id: state.worker_id,
+        };
+        if let Some(buffer) = state.receipts.as_mut() {
+            buffer.push(Receipt::of(&decision, done));
+        }
     }
 }

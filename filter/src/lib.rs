@@ -6,9 +6,11 @@
 //! one clock read at each end, and nothing else unless a header must change. Counters live in
 //! VM memory and reach Envoy's stats on the timer tick.
 
+mod control;
 mod host;
 mod http;
 mod metrics;
+mod receipts;
 mod root;
 
 proxy_wasm::main! {{

@@ -3,6 +3,7 @@
 //! Incrementing an Envoy metric is a host call; a request would pay several. Instead each
 //! request bumps plain integers here, and [`Metrics::flush`] adds the deltas to Envoy's
 //! counters once per tick (and records the gauges). Envoy sums counters across workers' VMs.
+//! `knhk.config.version` is the version label of a static config, or the epoch of a pushed one.
 
 use knhk_core::admission::ShedLevels;
 use knhk_core::{Admission, Class, Decision, Route};
@@ -27,6 +28,8 @@ pub struct Counts {
     pub admission: [[u64; 6]; 3],
     /// Decisions that could not be made or applied.
     pub decision_errors: u64,
+    /// Signed configs applied.
+    pub configs_applied: u64,
 }
 
 impl Counts {
@@ -51,6 +54,8 @@ pub struct Metrics {
     decision_errors: Option<u32>,
     config_rejected: Option<u32>,
     config_version: Option<u32>,
+    configs_applied: Option<u32>,
+    receipts: [Option<u32>; 3],
     /// Counts not yet flushed.
     pub pending: Counts,
 }
@@ -99,6 +104,12 @@ impl Metrics {
             decision_errors: counter("knhk.decision.errors"),
             config_rejected: counter("knhk.config.rejected"),
             config_version: gauge("knhk.config.version"),
+            configs_applied: counter("knhk.config.applied"),
+            receipts: [
+                counter("knhk.receipts.sent"),
+                counter("knhk.receipts.dropped"),
+                counter("knhk.receipts.flush_errors"),
+            ],
             pending: Counts::default(),
         }
     }
@@ -109,7 +120,8 @@ impl Metrics {
     }
 
     /// Add pending counts to Envoy's counters, set the gauges, and reset the pending counts.
-    pub fn flush(&mut self, levels: &ShedLevels, version: u64) {
+    /// `receipts` is (sent, dropped, flush errors) since the last flush, when receipts are on.
+    pub fn flush(&mut self, levels: &ShedLevels, version: u64, receipts: Option<(u64, u64, u64)>) {
         let pending = std::mem::take(&mut self.pending);
         for (id, n) in self.routes.iter().zip(pending.routes) {
             add(*id, n);
@@ -120,6 +132,12 @@ impl Metrics {
             }
         }
         add(self.decision_errors, pending.decision_errors);
+        add(self.configs_applied, pending.configs_applied);
+        if let Some((sent, dropped, failures)) = receipts {
+            for (id, n) in self.receipts.iter().zip([sent, dropped, failures]) {
+                add(*id, n);
+            }
+        }
         for (id, level) in self.shed_level.iter().zip(levels) {
             set(*id, u64::from(*level));
         }

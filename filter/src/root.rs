@@ -1,5 +1,6 @@
-//! The root context: validates the plugin configuration, runs the timer (admission sync and
-//! stats flush) and creates one [`KnhkHttp`] per request.
+//! The root context: validates the plugin configuration, runs the timer (admission sync, stats
+//! flush, config long-poll, receipt flush), applies pushed configs and creates one
+//! [`KnhkHttp`] per request.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,11 +10,13 @@ use knhk_core::admission::AdmissionCoordinator;
 use knhk_core::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
 
+use crate::control::{ConfigPoll, PollOutcome};
 use crate::host::{now_ns, EnvoySharedData};
 use crate::http::KnhkHttp;
 use crate::metrics::Metrics;
+use crate::receipts::ReceiptBuffer;
 
 /// State one VM (one Envoy worker) shares between its root and its request contexts.
 pub struct VmState {
@@ -23,29 +26,224 @@ pub struct VmState {
     pub admission: AdmissionCoordinator,
     /// Stats, counted locally and flushed on the tick.
     pub metrics: Metrics,
+    /// Receipts for the agent, when configured.
+    pub receipts: Option<ReceiptBuffer>,
+    /// Config epoch in force (0: the static plugin configuration).
+    pub epoch: u64,
+    /// This VM's id in receipts.
+    pub worker_id: u32,
 }
 
 /// The filter's root context.
 pub struct KnhkRoot {
     state: Rc<RefCell<VmState>>,
+    poll: Option<ConfigPoll>,
+    flush_token: Option<u32>,
+    last_flush_ms: u64,
+    tick_ms: u32,
     sync_failures: u64,
 }
 
 impl KnhkRoot {
     /// A root with no policy yet; metrics are defined at once so Envoy lists them.
     pub fn new() -> Self {
+        // VMs of different workers start at different nanoseconds: a cheap, stable worker id.
+        let worker_id = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
         KnhkRoot {
             state: Rc::new(RefCell::new(VmState {
                 policy: None,
                 admission: AdmissionCoordinator::new(),
                 metrics: Metrics::define(),
+                receipts: None,
+                epoch: 0,
+                worker_id,
             })),
+            poll: None,
+            flush_token: None,
+            last_flush_ms: 0,
+            tick_ms: 0,
             sync_failures: 0,
+        }
+    }
+
+    /// Run the timer at the policy's tick, or faster when receipts must flush more often.
+    fn set_tick(&mut self, policy: &Policy) -> bool {
+        let flush = self
+            .state
+            .borrow()
+            .receipts
+            .as_ref()
+            .map(|r| r.settings().flush_interval_ms);
+        let tick = flush.map_or(policy.tick_ms, |f| f.min(policy.tick_ms));
+        if tick == self.tick_ms {
+            return true;
+        }
+        match hostcalls::set_tick_period(Duration::from_millis(u64::from(tick))) {
+            Ok(()) => {
+                self.tick_ms = tick;
+                true
+            }
+            Err(status) => {
+                log::error!("knhk: cannot start the timer: {status:?}");
+                false
+            }
+        }
+    }
+
+    fn poll_config(&mut self, now_ms: u64) {
+        let Some(poll) = self.poll.as_mut() else {
+            return;
+        };
+        if !poll.due(now_ms) {
+            return;
+        }
+        let path = poll.path();
+        let control = poll.control();
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", control.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(poll.call_timeout_ms());
+        match hostcalls::dispatch_http_call(&control.cluster, headers, None, vec![], timeout) {
+            Ok(token) => poll.dispatched(token),
+            Err(status) => {
+                log::warn!(
+                    "knhk: cannot poll the agent on cluster {}: {status:?}",
+                    control.cluster
+                );
+                poll.dispatch_failed(now_ms);
+            }
+        }
+    }
+
+    fn flush_receipts(&mut self, now_ms: u64) {
+        let Some(poll) = self.poll.as_ref() else {
+            return;
+        };
+        if self.flush_token.is_some() {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        let Some(buffer) = state.receipts.as_mut() else {
+            return;
+        };
+        let interval = u64::from(buffer.settings().flush_interval_ms);
+        if !buffer.due(now_ms.saturating_sub(self.last_flush_ms) >= interval) {
+            return;
+        }
+        let Some(batch) = buffer.take_batch() else {
+            return;
+        };
+        let control = poll.control();
+        let headers = vec![
+            (":method", "POST"),
+            (":path", buffer.settings().path.as_str()),
+            (":authority", control.authority.as_str()),
+            ("content-type", "application/x-knhk-receipts"),
+        ];
+        self.last_flush_ms = now_ms;
+        match hostcalls::dispatch_http_call(
+            &control.cluster,
+            headers,
+            Some(&batch),
+            vec![],
+            Duration::from_secs(5),
+        ) {
+            Ok(token) => self.flush_token = Some(token),
+            Err(_) => buffer.failed(),
+        }
+    }
+
+    fn apply(&mut self, outcome: PollOutcome) {
+        match outcome {
+            PollOutcome::Apply(accepted) => {
+                let accepted = *accepted;
+                log::info!(
+                    "knhk: applied signed config epoch {} (key {}/{} v{}){}",
+                    accepted.epoch,
+                    accepted.signed_by.provider,
+                    accepted.signed_by.key_id,
+                    accepted.signed_by.version,
+                    if accepted.next_keys.is_some() {
+                        ", trusted keys rotated"
+                    } else {
+                        ""
+                    },
+                );
+                let policy = accepted.policy;
+                let tick_ok = self.set_tick(&policy);
+                let mut state = self.state.borrow_mut();
+                state.epoch = accepted.epoch;
+                state.policy = Some(Rc::new(policy));
+                state.metrics.pending.configs_applied += 1;
+                if !tick_ok {
+                    state.metrics.pending.decision_errors += 1;
+                }
+            }
+            PollOutcome::NothingNew => {}
+            PollOutcome::Failed(why) => log::warn!("knhk: config poll failed: {why}"),
+            PollOutcome::Refused(e) => {
+                log::warn!("knhk: {e}; keeping epoch {}", self.state.borrow().epoch);
+                self.state.borrow().metrics.config_rejected();
+            }
         }
     }
 }
 
-impl Context for KnhkRoot {}
+/// Status of a completed call, `None` when the call failed without a response.
+fn call_status(num_headers: usize) -> Option<u16> {
+    if num_headers == 0 {
+        return None;
+    }
+    let raw = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok()??;
+    raw.parse().ok()
+}
+
+impl Context for KnhkRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let status = call_status(num_headers);
+        let now_ms = now_ns().map_or(0, |ns| ns / 1_000_000);
+        if self.poll.as_ref().is_some_and(|p| p.owns(token_id)) {
+            let body = if body_size > 0 {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            let outcome = match self.poll.as_mut() {
+                Some(poll) => poll.complete(status, body.as_deref(), now_ms),
+                None => return,
+            };
+            self.apply(outcome);
+            // Re-poll at once when nothing is wrong (204 or applied), not a tick later.
+            self.poll_config(now_ms);
+        } else if self.flush_token == Some(token_id) {
+            self.flush_token = None;
+            {
+                let mut state = self.state.borrow_mut();
+                if let Some(buffer) = state.receipts.as_mut() {
+                    match status {
+                        Some(200..=299) => buffer.acknowledged(),
+                        _ => buffer.failed(),
+                    }
+                }
+            }
+            // A full batch waiting goes now; a partial one waits for the interval.
+            if matches!(status, Some(200..=299)) {
+                self.flush_receipts(now_ms);
+            }
+        }
+    }
+}
 
 impl RootContext for KnhkRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -56,45 +254,55 @@ impl RootContext for KnhkRoot {
                 return false;
             }
         };
-        let mut state = self.state.borrow_mut();
-        match Policy::from_json(&bytes) {
-            Ok(policy) => {
-                log::info!(
-                    "knhk: config version {} in force: canary {} bp, admission {}{}",
-                    policy.version,
-                    policy.canary_basis_points,
-                    if policy.admission_enabled {
-                        "on"
-                    } else {
-                        "off"
-                    },
-                    if policy.shadow { " (shadow)" } else { "" },
-                );
-                if let Err(status) =
-                    hostcalls::set_tick_period(Duration::from_millis(u64::from(policy.tick_ms)))
-                {
-                    log::error!("knhk: cannot start the timer: {status:?}");
-                    return false;
-                }
-                state.policy = Some(Rc::new(policy));
-                true
-            }
+        let policy = match Policy::from_json(&bytes) {
+            Ok(policy) => policy,
             Err(e) => {
                 // One line naming the field and the reason; Envoy refuses the plugin.
                 log::error!("{e}");
-                state.metrics.config_rejected();
-                false
+                self.state.borrow().metrics.config_rejected();
+                return false;
             }
+        };
+        log::info!(
+            "knhk: config version {} in force: canary {} bp, admission {}{}{}",
+            policy.version,
+            policy.canary_basis_points,
+            if policy.admission_enabled {
+                "on"
+            } else {
+                "off"
+            },
+            if policy.shadow { " (shadow)" } else { "" },
+            match &policy.control {
+                Some(c) => format!(", agent cluster {}", c.cluster),
+                None => String::new(),
+            },
+        );
+        {
+            let mut state = self.state.borrow_mut();
+            state.receipts = policy
+                .control
+                .as_ref()
+                .and_then(|c| c.receipts.clone())
+                .map(ReceiptBuffer::new);
+            state.epoch = 0;
         }
+        self.poll = policy.control.clone().map(ConfigPoll::new);
+        if !self.set_tick(&policy) {
+            return false;
+        }
+        self.state.borrow_mut().policy = Some(Rc::new(policy));
+        true
     }
 
     fn on_tick(&mut self) {
-        let mut state = self.state.borrow_mut();
-        let Some(policy) = state.policy.clone() else {
-            return;
-        };
-        if let Some(now_ms) = now_ns().map(|ns| ns / 1_000_000) {
-            if policy.admission_enabled {
+        let now_ms = now_ns().map_or(0, |ns| ns / 1_000_000);
+        {
+            let mut state = self.state.borrow_mut();
+            let Some(policy) = state.policy.clone() else {
+                return;
+            };
+            if policy.admission_enabled && now_ms > 0 {
                 if let Err(e) = state.admission.sync(&EnvoySharedData, &policy, now_ms) {
                     state.metrics.pending.decision_errors += 1;
                     self.sync_failures += 1;
@@ -107,9 +315,16 @@ impl RootContext for KnhkRoot {
                     }
                 }
             }
+            let levels = state.admission.levels();
+            let receipt_counts = state.receipts.as_mut().map(|r| {
+                let counts = (r.sent, r.dropped, r.failures);
+                (r.sent, r.dropped, r.failures) = (0, 0, 0);
+                counts
+            });
+            state.metrics.flush(&levels, policy.version, receipt_counts);
         }
-        let levels = state.admission.levels();
-        state.metrics.flush(&levels, policy.version);
+        self.poll_config(now_ms);
+        self.flush_receipts(now_ms);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -139,6 +139,7 @@ pub fn verify_with_key(
             vk.verify_strict(msg, &sig)
                 .map_err(|_| CheckpointError::BadSignature)
         }
+        #[cfg(feature = "ecdsa")]
         Alg::EcdsaP256 => {
             use p256::ecdsa::signature::Verifier as _;
             let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
@@ -151,6 +152,8 @@ pub fn verify_with_key(
             vk.verify(msg, &sig)
                 .map_err(|_| CheckpointError::BadSignature)
         }
+        #[cfg(not(feature = "ecdsa"))]
+        Alg::EcdsaP256 => Err(CheckpointError::UnsupportedAlg(alg)),
     }
 }
 
