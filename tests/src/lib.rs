@@ -1,0 +1,15 @@
+//! End-to-end harness: the real Envoy with the real filter, test upstreams on free loopback
+//! ports, polling with deadlines, and Envoy's log printed when a test fails.
+//!
+//! Used by the tests in `tests/tests/` and by `cargo xtask demo`.
+
+pub mod client;
+pub mod envoy;
+pub mod load;
+pub mod paths;
+pub mod ports;
+pub mod raw;
+pub mod rig;
+pub mod template;
+pub mod upstream;
+pub mod wait;

@@ -1,0 +1,104 @@
+//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, or the project-local defaults.
+//!
+//! `cargo xtask test` sets all three variables and `KNHK_REQUIRE_REAL=1`, under which a missing
+//! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
+//! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/wasm32-wasip1/release/knhk_filter.wasm` when
+//! those exist, so a developer who ran `cargo xtask setup` once can iterate with `cargo test`.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+/// The repository root (the workspace directory containing `envoy/`, `tests/`, `xtask/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The Cargo target directory: `CARGO_TARGET_DIR` (relative to the repo root) or `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// The project-local scratch directory for logs and rendered configs (`<repo>/.knhk`, gitignored).
+pub fn scratch_dir() -> PathBuf {
+    repo_root().join(".knhk")
+}
+
+/// A bootstrap template in `<repo>/envoy/`.
+pub fn envoy_template(name: &str) -> PathBuf {
+    repo_root().join("envoy").join(name)
+}
+
+/// A test-only template in `<repo>/tests/envoy/`.
+pub fn test_template(name: &str) -> PathBuf {
+    repo_root().join("tests").join("envoy").join(name)
+}
+
+/// True when `KNHK_REQUIRE_REAL` is set to anything but `0` or empty.
+pub fn require_real() -> bool {
+    std::env::var("KNHK_REQUIRE_REAL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The Envoy binary.
+pub fn envoy() -> anyhow::Result<PathBuf> {
+    resolve("KNHK_ENVOY", "envoy", repo_root().join(".venv/bin/envoy"))
+}
+
+/// The OpenBao CLI/server binary.
+pub fn bao() -> anyhow::Result<PathBuf> {
+    resolve("KNHK_BAO", "bao", repo_root().join(".venv/bin/bao"))
+}
+
+/// The knhk filter module built for `wasm32-wasip1` in release mode.
+pub fn filter_wasm() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_WASM",
+        "knhk_filter.wasm",
+        target_dir().join("wasm32-wasip1/release/knhk_filter.wasm"),
+    )
+}
+
+fn resolve(var: &str, what: &str, fallback: PathBuf) -> anyhow::Result<PathBuf> {
+    const HINT: &str = "run `cargo xtask test` (or `cargo xtask setup` and `cargo xtask build-wasm`) to install and build it";
+    if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(value);
+        if !path.is_file() {
+            bail!(
+                "{var}={} does not exist or is not a file; {HINT}",
+                path.display()
+            );
+        }
+        return absolute(&path);
+    }
+    if require_real() {
+        bail!("{var} is not set but KNHK_REQUIRE_REAL is; {HINT}");
+    }
+    if fallback.is_file() {
+        return absolute(&fallback);
+    }
+    bail!(
+        "{what} not found: {var} is unset and {} does not exist; {HINT}",
+        fallback.display()
+    )
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("canonicalize {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repo root is the workspace: it holds the Envoy templates.
+    #[test]
+    fn repo_root_holds_templates() {
+        assert!(envoy_template("e2e.yaml").is_file());
+        assert!(repo_root().join("Cargo.toml").is_file());
+    }
+}

@@ -1,0 +1,448 @@
+//! `cargo xtask bench`: the interleaved Envoy load benchmark of knhk against no filter, an empty wasm filter and Lua.
+//!
+//! One invocation builds both wasm modules, starts one Envoy per variant (`--concurrency 1`,
+//! pinned to one CPU) plus a tiny in-process upstream, and then measures round by round: in
+//! every round each variant gets a short warm-up and one measured wrk run per mode, with the
+//! variant order rotated between rounds so no variant always runs first or last. Ratios are
+//! taken within a round (knhk against each baseline measured minutes apart at most), and the
+//! medians over rounds are what the goals are checked against. The bench reports; it never
+//! fails because a goal is missed. See `docs/benchmarks.md` for what each variant means.
+
+mod envoy;
+mod load;
+mod machine;
+mod memory;
+mod report;
+mod rig;
+mod rounds;
+mod upstream;
+
+use anyhow::{bail, Context};
+use clap::error::ErrorKind;
+use clap::{Parser, ValueEnum};
+use envoy::Envoy;
+use knhk_e2e::paths::repo_root;
+use load::LoadSpec;
+use machine::Machine;
+use rig::{Cpus, Rig};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use upstream::Upstream;
+
+/// Plugin configuration of the knhk variant: 10 % canary keyed on `x-user-id`, admission on, no debug headers.
+pub const KNHK_PLUGIN_CONFIG: &str = r#"{"routing":{"salt":"knhk","canary_basis_points":1000,"key_sources":[{"header":"x-user-id"}]},"admission":{"enabled":true},"debug_headers":false}"#;
+/// Goal for the size of `knhk_filter.wasm`, bytes.
+pub const MODULE_SIZE_GOAL_BYTES: u64 = 300 * 1000;
+
+/// A filter setup under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Variant {
+    /// Envoy with only the router.
+    None,
+    /// Envoy with the do-nothing proxy-wasm filter (bench/empty-filter).
+    Empty,
+    /// Envoy with a Lua filter doing comparable header routing.
+    Lua,
+    /// Envoy with `knhk_filter.wasm`.
+    Knhk,
+}
+
+impl Variant {
+    /// All variants, in table order.
+    pub const ALL: [Variant; 4] = [Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk];
+
+    /// Short name used in tables, JSON and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::None => "none",
+            Variant::Empty => "empty",
+            Variant::Lua => "lua",
+            Variant::Knhk => "knhk",
+        }
+    }
+}
+
+/// Where the request ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Envoy answers with a `direct_response` route: the filter's own cost, no upstream.
+    Direct,
+    /// Envoy proxies to the local upstream: what users see.
+    Proxy,
+}
+
+impl Mode {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Proxy => "proxy",
+        }
+    }
+
+    /// Request path selecting the mode's route in the bench bootstraps.
+    fn path(self) -> &'static str {
+        match self {
+            Mode::Direct => "/direct",
+            Mode::Proxy => "/proxy",
+        }
+    }
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Direct,
+    Proxy,
+    Both,
+}
+
+/// Command-line options of `cargo xtask bench`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask bench",
+    about = "Interleaved Envoy load benchmark: knhk vs no filter, empty wasm filter and Lua"
+)]
+struct Options {
+    /// Measured rounds; every variant runs once per mode per round [default: 5; --quick: 2].
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Seconds per measured run [default: 6; --quick: 3].
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seconds of warm-up before each measured run [default: 1].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Which routes to measure.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    mode: ModeArg,
+    /// Short smoke run: 2 rounds of 3 s.
+    #[arg(long)]
+    quick: bool,
+    /// Repeat a measured run in which Envoy had less than this share of its CPU (0 disables the gate).
+    #[arg(long, default_value_t = 0.85)]
+    min_cpu_share: f64,
+    /// Attempts per measured run under the saturation gate (the best one is kept).
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Concurrent wrk connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Variants to run, comma-separated (ratios and goals need knhk plus the baseline).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
+    variants: Vec<Variant>,
+    /// Bench this prebuilt module as the knhk variant instead of building `knhk-filter`
+    /// (e.g. to compare a tuning experiment with the committed filter).
+    #[arg(long, value_name = "PATH")]
+    knhk_wasm: Option<PathBuf>,
+    /// Do not raise Envoy's and wrk's scheduling priority (by default `nice -n -10` when root).
+    #[arg(long)]
+    no_priority: bool,
+}
+
+/// Options resolved against `--quick` and the defaults.
+#[derive(Debug, Clone)]
+struct Settings {
+    rounds: u32,
+    duration: Duration,
+    warmup: Duration,
+    initial_warmup: Duration,
+    connections: u32,
+    modes: Vec<Mode>,
+    variants: Vec<Variant>,
+    priority: bool,
+    min_cpu_share: f64,
+    max_attempts: u32,
+}
+
+impl Settings {
+    fn from_options(o: &Options) -> anyhow::Result<Settings> {
+        let rounds = o.rounds.unwrap_or(if o.quick { 2 } else { 5 });
+        let duration = o.duration.unwrap_or(if o.quick { 3 } else { 6 });
+        let warmup = o.warmup.unwrap_or(1);
+        if rounds == 0 || duration == 0 || o.connections == 0 || o.max_attempts == 0 {
+            bail!("--rounds, --duration, --connections and --max-attempts must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&o.min_cpu_share) {
+            bail!(
+                "--min-cpu-share must be within 0..=1, got {}",
+                o.min_cpu_share
+            );
+        }
+        let mut variants = Vec::new();
+        for v in Variant::ALL {
+            if o.variants.contains(&v) {
+                variants.push(v);
+            }
+        }
+        let modes = match o.mode {
+            ModeArg::Direct => vec![Mode::Direct],
+            ModeArg::Proxy => vec![Mode::Proxy],
+            ModeArg::Both => vec![Mode::Direct, Mode::Proxy],
+        };
+        Ok(Settings {
+            rounds,
+            duration: Duration::from_secs(duration),
+            warmup: Duration::from_secs(warmup),
+            // The first warm-up also lets V8 tier the module up from its baseline compiler.
+            initial_warmup: Duration::from_secs(if o.quick { 1 } else { 3 }),
+            connections: o.connections,
+            modes,
+            variants,
+            priority: !o.no_priority,
+            min_cpu_share: o.min_cpu_share,
+            max_attempts: o.max_attempts,
+        })
+    }
+}
+
+/// Entry point of `cargo xtask bench [args]`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some(options) = parse(args)? else {
+        return Ok(());
+    };
+    let settings = Settings::from_options(&options)?;
+    let machine = Machine::detect();
+    let (date, stamp) = machine::utc_now();
+
+    let toolchain = crate::setup::ensure()?;
+    if !on_path("wrk") {
+        crate::setup::ensure_apt(&["wrk"])?;
+    }
+    let cpus = Cpus::plan(machine.cpus, on_path("taskset"));
+    let nice = (settings.priority && is_root()).then_some(rig::RAISED_NICE);
+    let envoy_version = envoy_version(&toolchain.envoy);
+    let (empty_wasm, knhk_wasm) = build_modules(&settings, options.knhk_wasm.as_deref())?;
+
+    let results_dir = repo_root().join("bench-results");
+    let run_dir = results_dir.join(format!("bench-{stamp}"));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    let script = run_dir.join("wrk-keys.lua");
+    std::fs::write(&script, load::WRK_SCRIPT)
+        .with_context(|| format!("write {}", script.display()))?;
+
+    // Place this process's main thread first: the upstream thread inherits CPU and priority.
+    rig::place_self(cpus.upstream, nice)?;
+    let upstream = Upstream::start()?;
+    let rig = Rig {
+        envoy_bin: toolchain.envoy.clone(),
+        run_dir: run_dir.clone(),
+        empty_wasm: empty_wasm.clone(),
+        knhk_wasm: knhk_wasm.clone(),
+        upstream_port: upstream.addr().port(),
+        cpus,
+        nice,
+    };
+    let spec = LoadSpec {
+        script: &script,
+        connections: settings.connections,
+        cpu: cpus.load,
+        nice,
+    };
+
+    println!(
+        "knhk bench {date}: {} round(s) × {} variant(s) × {} mode(s), {} s runs after {} s warm-up, {} connections",
+        settings.rounds,
+        settings.variants.len(),
+        settings.modes.len(),
+        settings.duration.as_secs(),
+        settings.warmup.as_secs(),
+        settings.connections
+    );
+    println!(
+        "machine: {} CPU(s) {}, {} MiB, load {:.2}; {envoy_version} --concurrency 1 on {}, wrk on {}, upstream on {}; {}",
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_mib,
+        machine.load_average,
+        Cpus::describe(cpus.envoy),
+        Cpus::describe(cpus.load),
+        Cpus::describe(cpus.upstream),
+        nice.map_or_else(|| "default priority".to_string(), |n| format!("Envoy and wrk at nice {n}"))
+    );
+    println!("logs and rendered configs: {}", run_dir.display());
+
+    let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
+    for &variant in &settings.variants {
+        envoys.push((variant, rig.start(variant, 1, variant.name())?));
+    }
+    let runs = rounds::measure(&mut envoys, &spec, &settings)?;
+    let splits = rig::route_splits(&envoys);
+    let knhk_stats = envoys
+        .iter()
+        .find(|(v, _)| *v == Variant::Knhk)
+        .map(|(_, e)| e.counters("knhk").unwrap_or_default())
+        .unwrap_or_default();
+    let loaded_rss: Vec<(Variant, Option<u64>)> =
+        envoys.iter().map(|(v, e)| (*v, e.rss_kib().ok())).collect();
+    drop(envoys);
+    let memory = memory::measure(&rig, &spec, &settings)?;
+    drop(upstream);
+    let load_at_end = Machine::detect().load_average;
+
+    let summaries = report::summarize(&runs, &settings.variants, &settings.modes);
+    let ratios = report::ratios(&runs, &settings.variants, &settings.modes, settings.rounds);
+    let goals = report::goals(&ratios);
+    report::print(&summaries, &ratios, &goals);
+    report::print_checks(&splits, &knhk_stats);
+    let module_sizes = report::module_sizes(empty_wasm.as_deref(), knhk_wasm.as_deref());
+    report::print_module_sizes(&module_sizes, MODULE_SIZE_GOAL_BYTES);
+    memory::print(&memory, &loaded_rss);
+    println!();
+    println!(
+        "load average: {:.2} at start, {load_at_end:.2} at end",
+        machine.load_average
+    );
+
+    let record = json!({
+        "date": date,
+        "machine": machine.to_json(),
+        "load_average_1m_at_end": load_at_end,
+        "envoy": envoy_version,
+        "settings": {
+            "rounds": settings.rounds,
+            "duration_s": settings.duration.as_secs(),
+            "warmup_s": settings.warmup.as_secs(),
+            "initial_warmup_s": settings.initial_warmup.as_secs(),
+            "connections": settings.connections,
+            "modes": settings.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "variants": settings.variants.iter().map(|v| v.name()).collect::<Vec<_>>(),
+            "envoy_cpu": cpus.envoy,
+            "wrk_cpu": cpus.load,
+            "upstream_cpu": cpus.upstream,
+            "nice": nice,
+            "min_cpu_share": settings.min_cpu_share,
+            "max_attempts": settings.max_attempts,
+            "knhk_wasm": knhk_wasm,
+            "knhk_plugin_config": KNHK_PLUGIN_CONFIG,
+        },
+        "runs": runs.iter().map(report::run_json).collect::<Vec<_>>(),
+        "aggregates": report::aggregates_json(&summaries, &ratios, &goals),
+        "canary_share_proxy": pairs(splits.iter().map(|(v, s)| (v.name().to_string(), json!(s)))),
+        "knhk_counters": pairs(knhk_stats.iter().map(|(n, v)| (n.clone(), json!(v)))),
+        "module_bytes": pairs(module_sizes.iter().map(|(n, b)| (n.clone(), json!(b)))),
+        "memory": memory::to_json(&memory, &loaded_rss),
+    });
+    let json_path = results_dir.join(format!("bench-{stamp}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&record)?)
+        .with_context(|| format!("write {}", json_path.display()))?;
+    println!("results: {}", json_path.display());
+    Ok(())
+}
+
+/// Parse the arguments; `None` when help or version was printed.
+fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
+    let argv = std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned());
+    match Options::try_parse_from(argv) {
+        Ok(options) => Ok(Some(options)),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            print!("{e}");
+            Ok(None)
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
+
+/// Build the wasm modules the selected variants need; `--knhk-wasm` replaces the knhk build.
+fn build_modules(
+    settings: &Settings,
+    knhk_override: Option<&Path>,
+) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let wants = |v: Variant| settings.variants.contains(&v);
+    let empty = if wants(Variant::Empty) {
+        Some(crate::wasm::build(
+            "knhk-empty-filter",
+            "knhk_empty_filter",
+        )?)
+    } else {
+        None
+    };
+    let knhk = match knhk_override {
+        _ if !wants(Variant::Knhk) => None,
+        Some(path) if path.is_file() => {
+            Some(std::fs::canonicalize(path).with_context(|| format!("canonicalize {}", path.display()))?)
+        }
+        Some(path) => bail!("--knhk-wasm {} is not a file", path.display()),
+        None => Some(crate::wasm::build("knhk-filter", "knhk_filter").context(
+            "build knhk_filter.wasm (run with --variants none,empty,lua to bench the baselines without it)",
+        )?),
+    };
+    Ok((empty, knhk))
+}
+
+/// A JSON object from (key, value) pairs.
+fn pairs(
+    items: impl Iterator<Item = (String, serde_json::Value)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    items.collect()
+}
+
+/// True when an executable named `name` is on `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+}
+
+/// The first line of `envoy --version`, shortened to `Envoy <version>`.
+fn envoy_version(envoy: &Path) -> String {
+    let text = Command::new(envoy)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    text.split_once("version: ")
+        .and_then(|(_, rest)| rest.split('/').nth(1))
+        .map_or_else(
+            || "Envoy (unknown version)".to_string(),
+            |v| format!("Envoy {v}"),
+        )
+}
+
+/// True when running as root (`id -u` is 0): only then may niceness be lowered.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quick mode shortens rounds and runs; explicit flags still win.
+    #[test]
+    fn quick_mode_defaults_and_overrides() {
+        let o = Options::try_parse_from(["x", "--quick", "--rounds", "4"]).unwrap();
+        let s = Settings::from_options(&o).unwrap();
+        assert_eq!(s.rounds, 4);
+        assert_eq!(s.duration, Duration::from_secs(3));
+        assert_eq!(s.modes, vec![Mode::Direct, Mode::Proxy]);
+        assert_eq!(s.variants, Variant::ALL.to_vec());
+    }
+
+    /// Variants keep table order whatever order they were given in.
+    #[test]
+    fn variants_are_ordered() {
+        let o =
+            Options::try_parse_from(["x", "--variants", "knhk,none", "--mode", "proxy"]).unwrap();
+        let s = Settings::from_options(&o).unwrap();
+        assert_eq!(s.variants, vec![Variant::None, Variant::Knhk]);
+        assert_eq!(s.modes, vec![Mode::Proxy]);
+    }
+
+    /// The knhk plugin configuration is valid and is the one the docs describe: 10 % canary on `x-user-id`.
+    #[test]
+    fn knhk_config_is_ten_percent_on_user_id() {
+        let p = knhk_core::Policy::from_json(KNHK_PLUGIN_CONFIG.as_bytes()).unwrap();
+        assert_eq!(p.canary_basis_points, 1000);
+        assert_eq!(
+            p.key_sources,
+            vec![knhk_core::policy::KeyFrom::Header("x-user-id".into())]
+        );
+        assert!(p.admission_enabled && !p.shadow && !p.debug_headers);
+    }
+}

@@ -1,0 +1,364 @@
+//! `cargo xtask demo`: two upstreams, Envoy with the filter, real traffic, and a summary of what the filter did.
+//!
+//! Sections: the canary split against the core's oracle, stickiness over new connections (both
+//! workers), sample decision headers, admission (the upstreams are slowed so R1 sheds, then made
+//! fast so it recovers), and every `knhk` line of `/stats/prometheus`.
+
+use crate::util::repo_root;
+use crate::{setup, wasm};
+use anyhow::{bail, Context};
+use knhk_e2e::client::{concurrent, Client, Reply};
+use knhk_e2e::envoy::{prometheus_value, Envoy, EnvoySpec};
+use knhk_e2e::load::Load;
+use knhk_e2e::rig::{base_config, oracle, oracle_route};
+use knhk_e2e::upstream::Upstream;
+use knhk_e2e::wait::poll;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Options of the demo.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Distinct routing keys (`x-user-id`) to send.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Canary weight in basis points (1000 = 10 %).
+    #[arg(long, default_value_t = 1000)]
+    pub canary_basis_points: u16,
+    /// Leave Envoy and the upstreams running until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Salt of the demo rollout.
+const SALT: &str = "demo-rollout";
+/// How often each stickiness key is repeated.
+const STICKY_REPEATS: usize = 40;
+/// Latency given to the upstreams during the admission section: 3 × R1's 100 ms budget.
+const SLOW: Duration = Duration::from_millis(300);
+/// R1's shed cap in the demo config (`max_shed_fraction` 0.5).
+const MAX_LEVEL: f64 = 5000.0;
+/// Longest wait for the filter's controller and stats.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Run the demo.
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    if args.canary_basis_points > 10_000 {
+        bail!("--canary-basis-points must be 0..=10000");
+    }
+    let tools = setup::ensure()?;
+    let wasm_path = wasm::build("knhk-filter", "knhk_filter")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("build tokio runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = demo(args, tools.envoy, wasm_path) => result,
+            _ = tokio::signal::ctrl_c() => {
+                println!("\ninterrupted; stopping Envoy");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow::Result<()> {
+    // Only the latest demo's files are kept: earlier runs' logs go.
+    let work_dir = repo_root().join(".knhk/demo");
+    if work_dir.exists() {
+        std::fs::remove_dir_all(&work_dir)
+            .with_context(|| format!("remove {}", work_dir.display()))?;
+    }
+    let stable = Upstream::start("stable").await?;
+    let canary = Upstream::start("canary").await?;
+    let mut config = base_config();
+    config["routing"]["salt"] = SALT.into();
+    config["routing"]["canary_basis_points"] = args.canary_basis_points.into();
+    let spec = EnvoySpec {
+        name: "demo".to_string(),
+        template: repo_root().join("envoy/demo.yaml"),
+        envoy: envoy_bin,
+        wasm: Some(wasm_path),
+        plugin_config: Some(config.to_string()),
+        stable_port: stable.port(),
+        canary_port: canary.port(),
+        concurrency: 2,
+        log_level: "info".to_string(),
+        work_dir: Some(work_dir),
+        keep_files: true,
+        extra_files: Vec::new(),
+        extra_args: Vec::new(),
+    };
+    println!("demo: starting Envoy (2 workers) with knhk_filter.wasm ...");
+    let t = Instant::now();
+    let envoy = Envoy::start(&spec).await?;
+    println!(
+        "demo: Envoy ready in {:.1} s — listener {}, admin http://127.0.0.1:{}, log {}",
+        t.elapsed().as_secs_f64(),
+        envoy.base_url(),
+        envoy.admin_port(),
+        envoy.log_path().display()
+    );
+    println!("demo: plugin config {config}");
+
+    let client = Client::new(&envoy.base_url())?;
+    let bp = args.canary_basis_points;
+    let keys: Vec<String> = (0..args.requests).map(|i| format!("user-{i}")).collect();
+    let mismatches = split(&client, &keys, bp).await?;
+    let sticky = stickiness(&envoy, &keys, bp).await?;
+    samples(&client).await?;
+    admission(&envoy, &client, [&stable, &canary]).await?;
+    print_stats(&envoy).await?;
+
+    let ok = mismatches == 0 && sticky;
+    println!(
+        "\ndemo: {}",
+        if ok {
+            "every request went where the core says, keys stayed sticky, R1 shed and recovered"
+        } else {
+            "MISMATCH: see above"
+        }
+    );
+    if args.keep {
+        println!(
+            "demo: Envoy stays up on {} (admin http://127.0.0.1:{}); try\n  curl -si -H 'x-user-id: alice' {}/\nCtrl-C to stop.",
+            envoy.base_url(),
+            envoy.admin_port(),
+            envoy.base_url()
+        );
+        tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+        println!("\nstopping");
+    }
+    drop(envoy);
+    if !ok {
+        bail!("the filter's routing disagreed with the core");
+    }
+    Ok(())
+}
+
+/// One request per distinct key; print the observed and expected canary share. Returns the
+/// number of requests routed unlike the core.
+async fn split(client: &Client, keys: &[String], bp: u16) -> anyhow::Result<usize> {
+    let t = Instant::now();
+    let replies = concurrent(keys.to_vec(), 16, |key| {
+        let client = client.clone();
+        async move {
+            let reply = client.get("/api/items", &[("x-user-id", &key)]).await?;
+            Ok((key, reply))
+        }
+    })
+    .await?;
+    let rate = replies.len() as f64 / t.elapsed().as_secs_f64();
+    let count = |f: &dyn Fn(&(String, Reply)) -> bool| replies.iter().filter(|r| f(r)).count();
+    let to_canary = count(&|(_, r)| r.upstream() == Some("canary"));
+    let expected = count(&|(k, _)| oracle_route(SALT, k, bp) == "canary");
+    let mismatches = count(&|(k, r)| r.upstream() != Some(oracle_route(SALT, k, bp)));
+    let pct = |n: usize| format!("{:.2} %", 100.0 * n as f64 / replies.len().max(1) as f64);
+    println!(
+        "\n── split: {} distinct x-user-id keys ({rate:.0} req/s) ──",
+        replies.len()
+    );
+    row(
+        "configured canary weight",
+        &format!("{:.2} %", f64::from(bp) / 100.0),
+    );
+    row("observed canary share", &pct(to_canary));
+    row("share the core assigns to canary", &pct(expected));
+    row("requests routed unlike the core", &mismatches.to_string());
+    Ok(mismatches)
+}
+
+/// Repeat a few canary and stable keys on new connections (both workers); true if all sticky.
+async fn stickiness(envoy: &Envoy, keys: &[String], bp: u16) -> anyhow::Result<bool> {
+    let fresh = Client::fresh_connections(&envoy.base_url())?;
+    let pick = |route: &str, n: usize| -> Vec<String> {
+        keys.iter()
+            .filter(|k| oracle_route(SALT, k, bp) == route)
+            .take(n)
+            .cloned()
+            .collect()
+    };
+    let mut chosen = pick("canary", 2);
+    chosen.extend(pick("stable", 3));
+    println!("\n── stickiness: {STICKY_REPEATS} requests per key, a new connection each ──");
+    let mut all_ok = true;
+    for key in chosen {
+        let seen = concurrent(vec![key.clone(); STICKY_REPEATS], 8, |key| {
+            let fresh = fresh.clone();
+            async move { fresh.get("/api/items", &[("x-user-id", &key)]).await }
+        })
+        .await?;
+        let mut routes: Vec<&str> = seen
+            .iter()
+            .map(|r| r.upstream().unwrap_or("none"))
+            .collect();
+        routes.sort_unstable();
+        routes.dedup();
+        let expected = oracle_route(SALT, &key, bp);
+        let ok = routes == [expected];
+        all_ok &= ok;
+        println!(
+            "  {key:<12} → {:<14} core says {expected:<7} {}",
+            routes.join("+"),
+            if ok { "sticky" } else { "NOT STICKY" }
+        );
+    }
+    println!(
+        "  connections per worker: {:?}",
+        envoy.worker_connections().await?
+    );
+    Ok(all_ok)
+}
+
+/// A few decision headers: default class, hot class, the x-batch rule, a forced and an excluded request.
+async fn samples(client: &Client) -> anyhow::Result<()> {
+    println!("\n── sample x-knhk-decision headers ──");
+    let samples: [(&str, &[(&str, &str)]); 5] = [
+        ("/api/items", &[("x-user-id", "user-0")]),
+        ("/hot/checkout", &[("x-user-id", "user-2")]),
+        ("/api/report", &[("x-user-id", "user-3"), ("x-batch", "1")]),
+        (
+            "/api/items",
+            &[("x-user-id", "user-5"), ("x-knhk-canary", "always")],
+        ),
+        ("/healthz", &[("x-user-id", "user-4")]),
+    ];
+    for (path, headers) in samples {
+        let reply = client.get(path, headers).await?;
+        println!(
+            "  GET {path:<14} → {:<6} {}",
+            reply.upstream().unwrap_or("-"),
+            reply
+                .header("x-knhk-decision")
+                .unwrap_or("(no decision header)")
+        );
+    }
+    Ok(())
+}
+
+/// Slow both upstreams to 300 ms (over R1's 100 ms budget, under W1's 500 ms), keep R1 busy until
+/// its shed level reaches the cap, show who is shed, then make them fast and time the recovery.
+async fn admission(
+    envoy: &Envoy,
+    client: &Client,
+    upstreams: [&Upstream; 2],
+) -> anyhow::Result<()> {
+    println!(
+        "\n── admission: upstreams slowed to {} ms (R1 budget 100 ms, W1 500 ms) ──",
+        SLOW.as_millis()
+    );
+    let level = "knhk.admission.r1.shed_level_bp";
+    let keys: Vec<String> = (0..200).map(|i| format!("shopper-{i}")).collect();
+    for upstream in upstreams {
+        upstream.set_delay(SLOW);
+    }
+    let load_keys = keys.clone();
+    let load = Load::start(client.clone(), 8, Duration::from_millis(10), move |n| {
+        let key = load_keys[(n as usize) % load_keys.len()].clone();
+        (
+            "/hot/checkout".to_string(),
+            vec![("x-user-id".to_string(), key)],
+        )
+    });
+    let t = Instant::now();
+    envoy.wait_metric(level, WAIT, |v| v >= MAX_LEVEL).await?;
+    println!(
+        "  R1 shed level reached {MAX_LEVEL:.0} bp (the 50 % cap) {:.1} s after the slowdown",
+        t.elapsed().as_secs_f64()
+    );
+    let pass = |path: &'static str| {
+        concurrent(keys.clone(), 16, move |key| {
+            let client = client.clone();
+            async move {
+                let reply = client.get(path, &[("x-user-id", &key)]).await?;
+                Ok((key, reply))
+            }
+        })
+    };
+    let hot = pass("/hot/checkout").await?;
+    let warm = pass("/api/items").await?;
+    let shed = |replies: &[(String, Reply)]| {
+        replies
+            .iter()
+            .filter(|(_, r)| r.admission() == Some("shed"))
+            .count()
+    };
+    let by_priority = hot
+        .iter()
+        .filter(|(k, r)| {
+            (r.admission() == Some("shed")) == (oracle(SALT, k).priority < MAX_LEVEL as u16)
+        })
+        .count();
+    println!("  {:<8} {:>9} {:>6}", "class", "requests", "shed");
+    println!("  {:<8} {:>9} {:>6}", "R1 /hot", hot.len(), shed(&hot));
+    println!("  {:<8} {:>9} {:>6}", "W1 /api", warm.len(), shed(&warm));
+    println!(
+        "  R1 keys whose outcome matches `priority bucket < 5000`: {by_priority} of {}",
+        hot.len()
+    );
+    if let Some((key, reply)) = hot.iter().find(|(_, r)| r.admission() == Some("shed")) {
+        println!(
+            "  a shed response ({key}): {} retry-after={} x-knhk-admission={}\n    x-knhk-decision: {}",
+            reply.status,
+            reply.header("retry-after").unwrap_or("-"),
+            reply.admission().unwrap_or("-"),
+            reply.header("x-knhk-decision").unwrap_or("-")
+        );
+    }
+    for upstream in upstreams {
+        upstream.set_delay(Duration::ZERO);
+    }
+    let t = Instant::now();
+    envoy.wait_metric(level, WAIT, |v| v == 0.0).await?;
+    poll("R1 admitting every key again", WAIT, || async {
+        let replies = pass("/hot/checkout").await?;
+        Ok((shed(&replies) == 0).then_some(()))
+    })
+    .await?;
+    println!(
+        "  upstreams fast again: R1 level back to 0 and nothing shed after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    load.stop().await;
+    Ok(())
+}
+
+/// Wait for the filter's timer to flush, then print every `knhk` line of `/stats/prometheus`.
+async fn print_stats(envoy: &Envoy) -> anyhow::Result<()> {
+    let routed = |text: &str| {
+        [
+            "knhk.route.stable",
+            "knhk.route.canary",
+            "knhk.route.excluded",
+        ]
+        .iter()
+        .filter_map(|m| prometheus_value(text, m))
+        .sum::<f64>()
+    };
+    // Counters trail the traffic by at most one tick: wait until two successive reads agree.
+    let previous = Mutex::new(-1.0);
+    let text = poll("knhk counters to settle", WAIT, || async {
+        let text = envoy.stats_prometheus().await?;
+        let now = routed(&text);
+        let mut last = previous.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let settled = now == *last && now > 0.0;
+        *last = now;
+        Ok(settled.then_some(text))
+    })
+    .await?;
+    println!("\n── /stats/prometheus lines with `knhk` ──");
+    for line in text
+        .lines()
+        .filter(|l| l.contains("knhk") && !l.starts_with('#'))
+    {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn row(label: &str, value: &str) {
+    println!("  {label:<36} {value:>10}");
+}

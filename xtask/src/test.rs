@@ -1,0 +1,90 @@
+//! `cargo xtask test`: the one command CI and developers run; stops at the first failing step.
+
+use crate::util::{cargo, run as exec};
+use crate::{setup, wasm};
+use std::time::{Duration, Instant};
+
+/// Setup, build the filter, fmt check, clippy (native and wasm32), then `cargo test --workspace`
+/// with the real Envoy, OpenBao and filter module (`KNHK_REQUIRE_REAL=1`: e2e tests fail, never
+/// skip). Prints how long each step took, also when one fails.
+pub fn run(cargo_test_args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let outcome = steps(&mut timings, cargo_test_args);
+    println!("\n==> timings");
+    for (name, took) in &timings.0 {
+        println!("  {name:<28} {:>8.1} s", took.as_secs_f64());
+    }
+    println!(
+        "  {:<28} {:>8.1} s",
+        "total",
+        started.elapsed().as_secs_f64()
+    );
+    outcome
+}
+
+/// Duration of each step run so far.
+#[derive(Default)]
+struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    /// Run one named step, record its duration, and name it in its error.
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        println!("==> {name}");
+        let t = Instant::now();
+        let result = f();
+        self.0.push((name, t.elapsed()));
+        result.map_err(|e| e.context(format!("step `{name}` failed")))
+    }
+}
+
+fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()> {
+    let tools = timings.step("setup", setup::ensure)?;
+    let wasm_path = timings.step("build knhk_filter.wasm", || {
+        wasm::build("knhk-filter", "knhk_filter")
+    })?;
+    timings.step("cargo fmt --check", || {
+        exec(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    timings.step("clippy (native)", || {
+        exec(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    timings.step("clippy (wasm32-wasip1)", || {
+        exec(cargo().args([
+            "clippy",
+            "-p",
+            "knhk-core",
+            "-p",
+            "knhk-filter",
+            "-p",
+            "knhk-empty-filter",
+            "--target",
+            setup::WASM_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    timings.step("cargo test --workspace", || {
+        exec(
+            cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(cargo_test_args)
+                .env("KNHK_ENVOY", &tools.envoy)
+                .env("KNHK_BAO", &tools.bao)
+                .env("KNHK_WASM", &wasm_path)
+                .env("KNHK_REQUIRE_REAL", "1"),
+        )
+    })
+}
