@@ -121,7 +121,13 @@ impl Metrics {
 
     /// Add pending counts to Envoy's counters, set the gauges, and reset the pending counts.
     /// `receipts` is (sent, dropped, flush errors) since the last flush, when receipts are on.
-    pub fn flush(&mut self, levels: &ShedLevels, version: u64, receipts: Option<(u64, u64, u64)>) {
+    /// Gauges are written only when `version` is given (this VM runs the newest config).
+    pub fn flush(
+        &mut self,
+        levels: &ShedLevels,
+        version: Option<u64>,
+        receipts: Option<(u64, u64, u64)>,
+    ) {
         let pending = std::mem::take(&mut self.pending);
         for (id, n) in self.routes.iter().zip(pending.routes) {
             add(*id, n);
@@ -138,10 +144,12 @@ impl Metrics {
                 add(*id, n);
             }
         }
-        for (id, level) in self.shed_level.iter().zip(levels) {
-            set(*id, u64::from(*level));
+        if let Some(version) = version {
+            for (id, level) in self.shed_level.iter().zip(levels) {
+                set(*id, u64::from(*level));
+            }
+            set(self.config_version, version);
         }
-        set(self.config_version, version);
     }
 }
 

@@ -42,7 +42,14 @@ pub struct KnhkRoot {
     last_flush_ms: u64,
     tick_ms: u32,
     sync_failures: u64,
+    /// Digest of this VM's plugin configuration, published in shared data on configure.
+    config_digest: [u8; 8],
 }
+
+/// Shared-data key holding the digest of the newest plugin configuration. While Envoy drains
+/// a replaced listener, the old plugin's VMs keep ticking; only VMs whose digest is current
+/// write gauges, so `knhk.config.version` does not flip between old and new values.
+const CURRENT_CONFIG_KEY: &str = "knhk.config.current";
 
 impl KnhkRoot {
     /// A root with no policy yet; metrics are defined at once so Envoy lists them.
@@ -63,6 +70,7 @@ impl KnhkRoot {
             last_flush_ms: 0,
             tick_ms: 0,
             sync_failures: 0,
+            config_digest: [0; 8],
         }
     }
 
@@ -192,6 +200,14 @@ impl KnhkRoot {
     }
 }
 
+/// First 8 bytes of SHA-256 of the plugin configuration.
+fn config_digest(bytes: &[u8]) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&Sha256::digest(bytes)[..8]);
+    out
+}
+
 /// Status of a completed call, `None` when the call failed without a response.
 fn call_status(num_headers: usize) -> Option<u16> {
     if num_headers == 0 {
@@ -278,6 +294,11 @@ impl RootContext for KnhkRoot {
                 None => String::new(),
             },
         );
+        self.config_digest = config_digest(&bytes);
+        if hostcalls::set_shared_data(CURRENT_CONFIG_KEY, Some(&self.config_digest), None).is_err()
+        {
+            log::warn!("knhk: cannot publish the config digest; gauges may lag during drains");
+        }
         {
             let mut state = self.state.borrow_mut();
             state.receipts = policy
@@ -321,7 +342,13 @@ impl RootContext for KnhkRoot {
                 (r.sent, r.dropped, r.failures) = (0, 0, 0);
                 counts
             });
-            state.metrics.flush(&levels, policy.version, receipt_counts);
+            let current = match hostcalls::get_shared_data(CURRENT_CONFIG_KEY) {
+                Ok((Some(digest), _)) => digest == self.config_digest,
+                _ => true,
+            };
+            state
+                .metrics
+                .flush(&levels, current.then_some(policy.version), receipt_counts);
         }
         self.poll_config(now_ms);
         self.flush_receipts(now_ms);
