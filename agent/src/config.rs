@@ -5,9 +5,13 @@
 //! origin = "knhk.example/eu-west-1"   # checkpoint origin line; pinned into the store
 //! data_dir = "/var/lib/knhk"          # receipts.db lives here
 //! seal_interval = "1s"                # checkpoint cadence: one KMS call each
+//! policy_file = "/etc/knhk/policy.json" # watched policy pushed to the filters (optional)
 //!
 //! [kms]                               # see `kms::config`
 //! provider = "local"
+//!
+//! [policy]                            # config push; see `policy::config`
+//! key_id = "knhk-config"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
+use crate::policy::{PolicyConfig, PolicyError};
 
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
@@ -59,6 +64,9 @@ pub enum ConfigError {
     /// The `[kms]` table or its environment overrides are invalid.
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// The `[policy]` table is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -83,6 +91,11 @@ pub struct AgentConfig {
     pub seal_interval: Duration,
     /// Key management.
     pub kms: KmsConfig,
+    /// Policy file (JSON filter configuration without `control`) watched and pushed to the
+    /// filters; optional (the admin API can set the policy too).
+    pub policy_file: Option<PathBuf>,
+    /// Config push settings.
+    pub policy: PolicyConfig,
 }
 
 impl Default for AgentConfig {
@@ -92,6 +105,8 @@ impl Default for AgentConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             seal_interval: DEFAULT_SEAL_INTERVAL,
             kms: KmsConfig::default(),
+            policy_file: None,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -142,6 +157,7 @@ impl AgentConfig {
             });
         }
         self.kms.validate()?;
+        self.policy.validate(&self.kms)?;
         Ok(())
     }
 

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use knhk_agent::config::AgentConfig;
 use knhk_agent::kms::build_signer;
+use knhk_agent::policy::client;
+use knhk_agent::policy::service::offline_trusted_keys;
 use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners};
 use knhk_core::checkpoint::PublicKeyVersion;
@@ -39,7 +41,7 @@ enum Command {
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
     },
-    /// Show or rotate the checkpoint signing key.
+    /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
         /// Agent config file (TOML); defaults apply when absent.
         #[arg(long)]
@@ -55,6 +57,14 @@ enum KeysAction {
     List,
     /// Add a key version and print its public key.
     Rotate,
+    /// Print the config key set for the filter's static `control.trusted_keys` (JSON).
+    ListConfig,
+    /// Rotate the config signing key of a running agent and publish the handover epoch.
+    RotateConfig {
+        /// Address of the running agent's API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        agent: String,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -141,10 +151,24 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;
-            let signer = build_signer(&cfg.kms).await?;
             let out = match action {
-                KeysAction::List => serde_json::to_string_pretty(&signer.public_keys().await?)?,
-                KeysAction::Rotate => serde_json::to_string_pretty(&signer.rotate().await?)?,
+                KeysAction::List => serde_json::to_string_pretty(
+                    &build_signer(&cfg.kms).await?.public_keys().await?,
+                )?,
+                KeysAction::Rotate => {
+                    serde_json::to_string_pretty(&build_signer(&cfg.kms).await?.rotate().await?)?
+                }
+                KeysAction::ListConfig => {
+                    serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
+                }
+                KeysAction::RotateConfig { agent } => {
+                    let answer = client::call(&agent, "POST", "/v1/config/keys/rotate").await?;
+                    let body = String::from_utf8_lossy(&answer.body);
+                    if answer.status != 200 {
+                        anyhow::bail!("agent at {agent} answered {}: {body}", answer.status);
+                    }
+                    body.into_owned()
+                }
             };
             println!("{out}");
         }

@@ -1,10 +1,12 @@
 //! [`run`]: start the agent on listeners it is given, until a shutdown future completes.
 //!
 //! Order: validate the configuration, open the signer (creating the key on first use), open
-//! the receipt store, seal once, then serve the API and run the background tasks — the sealer
-//! (one checkpoint per `seal_interval` when receipts arrived) and the key rotator (every
-//! `kms.rotation_interval`). On shutdown the server drains in-flight requests, the tasks stop,
-//! and a last checkpoint seals what was acknowledged.
+//! the receipt store, seal once, open the config push service (its own key and `policy.db`,
+//! applying the policy file once), then serve the API and run the background tasks — the
+//! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
+//! `kms.rotation_interval`) and the policy file watcher. On shutdown held long-polls answer
+//! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
+//! seals what was acknowledged.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::kms::{build_signer, KmsError, Signer};
+use crate::policy::{PolicyError, PolicyService};
 use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
@@ -31,6 +34,9 @@ pub enum RunError {
     /// The receipt log could not be opened or sealed.
     #[error(transparent)]
     Receipts(#[from] ReceiptsError),
+    /// The config push service could not be opened.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -92,6 +98,8 @@ pub async fn run(
     let signer: Arc<dyn Signer> = Arc::from(build_signer(&config.kms).await?);
     let log = Arc::new(ReceiptLog::open(&config.database_path(), &config.origin, signer).await?);
     log.seal(now_ns()).await?;
+    let policy = PolicyService::open(&config).await?;
+    let watcher = policy.spawn_file_watcher();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sealer = spawn_every(
         config.seal_interval,
@@ -110,9 +118,20 @@ pub async fn run(
     if let Ok(addr) = listeners.api.local_addr() {
         tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
     }
-    let served = axum::serve(listeners.api, crate::api::router(log.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let closing = policy.clone();
+    let served = axum::serve(
+        listeners.api,
+        crate::api::router(log.clone(), policy.clone()),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.close();
+    })
+    .await;
+    policy.close();
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     let _ = stop_tx.send(true);
     let _ = sealer.await;
     let _ = rotator.await;

@@ -53,6 +53,8 @@ pub struct EnvoySpec {
     pub extra_files: Vec<(String, PathBuf)>,
     /// More Envoy command-line arguments (e.g. `--drain-time-s 1`).
     pub extra_args: Vec<String>,
+    /// Port of the knhk agent (the `knhk_agent` cluster); a closed port when `None`.
+    pub agent_port: Option<u16>,
 }
 
 impl EnvoySpec {
@@ -77,6 +79,7 @@ impl EnvoySpec {
             keep_files: false,
             extra_files: Vec::new(),
             extra_args: Vec::new(),
+            agent_port: None,
         })
     }
 }
@@ -161,6 +164,11 @@ impl Envoy {
             canary_port: Some(spec.canary_port),
             wasm_path: spec.wasm.clone(),
             plugin_config: spec.plugin_config.clone(),
+            // Templates with the agent cluster need a port even when no agent runs: a closed one.
+            agent_port: Some(match spec.agent_port {
+                Some(port) => port,
+                None => crate::ports::free_port()?,
+            }),
         };
         template::render_file(&spec.template, &vars, &config_path)?;
         for (name, extra) in &spec.extra_files {

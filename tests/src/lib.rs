@@ -4,6 +4,7 @@
 //! Used by the tests in `tests/tests/` and by `cargo xtask demo`.
 
 pub mod client;
+pub mod control_double;
 pub mod envoy;
 pub mod load;
 pub mod paths;

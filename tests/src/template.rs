@@ -9,13 +9,14 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 /// Every placeholder a template may use.
-pub const PLACEHOLDERS: [&str; 6] = [
+pub const PLACEHOLDERS: [&str; 7] = [
     "ADMIN_PORT",
     "LISTENER_PORT",
     "STABLE_PORT",
     "CANARY_PORT",
     "WASM_PATH",
     "PLUGIN_CONFIG",
+    "AGENT_PORT",
 ];
 
 /// Values for the placeholders; `None` means "not provided" (an error if the template uses it).
@@ -33,6 +34,8 @@ pub struct Vars {
     pub wasm_path: Option<PathBuf>,
     /// Plugin configuration (JSON text) handed to the filter's `on_configure`.
     pub plugin_config: Option<String>,
+    /// Port of the knhk agent (the filter's control cluster).
+    pub agent_port: Option<u16>,
 }
 
 impl Vars {
@@ -44,6 +47,7 @@ impl Vars {
             "LISTENER_PORT" => port(self.listener_port),
             "STABLE_PORT" => port(self.stable_port),
             "CANARY_PORT" => port(self.canary_port),
+            "AGENT_PORT" => port(self.agent_port),
             "WASM_PATH" => match &self.wasm_path {
                 Some(path) => {
                     let text = path
@@ -116,6 +120,7 @@ mod tests {
             canary_port: Some(4),
             wasm_path: Some(PathBuf::from("/x/knhk filter.wasm")),
             plugin_config: Some(r#"{"a":"b\"c"}"#.to_string()),
+            agent_port: Some(5),
         }
     }
 

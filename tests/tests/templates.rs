@@ -24,6 +24,7 @@ fn validate(template: &str) {
         canary_port: Some(19_003),
         wasm_path: with_filter.then(|| paths::filter_wasm().unwrap()),
         plugin_config: with_filter.then(|| base_config().to_string()),
+        agent_port: Some(19_004),
     };
     render_file(&source, &vars, &dest).unwrap();
     let rendered = std::fs::read_to_string(&dest).unwrap();

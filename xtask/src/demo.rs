@@ -91,6 +91,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         keep_files: true,
         extra_files: Vec::new(),
         extra_args: Vec::new(),
+        agent_port: None,
     };
     println!("demo: starting Envoy (2 workers) with knhk_filter.wasm ...");
     let t = Instant::now();

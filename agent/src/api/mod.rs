@@ -9,6 +9,9 @@
 //! | `GET /v1/checkpoints/latest` | the newest signed checkpoint |
 //! | `GET /v1/log/export` | the whole log export |
 //!
+//! Config push routes (`/v1/policy`, `/v1/config`, `/v1/config/keys`, …) are in
+//! [`crate::policy::api`].
+//!
 //! Every refusal is a 4xx with a JSON body `{"error": "<reason>"}` and changes nothing.
 
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use base64::Engine as _;
 use knhk_core::receipt::{LogEntry, MAX_BATCH_LEN};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::PolicyService;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
 /// Largest page of `GET /v1/receipts`.
@@ -88,8 +92,8 @@ impl From<ReceiptsError> for ApiError {
     }
 }
 
-/// The API routes over a receipt log.
-pub fn router(log: Arc<ReceiptLog>) -> Router {
+/// The API routes over a receipt log and the config push service.
+pub fn router(log: Arc<ReceiptLog>, policy: Arc<PolicyService>) -> Router {
     Router::new()
         .route("/v1/receipts", post(post_receipts).get(get_receipts))
         .route("/v1/receipts/{index}/proof", get(get_proof))
@@ -97,6 +101,7 @@ pub fn router(log: Arc<ReceiptLog>) -> Router {
         .route("/v1/log/export", get(get_export))
         .layer(DefaultBodyLimit::max(MAX_BATCH_LEN))
         .with_state(log)
+        .merge(crate::policy::api::routes(policy))
 }
 
 /// Answer to an accepted batch.

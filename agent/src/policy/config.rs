@@ -1,0 +1,220 @@
+//! The `[policy]` table of the agent config: which key signs configs, how often the policy file
+//! is checked, and the long-poll timeouts.
+//!
+//! ```toml
+//! policy_file = "/etc/knhk/policy.json"   # top level: the watched policy (optional)
+//!
+//! [policy]
+//! key_id = "knhk-config"         # Ed25519 config signing key (same provider as [kms]); not kms.key_id
+//! watch_interval = "1s"          # policy file check period ("250ms", "1s", "1m")
+//! long_poll_timeout = "30s"      # hold of GET /v1/config without timeout_ms
+//! long_poll_max = "300s"         # largest timeout_ms accepted
+//! ```
+
+use std::time::Duration;
+
+use knhk_core::checkpoint::Alg;
+use serde::{Deserialize, Deserializer};
+
+use super::PolicyError;
+use crate::kms::config::valid_key_id;
+use crate::kms::KmsConfig;
+
+/// Default config signing key id.
+pub const DEFAULT_KEY_ID: &str = "knhk-config";
+/// Default policy file check period.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest policy file check period accepted.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest policy file check period accepted.
+pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default long-poll hold.
+pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest long-poll hold a caller may ask for.
+pub const DEFAULT_LONG_POLL_MAX: Duration = Duration::from_secs(300);
+/// Ceiling of `long_poll_max`.
+pub const MAX_LONG_POLL_MAX: Duration = Duration::from_secs(3600);
+
+/// Parse `"<n>ms"`, `"<n>s"`, `"<n>m"` or `"<n>h"` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: expected a whole number followed by ms, s, m or h"
+        ))
+    })
+}
+
+/// Config push settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Ed25519 key that signs config epochs, with the `[kms]` provider settings (an existing
+    /// Transit key of another type is refused at start). It must differ from
+    /// `kms.key_id`: that key rotates on a timer, and every rotation of the config key needs a
+    /// handover epoch the filters follow.
+    pub key_id: String,
+    /// How often the policy file is checked for a change.
+    #[serde(deserialize_with = "de_duration")]
+    pub watch_interval: Duration,
+    /// How long `GET /v1/config` holds when the caller gives no `timeout_ms`.
+    #[serde(deserialize_with = "de_duration")]
+    pub long_poll_timeout: Duration,
+    /// The largest `timeout_ms` accepted; larger values are refused with 400.
+    #[serde(deserialize_with = "de_duration")]
+    pub long_poll_max: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            key_id: DEFAULT_KEY_ID.to_owned(),
+            watch_interval: DEFAULT_WATCH_INTERVAL,
+            long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,
+            long_poll_max: DEFAULT_LONG_POLL_MAX,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Check every value against each other and the `[kms]` table.
+    pub fn validate(&self, kms: &KmsConfig) -> Result<(), PolicyError> {
+        if !valid_key_id(&self.key_id) {
+            return Err(PolicyError::Setting {
+                setting: "policy.key_id",
+                reason: format!(
+                    "{:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'",
+                    self.key_id
+                ),
+            });
+        }
+        if self.key_id == kms.key_id {
+            return Err(PolicyError::Setting {
+                setting: "policy.key_id",
+                reason: format!(
+                    "{:?} is also kms.key_id; the checkpoint key rotates on a timer, so configs need their own key",
+                    self.key_id
+                ),
+            });
+        }
+        if self.watch_interval < MIN_WATCH_INTERVAL || self.watch_interval > MAX_WATCH_INTERVAL {
+            return Err(PolicyError::Setting {
+                setting: "policy.watch_interval",
+                reason: "must be between 10ms and 1h".to_owned(),
+            });
+        }
+        if self.long_poll_max.is_zero() || self.long_poll_max > MAX_LONG_POLL_MAX {
+            return Err(PolicyError::Setting {
+                setting: "policy.long_poll_max",
+                reason: "must be between 1ms and 1h".to_owned(),
+            });
+        }
+        if self.long_poll_timeout.is_zero() || self.long_poll_timeout > self.long_poll_max {
+            return Err(PolicyError::Setting {
+                setting: "policy.long_poll_timeout",
+                reason: format!(
+                    "must be between 1ms and policy.long_poll_max ({} ms)",
+                    self.long_poll_max.as_millis()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `[kms]` settings with this table's key id: how the config signer is built. The
+    /// key is Ed25519 whatever `kms.vault_key_type` says: the wasm filter verifies Ed25519 only.
+    pub fn signer_config(&self, kms: &KmsConfig) -> KmsConfig {
+        KmsConfig {
+            key_id: self.key_id.clone(),
+            vault_key_type: Alg::Ed25519,
+            ..kms.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations take ms, s, m and h; anything else is refused.
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "5", "ms", "-1s", "1.5s", "1d", "99999999999999999999s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    /// Defaults validate; each bad value is refused naming its setting; the config signer is
+    /// Ed25519 even when checkpoints use ECDSA.
+    #[test]
+    fn settings_are_validated() {
+        let kms = KmsConfig::default();
+        PolicyConfig::default().validate(&kms).unwrap();
+        let cases = [
+            (
+                PolicyConfig {
+                    key_id: kms.key_id.clone(),
+                    ..PolicyConfig::default()
+                },
+                "policy.key_id",
+            ),
+            (
+                PolicyConfig {
+                    key_id: "../x".into(),
+                    ..PolicyConfig::default()
+                },
+                "policy.key_id",
+            ),
+            (
+                PolicyConfig {
+                    watch_interval: Duration::from_millis(1),
+                    ..PolicyConfig::default()
+                },
+                "policy.watch_interval",
+            ),
+            (
+                PolicyConfig {
+                    long_poll_max: Duration::from_secs(7200),
+                    ..PolicyConfig::default()
+                },
+                "policy.long_poll_max",
+            ),
+            (
+                PolicyConfig {
+                    long_poll_timeout: Duration::from_secs(301),
+                    ..PolicyConfig::default()
+                },
+                "policy.long_poll_timeout",
+            ),
+        ];
+        for (cfg, setting) in cases {
+            let err = cfg.validate(&kms).unwrap_err();
+            assert!(err.to_string().contains(setting), "{err}");
+        }
+        let ecdsa = KmsConfig {
+            vault_key_type: Alg::EcdsaP256,
+            ..KmsConfig::default()
+        };
+        let signer = PolicyConfig::default().signer_config(&ecdsa);
+        assert_eq!(signer.key_id, DEFAULT_KEY_ID);
+        assert_eq!(signer.vault_key_type, Alg::Ed25519);
+    }
+}
