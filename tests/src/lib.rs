@@ -3,6 +3,7 @@
 //!
 //! Used by the tests in `tests/tests/` and by `cargo xtask demo`.
 
+pub mod agent;
 pub mod client;
 pub mod control_double;
 pub mod envoy;

@@ -1,4 +1,5 @@
-//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, or the project-local defaults.
+//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, `KNHK_AGENT`, or the
+//! project-local defaults.
 //!
 //! `cargo xtask test` sets all three variables and `KNHK_REQUIRE_REAL=1`, under which a missing
 //! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
@@ -60,6 +61,15 @@ pub fn filter_wasm() -> anyhow::Result<PathBuf> {
         "KNHK_WASM",
         "knhk_filter.wasm",
         target_dir().join("wasm32-wasip1/release/knhk_filter.wasm"),
+    )
+}
+
+/// The knhk agent binary (debug build; `cargo xtask test` builds it).
+pub fn agent() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_AGENT",
+        "knhk-agent",
+        target_dir().join("debug/knhk-agent"),
     )
 }
 

@@ -24,7 +24,7 @@ use envoy::Envoy;
 use knhk_e2e::paths::repo_root;
 use load::LoadSpec;
 use machine::Machine;
-use rig::{Cpus, Rig};
+use rig::{Cpus, Priority, Rig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,9 +137,10 @@ struct Options {
     /// (e.g. to compare a tuning experiment with the committed filter).
     #[arg(long, value_name = "PATH")]
     knhk_wasm: Option<PathBuf>,
-    /// Do not raise Envoy's and wrk's scheduling priority (by default `nice -n -10` when root).
-    #[arg(long)]
-    no_priority: bool,
+    /// Scheduling priority of Envoy, wrk and the upstream: `rt` (SCHED_RR 1, default), `nice` (-10) or `none`.
+    /// Raised priorities need root; without it the bench runs at `none` and says so.
+    #[arg(long, value_enum, default_value_t = Priority::Rt)]
+    priority: Priority,
 }
 
 /// Options resolved against `--quick` and the defaults.
@@ -152,7 +153,7 @@ struct Settings {
     connections: u32,
     modes: Vec<Mode>,
     variants: Vec<Variant>,
-    priority: bool,
+    priority: Priority,
     min_cpu_share: f64,
     max_attempts: u32,
 }
@@ -191,7 +192,7 @@ impl Settings {
             connections: o.connections,
             modes,
             variants,
-            priority: !o.no_priority,
+            priority: o.priority,
             min_cpu_share: o.min_cpu_share,
             max_attempts: o.max_attempts,
         })
@@ -212,7 +213,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         crate::setup::ensure_apt(&["wrk"])?;
     }
     let cpus = Cpus::plan(machine.cpus, on_path("taskset"));
-    let nice = (settings.priority && is_root()).then_some(rig::RAISED_NICE);
+    let priority = effective_priority(settings.priority);
     let envoy_version = envoy_version(&toolchain.envoy);
     let (empty_wasm, knhk_wasm) = build_modules(&settings, options.knhk_wasm.as_deref())?;
 
@@ -224,7 +225,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", script.display()))?;
 
     // Place this process's main thread first: the upstream thread inherits CPU and priority.
-    rig::place_self(cpus.upstream, nice)?;
+    rig::place_self(cpus.upstream, priority)?;
     let upstream = Upstream::start()?;
     let rig = Rig {
         envoy_bin: toolchain.envoy.clone(),
@@ -233,13 +234,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         knhk_wasm: knhk_wasm.clone(),
         upstream_port: upstream.addr().port(),
         cpus,
-        nice,
+        priority,
     };
     let spec = LoadSpec {
         script: &script,
         connections: settings.connections,
         cpu: cpus.load,
-        nice,
+        priority,
     };
 
     println!(
@@ -260,7 +261,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Cpus::describe(cpus.envoy),
         Cpus::describe(cpus.load),
         Cpus::describe(cpus.upstream),
-        nice.map_or_else(|| "default priority".to_string(), |n| format!("Envoy and wrk at nice {n}"))
+        priority.describe()
     );
     println!("logs and rendered configs: {}", run_dir.display());
 
@@ -312,7 +313,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "envoy_cpu": cpus.envoy,
             "wrk_cpu": cpus.load,
             "upstream_cpu": cpus.upstream,
-            "nice": nice,
+            "priority": priority.name(),
             "min_cpu_share": settings.min_cpu_share,
             "max_attempts": settings.max_attempts,
             "knhk_wasm": knhk_wasm,
@@ -401,7 +402,23 @@ fn envoy_version(envoy: &Path) -> String {
         )
 }
 
-/// True when running as root (`id -u` is 0): only then may niceness be lowered.
+/// The priority the bench can actually use: raised ones need root (and `chrt` for `rt`).
+fn effective_priority(requested: Priority) -> Priority {
+    match requested {
+        Priority::None => Priority::None,
+        _ if !is_root() => {
+            println!("bench: not root, running at default priority (results are noisier on a busy machine)");
+            Priority::None
+        }
+        Priority::Rt if !on_path("chrt") => {
+            println!("bench: chrt not found, using nice -10 instead of SCHED_RR");
+            Priority::Nice
+        }
+        p => p,
+    }
+}
+
+/// True when running as root (`id -u` is 0): only then may priority be raised.
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

@@ -76,6 +76,10 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "warnings",
         ]))
     })?;
+    let agent_path = timings.step("build knhk-agent", || {
+        exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
+        Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))
+    })?;
     timings.step("cargo test --workspace", || {
         exec(
             cargo()
@@ -84,6 +88,7 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
                 .env("KNHK_ENVOY", &tools.envoy)
                 .env("KNHK_BAO", &tools.bao)
                 .env("KNHK_WASM", &wasm_path)
+                .env("KNHK_AGENT", &agent_path)
                 .env("KNHK_REQUIRE_REAL", "1"),
         )
     })

@@ -37,8 +37,8 @@ pub struct Launch<'a> {
     pub admin_address_file: &'a Path,
     /// CPU to pin the process to (via `taskset`), if any.
     pub cpu: Option<usize>,
-    /// Scheduling niceness to run at (via `nice`), if any; negative values need root.
-    pub nice: Option<i32>,
+    /// Scheduling priority to run at.
+    pub priority: super::rig::Priority,
     /// Worker threads (`--concurrency`); each runs its own wasm VM.
     pub concurrency: u32,
 }
@@ -51,7 +51,8 @@ impl Envoy {
         let log = std::fs::File::create(launch.log)
             .with_context(|| format!("create {}", launch.log.display()))?;
         let log_err = log.try_clone().context("clone log handle")?;
-        let mut command = super::rig::placed(launch.binary.as_os_str(), launch.cpu, launch.nice);
+        let mut command =
+            super::rig::placed(launch.binary.as_os_str(), launch.cpu, launch.priority);
         command
             .arg("-c")
             .arg(launch.config)

@@ -53,8 +53,8 @@ pub struct LoadSpec<'a> {
     pub connections: u32,
     /// CPU to pin wrk to, if any.
     pub cpu: Option<usize>,
-    /// Niceness to run wrk at, if any.
-    pub nice: Option<i32>,
+    /// Scheduling priority of wrk.
+    pub priority: super::rig::Priority,
 }
 
 /// Result of one measured run.
@@ -91,7 +91,7 @@ pub fn run(
     prefix: &str,
 ) -> anyhow::Result<LoadResult> {
     let seconds = duration.as_secs().max(1);
-    let mut command = super::rig::placed("wrk".as_ref(), spec.cpu, spec.nice);
+    let mut command = super::rig::placed("wrk".as_ref(), spec.cpu, spec.priority);
     command
         .args([
             "-t",

@@ -1,0 +1,162 @@
+//! The real `knhk-agent` as a child process: started on a free port with a local signer in a
+//! scratch directory, polled until it serves, killed with SIGKILL on demand or on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use knhk_core::checkpoint::PublicKeyVersion;
+
+use crate::paths;
+use crate::ports::free_port;
+use crate::wait::poll;
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl AgentProcess {
+    /// Start an agent whose state lives in `dir` (created; reused across restarts), on `port`
+    /// or a free one, and wait until its API answers.
+    pub async fn start(dir: &Path, port: Option<u16>) -> anyhow::Result<AgentProcess> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("agent.toml");
+        let toml = format!(
+            "origin = \"knhk.test/e2e\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
+            data = dir.join("data").display(),
+            keys = dir.join("keys").display(),
+        );
+        std::fs::write(&config, toml)?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))?;
+        let child = Command::new(paths::agent()?)
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning knhk-agent")?;
+        let mut agent = AgentProcess {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        };
+        let url = agent.url("/v1/policy");
+        let http = agent.http.clone();
+        let ready = poll("knhk-agent to serve", Duration::from_secs(30), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            }
+        })
+        .await;
+        if let Err(e) = ready {
+            let log = agent.log();
+            agent.kill9();
+            anyhow::bail!("{e}\nagent log:\n{}", crate::envoy::tail(&log, 60));
+        }
+        Ok(agent)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of `path` on the agent.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, no shutdown: what a crash looks like.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `PUT /v1/policy`; returns the new epoch.
+    pub async fn put_policy(&self, policy: &serde_json::Value) -> anyhow::Result<u64> {
+        let response = self
+            .http
+            .put(self.url("/v1/policy"))
+            .header("content-type", "application/json")
+            .body(policy.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        anyhow::ensure!(
+            status.is_success(),
+            "PUT /v1/policy answered {status}: {body}"
+        );
+        body["epoch"].as_u64().context("no epoch in the answer")
+    }
+
+    /// `GET /v1/config/keys`: what the filter must trust.
+    pub async fn config_keys(&self) -> anyhow::Result<Vec<PublicKeyVersion>> {
+        let body = self
+            .http
+            .get(self.url("/v1/config/keys"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Number of entries in the receipt log.
+    pub async fn log_size(&self) -> anyhow::Result<u64> {
+        let body = self
+            .http
+            .get(self.url("/v1/receipts?limit=1"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        page["size"]
+            .as_u64()
+            .context("no size in the receipts page")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- knhk-agent log ({}) ---\n{}",
+                self.dir.display(),
+                crate::envoy::tail(&self.log(), 60)
+            );
+        }
+        self.kill9();
+    }
+}
