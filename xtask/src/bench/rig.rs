@@ -189,6 +189,7 @@ impl Rig {
             canary_port: Some(self.upstream_port),
             wasm_path: wasm,
             plugin_config,
+            agent_port: None,
         };
         render_file(&envoy_template(template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
