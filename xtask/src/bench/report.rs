@@ -33,6 +33,8 @@ pub struct Summary {
     pub rps_max: f64,
     /// Median of the per-round p50 latencies, µs.
     pub p50_us: f64,
+    /// Median of the per-round p90 latencies, µs.
+    pub p90_us: f64,
     /// Median of the per-round p99 latencies, µs.
     pub p99_us: f64,
     /// Median Envoy CPU per request, µs.
@@ -120,6 +122,7 @@ pub fn summarize(runs: &[Run], variants: &[Variant], modes: &[Mode]) -> Vec<Summ
                 rps_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
                 rps_max: rps.iter().copied().fold(0.0, f64::max),
                 p50_us: median(&pick(|r| r.p50_us)),
+                p90_us: median(&pick(|r| r.p90_us)),
                 p99_us: median(&pick(|r| r.p99_us)),
                 cpu_us_per_req: median(&pick(|r| r.cpu_us_per_req)),
                 cpu_share: median(&pick(|r| r.cpu_share)),
@@ -201,17 +204,27 @@ pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
 pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     println!();
     println!(
-        "{:<7} {:<6} {:>10} {:>19} {:>8} {:>8} {:>11} {:>8} {:>7}",
-        "mode", "variant", "req/s", "(min..max)", "p50 µs", "p99 µs", "CPU µs/req", "CPU", "errors"
+        "{:<7} {:<6} {:>10} {:>19} {:>8} {:>8} {:>8} {:>11} {:>8} {:>7}",
+        "mode",
+        "variant",
+        "req/s",
+        "(min..max)",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "CPU µs/req",
+        "CPU",
+        "errors"
     );
     for s in summaries {
         println!(
-            "{:<7} {:<6} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
+            "{:<7} {:<6} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
             s.mode.name(),
             s.variant.name(),
             s.rps,
             format!("({:.0}..{:.0})", s.rps_min, s.rps_max),
             s.p50_us,
+            s.p90_us,
             s.p99_us,
             s.cpu_us_per_req,
             s.cpu_share * 100.0,
@@ -329,6 +342,7 @@ pub fn aggregates_json(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) 
             "rps_min": s.rps_min,
             "rps_max": s.rps_max,
             "p50_us_median": s.p50_us,
+            "p90_us_median": s.p90_us,
             "p99_us_median": s.p99_us,
             "envoy_cpu_us_per_req_median": s.cpu_us_per_req,
             "envoy_cpu_share_median": s.cpu_share,

@@ -189,7 +189,8 @@ impl Rig {
             canary_port: Some(self.upstream_port),
             wasm_path: wasm,
             plugin_config,
-            agent_port: None,
+            // Placeholders the bench bootstraps do not use (e.g. the agent's port) stay unset.
+            ..Vars::default()
         };
         render_file(&envoy_template(template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
