@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::host::{now_ns, HeaderList};
+use crate::host::{now_ns, LazyHeaders};
 use crate::root::VmState;
 
 /// Response header naming the admission outcome of a shed or degraded request.
@@ -127,17 +127,13 @@ impl HttpContext for KnhkHttp {
                 hostcalls::send_http_response(503, headers, Some(b"knhk: receipt buffer full\n"));
             return Action::Pause;
         }
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(headers) => HeaderList(headers),
-            Err(_) => return self.fail("request headers unreadable"),
-        };
-        let decision = {
-            let mut state = self.state.borrow_mut();
-            let levels = state.admission.levels();
-            let decision = decide(&policy, &levels, &headers);
-            state.metrics.pending.record(&decision);
-            decision
-        };
+        let headers = LazyHeaders::default();
+        let levels = self.state.borrow().admission.levels();
+        let decision = decide(&policy, &levels, &headers);
+        if headers.failures.get() > 0 {
+            return self.fail("request headers unreadable");
+        }
+        self.state.borrow_mut().metrics.pending.record(&decision);
         self.decision = Some(decision);
         match decision.route {
             Some(route) => self.set_request_header(&policy.route_header, Some(route.as_str())),
