@@ -23,14 +23,29 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     /// Start an agent whose state lives in `dir` (created; reused across restarts), on `port`
-    /// or a free one, and wait until its API answers.
+    /// or a free one, with a local Ed25519 signer in `dir/keys`, and wait until its API answers.
     pub async fn start(dir: &Path, port: Option<u16>) -> anyhow::Result<AgentProcess> {
+        let kms = format!(
+            "[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
+            keys = dir.join("keys").display(),
+        );
+        Self::start_with(dir, port, &kms, &[]).await
+    }
+
+    /// Like [`AgentProcess::start`], with `kms_toml` as the config's `[kms]` section (the whole
+    /// table, header included) and `env` added to the agent's environment (e.g. `VAULT_TOKEN`,
+    /// the legacy `KGC_SIDECAR_KMS_*` overrides).
+    pub async fn start_with(
+        dir: &Path,
+        port: Option<u16>,
+        kms_toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("agent.toml");
         let toml = format!(
-            "origin = \"knhk.test/e2e\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
+            "origin = \"knhk.test/e2e\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n{kms_toml}",
             data = dir.join("data").display(),
-            keys = dir.join("keys").display(),
         );
         std::fs::write(&config, toml)?;
         let port = match port {
@@ -46,6 +61,7 @@ impl AgentProcess {
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -87,6 +103,24 @@ impl AgentProcess {
     /// URL of `path` on the agent.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The config file the agent was started with (for `knhk-agent keys --config …`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    /// `GET path`: the body of a 2xx answer, or an error with the status and body.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self.http.get(self.url(path)).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "GET {path} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(body.to_vec())
     }
 
     /// The agent's log so far.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod control_double;
 pub mod envoy;
 pub mod load;
+pub mod openbao;
 pub mod paths;
 pub mod ports;
 pub mod raw;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: project-local setup, wasm builds, the full test run, the demo and the load benchmark.
 
 mod bench;
+mod bench_receipts;
 mod demo;
 mod setup;
 mod test;
@@ -36,6 +37,8 @@ enum Cmd {
     },
     /// Start two upstreams and Envoy with the filter, send traffic, print what the filter did.
     Demo(demo::DemoArgs),
+    /// Receipt ingest and sealing throughput of the release agent.
+    BenchReceipts(bench_receipts::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -75,5 +78,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Bench { args } => bench::run(&args),
+        Cmd::BenchReceipts(args) => bench_receipts::run(&args),
     }
 }

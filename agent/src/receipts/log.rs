@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::leaf_hash;
@@ -42,14 +42,27 @@ impl std::fmt::Debug for ReceiptLog {
 }
 
 impl ReceiptLog {
-    /// Open the store at `path` for log `origin`, and record the signer's current keys.
+    /// Open the store at `path` for log `origin`, and record the signer's current keys: all of
+    /// them for a key this log has not seen, otherwise the versions up to the newest one it
+    /// knows (a newer version, rotated while the agent was down, is adopted at the next seal
+    /// with a logged handover; see [`ReceiptLog::seal`]).
     pub async fn open(
         path: &Path,
         origin: &str,
         signer: Arc<dyn Signer>,
     ) -> Result<Self, ReceiptsError> {
         let mut store = ReceiptStore::open(path, origin)?;
-        store.record_public_keys(&signer.public_keys().await?)?;
+        let mut keys = signer.public_keys().await?;
+        let newest_known = store
+            .public_keys()?
+            .iter()
+            .filter(|k| k.provider == signer.provider() && k.key_id == signer.key_id())
+            .map(|k| k.version)
+            .max();
+        if let Some(newest) = newest_known {
+            keys.retain(|k| k.version <= newest);
+        }
+        store.record_public_keys(&keys)?;
         Ok(ReceiptLog {
             store: Mutex::new(store),
             signer,
@@ -108,7 +121,13 @@ impl ReceiptLog {
 
     /// Seal the log: sign a checkpoint over everything appended so far (one KMS call). Returns
     /// `None` when nothing was appended since the last checkpoint.
+    ///
+    /// When the KMS signs with a version this log has not recorded — rotated outside this
+    /// process: `knhk-agent keys rotate`, the KMS's own CLI or auto-rotation — that signature is
+    /// discarded and the version is adopted the way [`ReceiptLog::rotate_key`] introduces one:
+    /// a rotation entry, and a checkpoint over it signed by the newest version the log knows.
     pub async fn seal(&self, time_ns: u64) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let started = Instant::now();
         let _serial = self.seal_lock.lock().await;
         // Seal the empty log once, so even an idle log has a signed head.
         let force = self.store()?.latest_checkpoint()?.is_none();
@@ -116,9 +135,114 @@ impl ReceiptLog {
             return Ok(None);
         };
         let signature = self.signer.sign(text.as_bytes()).await?;
+        let known = self.store()?.public_keys()?;
+        let same_key = |k: &&PublicKeyVersion| {
+            k.provider == signature.provider && k.key_id == signature.key_id
+        };
+        if !known
+            .iter()
+            .filter(same_key)
+            .any(|k| k.version == signature.key_version)
+        {
+            if let Some(cp) = self
+                .adopt_version(time_ns, signature.key_version, &known)
+                .await?
+            {
+                return Ok(Some(cp));
+            }
+        }
         let cp = SignedCheckpoint { text, signature };
         self.store()?.record_checkpoint(&cp)?;
+        tracing::debug!(
+            tree_size = Checkpoint::parse(&cp.text).map_or(0, |c| c.tree_size),
+            key_version = cp.signature.key_version,
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "sealed checkpoint"
+        );
         Ok(Some(cp))
+    }
+
+    /// Adopt key version `new_version`, created outside this log: record it, log the rotation
+    /// from the newest live version in `known`, and seal over that entry with the old version.
+    /// Returns `None` (after recording the keys) when no known version can vouch for it.
+    async fn adopt_version(
+        &self,
+        time_ns: u64,
+        new_version: u32,
+        known: &[PublicKeyVersion],
+    ) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let keys = self.signer.public_keys().await?;
+        let new = keys
+            .iter()
+            .find(|k| k.version == new_version)
+            .cloned()
+            .ok_or_else(|| KmsError::UnknownVersion {
+                key_id: self.signer.key_id().to_owned(),
+                version: new_version,
+            })?;
+        let previous = keys
+            .iter()
+            .filter(|k| !k.retired && k.version < new_version)
+            .filter(|k| {
+                known.iter().any(|p| {
+                    p.provider == k.provider && p.key_id == k.key_id && p.version == k.version
+                })
+            })
+            .map(|k| k.version)
+            .max();
+        let Some(previous) = previous else {
+            tracing::warn!(
+                key = %self.signer.key_id(),
+                version = new_version,
+                "signing key version created outside the agent and no known live version can vouch for it; recording it without a handover"
+            );
+            self.store()?.record_public_keys(&keys)?;
+            return Ok(None);
+        };
+        tracing::warn!(
+            key = %self.signer.key_id(),
+            previous,
+            version = new_version,
+            "signing key version created outside the agent; logging the handover"
+        );
+        self.hand_over(time_ns, previous, &new).await.map(Some)
+    }
+
+    /// Log the rotation from `previous` to `new` and seal a checkpoint over it signed by
+    /// `previous`; record every key version.
+    async fn hand_over(
+        &self,
+        time_ns: u64,
+        previous: u32,
+        new: &PublicKeyVersion,
+    ) -> Result<SignedCheckpoint, ReceiptsError> {
+        let entry = LogEntry::KeyRotation(KeyRotation {
+            time_ns,
+            provider: self.signer.provider().to_owned(),
+            key_id: self.signer.key_id().to_owned(),
+            alg: new.alg,
+            previous_version: previous,
+            new_version: new.version,
+            public_key: new.public_key.clone(),
+        });
+        {
+            let mut store = self.store()?;
+            store.record_public_keys(std::slice::from_ref(new))?;
+            store.append(&[entry])?;
+        }
+        let text = self.pending_text(time_ns, true)?.ok_or_else(|| {
+            ReceiptsError::Corrupt("no checkpoint text after a rotation entry".to_owned())
+        })?;
+        let signature = self
+            .signer
+            .sign_with_version(text.as_bytes(), previous)
+            .await?;
+        let cp = SignedCheckpoint { text, signature };
+        let keys = self.signer.public_keys().await?;
+        let mut store = self.store()?;
+        store.record_checkpoint(&cp)?;
+        store.record_public_keys(&keys)?;
+        Ok(cp)
     }
 
     /// Rotate the signing key: add a version, log the rotation, and seal a checkpoint over it
@@ -139,32 +263,7 @@ impl ReceiptLog {
                 version: 0,
             })?;
         let new = self.signer.rotate().await?;
-        let entry = LogEntry::KeyRotation(KeyRotation {
-            time_ns,
-            provider: self.signer.provider().to_owned(),
-            key_id: self.signer.key_id().to_owned(),
-            alg: new.alg,
-            previous_version: previous,
-            new_version: new.version,
-            public_key: new.public_key.clone(),
-        });
-        {
-            let mut store = self.store()?;
-            store.record_public_keys(std::slice::from_ref(&new))?;
-            store.append(&[entry])?;
-        }
-        let text = self.pending_text(time_ns, true)?.ok_or_else(|| {
-            ReceiptsError::Corrupt("no checkpoint text after a rotation entry".to_owned())
-        })?;
-        let signature = self
-            .signer
-            .sign_with_version(text.as_bytes(), previous)
-            .await?;
-        let cp = SignedCheckpoint { text, signature };
-        let keys = self.signer.public_keys().await?;
-        let mut store = self.store()?;
-        store.record_checkpoint(&cp)?;
-        store.record_public_keys(&keys)?;
+        let cp = self.hand_over(time_ns, previous, &new).await?;
         Ok((new, cp))
     }
 
@@ -237,5 +336,77 @@ impl ReceiptLog {
             consistency,
             public_keys: store.public_keys()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use knhk_core::receipt::encode_batch;
+
+    use super::*;
+    use crate::kms::local::LocalSigner;
+    use crate::receipts::store::tests::sample;
+    use crate::verify::verify_export;
+
+    fn batch(r: Range<u64>) -> Vec<u8> {
+        encode_batch(&r.map(sample).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn rotations(log: &ReceiptLog) -> Vec<(u32, u32)> {
+        log.export()
+            .unwrap()
+            .entries
+            .iter()
+            .filter_map(|e| match LogEntry::decode(e).unwrap() {
+                LogEntry::KeyRotation(k) => Some((k.previous_version, k.new_version)),
+                LogEntry::Receipt(_) => None,
+            })
+            .collect()
+    }
+
+    /// Versions rotated behind the log's back, while it runs and while it is closed, are
+    /// adopted with a logged handover signed by the version before: the export verifies
+    /// against trust in version 1 alone.
+    #[tokio::test]
+    async fn versions_rotated_outside_are_adopted_with_a_handover() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let db = dir.path().join("r.db");
+        let signer = Arc::new(LocalSigner::open(&keys_dir, "ckpt").unwrap());
+        let trusted = signer.public_keys().await.unwrap();
+        let log = ReceiptLog::open(&db, "knhk.test/adopt", signer.clone())
+            .await
+            .unwrap();
+        log.append_batch(&batch(0..10)).unwrap();
+        assert_eq!(log.seal(1).await.unwrap().unwrap().signature.key_version, 1);
+
+        // Rotated in the KMS while the log runs: the next seal logs the handover with v1.
+        signer.rotate().await.unwrap();
+        log.append_batch(&batch(10..20)).unwrap();
+        let handover = log.seal(2).await.unwrap().unwrap();
+        assert_eq!(handover.signature.key_version, 1);
+        assert_eq!(Checkpoint::parse(&handover.text).unwrap().tree_size, 21);
+        log.append_batch(&batch(20..30)).unwrap();
+        assert_eq!(log.seal(3).await.unwrap().unwrap().signature.key_version, 2);
+        drop(log);
+
+        // Rotated while the log is closed (another process, same key files).
+        LocalSigner::open(&keys_dir, "ckpt")
+            .unwrap()
+            .rotate()
+            .await
+            .unwrap();
+        let reopened = Arc::new(LocalSigner::open(&keys_dir, "ckpt").unwrap());
+        let log = ReceiptLog::open(&db, "knhk.test/adopt", reopened)
+            .await
+            .unwrap();
+        log.append_batch(&batch(30..40)).unwrap();
+        assert_eq!(log.seal(4).await.unwrap().unwrap().signature.key_version, 2);
+        log.append_batch(&batch(40..50)).unwrap();
+        assert_eq!(log.seal(5).await.unwrap().unwrap().signature.key_version, 3);
+
+        assert_eq!(rotations(&log), [(1, 2), (2, 3)]);
+        let report = verify_export(&log.export().unwrap(), Some(&trusted)).unwrap();
+        assert!(!report.self_certified);
     }
 }
