@@ -12,8 +12,9 @@ use knhk_core::policy::Control;
 
 /// First retry delay after a failed or refused poll, milliseconds.
 pub const BACKOFF_MIN_MS: u64 = 250;
-/// Longest retry delay, milliseconds.
-pub const BACKOFF_MAX_MS: u64 = 30_000;
+/// Longest retry delay, milliseconds: a recovered agent (or a good config after a bad one)
+/// reaches every worker within 5 s, and an unreachable agent costs one call per 5 s per worker.
+pub const BACKOFF_MAX_MS: u64 = 5_000;
 
 /// What a poll response led to.
 #[derive(Debug)]
