@@ -129,3 +129,56 @@ pub fn base_config() -> serde_json::Value {
         }
     })
 }
+
+/// The filter's `control` section for the e2e tests: the `knhk_agent` cluster, the given
+/// trusted config keys, a 5 s long-poll and receipts flushed every 50 ms.
+pub fn control_section(
+    trusted_keys: &[knhk_core::checkpoint::PublicKeyVersion],
+) -> serde_json::Value {
+    serde_json::json!({
+        "cluster": "knhk_agent",
+        "poll_timeout_ms": 5000,
+        "trusted_keys": trusted_keys,
+        "receipts": {"flush_interval_ms": 50, "max_batch": 256, "max_buffer": 16384}
+    })
+}
+
+/// Upstreams and Envoy whose filter polls the agent (real or double) on `agent_port`.
+#[derive(Debug)]
+pub struct ControlledRig {
+    /// Upstream named `stable`.
+    pub stable: Upstream,
+    /// Upstream named `canary`.
+    pub canary: Upstream,
+    /// Envoy (two workers, e2e bootstrap with the `knhk_agent` cluster).
+    pub envoy: Envoy,
+    /// A client opening a new connection per request (reaches both workers).
+    pub client: Client,
+}
+
+impl ControlledRig {
+    /// Start upstreams and Envoy with `plugin_config` (which carries a `control` section).
+    pub async fn start(
+        name: &str,
+        plugin_config: &serde_json::Value,
+        agent_port: u16,
+    ) -> anyhow::Result<Self> {
+        let stable = Upstream::start("stable").await?;
+        let canary = Upstream::start("canary").await?;
+        let mut spec = EnvoySpec::e2e(
+            name,
+            &plugin_config.to_string(),
+            stable.port(),
+            canary.port(),
+        )?;
+        spec.agent_port = Some(agent_port);
+        let envoy = Envoy::start(&spec).await?;
+        let client = Client::fresh_connections(&envoy.base_url())?;
+        Ok(ControlledRig {
+            stable,
+            canary,
+            envoy,
+            client,
+        })
+    }
+}

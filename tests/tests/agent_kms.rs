@@ -16,12 +16,10 @@ use base64::Engine as _;
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_e2e::agent::AgentProcess;
 use knhk_e2e::client::Client;
-use knhk_e2e::envoy::{Envoy, EnvoySpec};
 use knhk_e2e::load::{Load, LoadStats};
 use knhk_e2e::openbao::Bao;
 use knhk_e2e::paths;
-use knhk_e2e::rig::base_config;
-use knhk_e2e::upstream::Upstream;
+use knhk_e2e::rig::{base_config, control_section, ControlledRig};
 use knhk_e2e::wait::poll;
 use serde_json::Value;
 
@@ -182,25 +180,12 @@ async fn transit_checkpoints_rotate_mid_stream_and_verify_offline() {
         config_keys.iter().all(|k| k.provider == "transit"),
         "{config_keys:?}"
     );
-    let stable = Upstream::start("stable").await.unwrap();
-    let canary = Upstream::start("canary").await.unwrap();
     let mut static_config = base_config();
-    static_config["control"] = serde_json::json!({
-        "cluster": "knhk_agent",
-        "poll_timeout_ms": 5000,
-        "trusted_keys": config_keys,
-        "receipts": {"flush_interval_ms": 50, "max_batch": 256, "max_buffer": 16384}
-    });
-    let mut spec = EnvoySpec::e2e(
-        "kms",
-        &static_config.to_string(),
-        stable.port(),
-        canary.port(),
-    )
-    .unwrap();
-    spec.agent_port = Some(agent.port());
-    let envoy = Envoy::start(&spec).await.unwrap();
-    let client = Client::fresh_connections(&envoy.base_url()).unwrap();
+    static_config["control"] = control_section(&config_keys);
+    let rig = ControlledRig::start("kms", &static_config, agent.port())
+        .await
+        .unwrap();
+    let (envoy, client) = (&rig.envoy, &rig.client);
     let want = epoch.to_string();
     poll("the Transit-signed epoch to be applied", WAIT, || async {
         let reply = client.get("/api", &[("x-user-id", "probe")]).await?;

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use knhk_e2e::agent::AgentProcess;
 use knhk_e2e::client::Client;
-use knhk_e2e::envoy::{Envoy, EnvoySpec};
 use knhk_e2e::load::{Load, LoadStats};
 use knhk_e2e::paths;
-use knhk_e2e::rig::base_config;
-use knhk_e2e::upstream::Upstream;
+use knhk_e2e::rig::{base_config, control_section, ControlledRig};
 use knhk_e2e::wait::poll;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -68,26 +66,13 @@ async fn real_agent_push_receipts_and_crash_recovery() {
     let first = agent.put_policy(&policy(0)).await.unwrap();
     let keys = agent.config_keys().await.unwrap();
 
-    let stable = Upstream::start("stable").await.unwrap();
-    let canary = Upstream::start("canary").await.unwrap();
     let mut static_config = policy(0);
-    static_config["control"] = serde_json::json!({
-        "cluster": "knhk_agent",
-        "poll_timeout_ms": 5000,
-        "trusted_keys": keys,
-        "receipts": {"flush_interval_ms": 50, "max_batch": 256, "max_buffer": 16384}
-    });
-    let mut spec = EnvoySpec::e2e(
-        "agent",
-        &static_config.to_string(),
-        stable.port(),
-        canary.port(),
-    )
-    .unwrap();
-    spec.agent_port = Some(agent.port());
-    let envoy = Envoy::start(&spec).await.unwrap();
-    let client = Client::fresh_connections(&envoy.base_url()).unwrap();
-    propagation(&client, first, Instant::now()).await;
+    static_config["control"] = control_section(&keys);
+    let rig = ControlledRig::start("agent", &static_config, agent.port())
+        .await
+        .unwrap();
+    let (envoy, client) = (&rig.envoy, &rig.client);
+    propagation(client, first, Instant::now()).await;
 
     // Propagation from a PUT returning to every worker deciding under the new epoch.
     let mut samples = Vec::new();
@@ -96,7 +81,7 @@ async fn real_agent_push_receipts_and_crash_recovery() {
         let bp = if i % 2 == 0 { 10_000 } else { 0 };
         epoch = agent.put_policy(&policy(bp)).await.unwrap();
         let since = Instant::now();
-        samples.push(propagation(&client, epoch, since).await);
+        samples.push(propagation(client, epoch, since).await);
     }
     samples.sort();
     println!(
@@ -185,5 +170,5 @@ async fn real_agent_push_receipts_and_crash_recovery() {
         next > epoch,
         "epoch went from {epoch} to {next} across a crash"
     );
-    propagation(&client, next, Instant::now()).await;
+    propagation(client, next, Instant::now()).await;
 }

@@ -15,9 +15,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use knhk_e2e::client::{concurrent, Client};
 use knhk_e2e::control_double::{payload, ControlDouble, TestKey};
-use knhk_e2e::envoy::{Envoy, EnvoySpec};
-use knhk_e2e::rig::{base_config, oracle};
-use knhk_e2e::upstream::Upstream;
+use knhk_e2e::envoy::Envoy;
+use knhk_e2e::rig::{base_config, control_section, oracle, ControlledRig};
 use knhk_e2e::wait::poll;
 
 const SALT: &str = "s1";
@@ -81,31 +80,18 @@ async fn refused_by_both(envoy: &Envoy, before: u64) -> u64 {
 /// The whole push lifecycle on one Envoy with two workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_push_refusals_handover_and_receipts() {
-    let stable = Upstream::start("stable").await.unwrap();
-    let canary = Upstream::start("canary").await.unwrap();
     let agent = ControlDouble::start().await.unwrap();
     let (a, b, mallory) = (TestKey::new(1, 1), TestKey::new(2, 2), TestKey::new(66, 1));
 
     let mut static_config = policy(0);
-    static_config["control"] = serde_json::json!({
-        "cluster": "knhk_agent",
-        "poll_timeout_ms": 2000,
-        "trusted_keys": [a.public()],
-        "receipts": {"flush_interval_ms": 50, "max_batch": 64, "max_buffer": 4096}
-    });
+    static_config["control"] = control_section(&[a.public()]);
     // Epoch 1 is waiting before Envoy starts: every worker must pick it up by itself.
     agent.install(1, a.seal(&payload(1, &policy(10_000), None)));
-    let mut spec = EnvoySpec::e2e(
-        "control",
-        &static_config.to_string(),
-        stable.port(),
-        canary.port(),
-    )
-    .unwrap();
-    spec.agent_port = Some(agent.port());
-    let envoy = Envoy::start(&spec).await.unwrap();
-    let client = Client::fresh_connections(&envoy.base_url()).unwrap();
-    all_workers_on(&client, 1, "canary").await;
+    let rig = ControlledRig::start("control", &static_config, agent.port())
+        .await
+        .unwrap();
+    let (envoy, client) = (&rig.envoy, &rig.client);
+    all_workers_on(client, 1, "canary").await;
     // Envoy runs a VM per worker plus one on the main thread; each polls and applies once.
     // Counters reach Envoy on the next tick, so wait for both workers' applies to show.
     let applied = envoy
@@ -117,8 +103,8 @@ async fn signed_push_refusals_handover_and_receipts() {
     // Forged: right key id and version, wrong private key.
     let rejected = envoy.counter("knhk_config_rejected").await.unwrap();
     agent.install(2, mallory.seal(&payload(2, &policy(0), None)));
-    let rejected = refused_by_both(&envoy, rejected).await;
-    assert!(decisions(&client, "forged", 40)
+    let rejected = refused_by_both(envoy, rejected).await;
+    assert!(decisions(client, "forged", 40)
         .await
         .iter()
         .all(|d| d.0 == "1" && d.1 == "canary"));
@@ -131,8 +117,8 @@ async fn signed_push_refusals_handover_and_receipts() {
 
     // Replay: a genuinely signed but older epoch.
     agent.install(3, a.seal(&payload(1, &policy(0), None)));
-    let rejected = refused_by_both(&envoy, rejected).await;
-    assert!(decisions(&client, "stale", 40)
+    let rejected = refused_by_both(envoy, rejected).await;
+    assert!(decisions(client, "stale", 40)
         .await
         .iter()
         .all(|d| d.0 == "1" && d.1 == "canary"));
@@ -145,8 +131,8 @@ async fn signed_push_refusals_handover_and_receipts() {
 
     // Signed but invalid policy: refused naming the field.
     agent.install(4, a.seal(&payload(5, &policy(10_001), None)));
-    refused_by_both(&envoy, rejected).await;
-    assert!(decisions(&client, "invalid", 40)
+    refused_by_both(envoy, rejected).await;
+    assert!(decisions(client, "invalid", 40)
         .await
         .iter()
         .all(|d| d.0 == "1" && d.1 == "canary"));
@@ -160,14 +146,14 @@ async fn signed_push_refusals_handover_and_receipts() {
         6,
         a.seal(&payload(6, &policy(10_000), Some(vec![b.public()]))),
     );
-    all_workers_on(&client, 6, "canary").await;
+    all_workers_on(client, 6, "canary").await;
     agent.install(7, b.seal(&payload(7, &policy(0), None)));
-    all_workers_on(&client, 7, "stable").await;
+    all_workers_on(client, 7, "stable").await;
     // A is no longer trusted after the handover.
     let rejected = envoy.counter("knhk_config_rejected").await.unwrap();
     agent.install(8, a.seal(&payload(8, &policy(10_000), None)));
-    refused_by_both(&envoy, rejected).await;
-    assert!(decisions(&client, "after-handover", 40)
+    refused_by_both(envoy, rejected).await;
+    assert!(decisions(client, "after-handover", 40)
         .await
         .iter()
         .all(|d| d.0 == "7" && d.1 == "stable"));
