@@ -2,15 +2,18 @@
 //!
 //! Sections: the canary split against the core's oracle, stickiness over new connections (both
 //! workers), sample decision headers, admission (the upstreams are slowed so R1 sheds, then made
-//! fast so it recovers), and every `knhk` line of `/stats/prometheus`.
+//! fast so it recovers), the agent (a signed policy push that ramps the canary, timed until every
+//! worker applies it; receipts in the Merkle log; an offline-verified proof), and every `knhk`
+//! line of `/stats/prometheus`.
 
 use crate::util::repo_root;
 use crate::{setup, wasm};
 use anyhow::{bail, Context};
+use knhk_e2e::agent::AgentProcess;
 use knhk_e2e::client::{concurrent, Client, Reply};
 use knhk_e2e::envoy::{prometheus_value, Envoy, EnvoySpec};
 use knhk_e2e::load::Load;
-use knhk_e2e::rig::{base_config, oracle, oracle_route};
+use knhk_e2e::rig::{base_config, control_section, oracle, oracle_route};
 use knhk_e2e::upstream::Upstream;
 use knhk_e2e::wait::poll;
 use std::path::PathBuf;
@@ -49,6 +52,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let tools = setup::ensure()?;
     let wasm_path = wasm::build("knhk-filter", "knhk_filter")?;
+    crate::util::run(crate::util::cargo().args([
+        "build",
+        "-p",
+        "knhk-agent",
+        "--bin",
+        "knhk-agent",
+    ]))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,9 +84,14 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     }
     let stable = Upstream::start("stable").await?;
     let canary = Upstream::start("canary").await?;
-    let mut config = base_config();
-    config["routing"]["salt"] = SALT.into();
-    config["routing"]["canary_basis_points"] = args.canary_basis_points.into();
+    let mut policy = base_config();
+    policy["routing"]["salt"] = SALT.into();
+    policy["routing"]["canary_basis_points"] = args.canary_basis_points.into();
+    println!("demo: starting the knhk agent (local Ed25519 keys) ...");
+    let agent = AgentProcess::start(&work_dir.join("agent"), None).await?;
+    let first_epoch = agent.put_policy(&policy).await?;
+    let mut config = policy.clone();
+    config["control"] = control_section(&agent.config_keys().await?);
     let spec = EnvoySpec {
         name: "demo".to_string(),
         template: repo_root().join("envoy/demo.yaml"),
@@ -91,7 +106,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         keep_files: true,
         extra_files: Vec::new(),
         extra_args: Vec::new(),
-        agent_port: None,
+        agent_port: Some(agent.port()),
     };
     println!("demo: starting Envoy (2 workers) with knhk_filter.wasm ...");
     let t = Instant::now();
@@ -112,13 +127,14 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     let sticky = stickiness(&envoy, &keys, bp).await?;
     samples(&client).await?;
     admission(&envoy, &client, [&stable, &canary]).await?;
+    let ramp_ok = agent_section(&envoy, &agent, &policy, &keys, first_epoch).await?;
     print_stats(&envoy).await?;
 
-    let ok = mismatches == 0 && sticky;
+    let ok = mismatches == 0 && sticky && ramp_ok;
     println!(
         "\ndemo: {}",
         if ok {
-            "every request went where the core says, keys stayed sticky, R1 shed and recovered"
+            "every request went where the core says, keys stayed sticky, R1 shed and recovered, the signed ramp reached every worker and only moved keys toward canary, and the receipts verify"
         } else {
             "MISMATCH: see above"
         }
@@ -240,6 +256,108 @@ async fn samples(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Push a signed ramp through the agent, time it until both workers apply it, check the ramp
+/// only moved keys toward canary, then show receipts and verify one proof offline. Returns
+/// whether the ramp was monotonic and the proof verified.
+async fn agent_section(
+    envoy: &Envoy,
+    agent: &AgentProcess,
+    policy: &serde_json::Value,
+    keys: &[String],
+    first_epoch: u64,
+) -> anyhow::Result<bool> {
+    println!("\n── agent: signed config push, receipts, proofs ──");
+    let fresh = Client::fresh_connections(&envoy.base_url())?;
+    let from = policy["routing"]["canary_basis_points"]
+        .as_u64()
+        .unwrap_or(0) as u16;
+    let to = (from.saturating_add(2000)).min(10_000);
+    let before: Vec<bool> = keys
+        .iter()
+        .map(|k| oracle_route(SALT, k, from) == "canary")
+        .collect();
+    let mut ramp = policy.clone();
+    ramp["routing"]["canary_basis_points"] = to.into();
+    let epoch = agent.put_policy(&ramp).await?;
+    let since = Instant::now();
+    let want = epoch.to_string();
+    let mut streak = 0;
+    let mut n = 0u64;
+    while streak < 16 {
+        if since.elapsed() > WAIT {
+            bail!("epoch {epoch} did not reach every worker within {WAIT:?}");
+        }
+        n += 1;
+        let reply = fresh
+            .get("/api", &[("x-user-id", &format!("ramp-probe-{n}"))])
+            .await?;
+        let applied = reply
+            .decision()
+            .and_then(|d| d.get("version").map(|v| v == want));
+        streak = if applied == Some(true) { streak + 1 } else { 0 };
+    }
+    row(
+        "policy epochs",
+        &format!("{first_epoch} (initial) → {epoch} (ramp {from} → {to} bp)"),
+    );
+    row(
+        "push → 16 consecutive requests on the new epoch (both workers)",
+        &format!("{:.1} ms", since.elapsed().as_secs_f64() * 1e3),
+    );
+    let client = Client::new(&envoy.base_url())?;
+    let mut moved_to_canary = 0;
+    let mut moved_back = 0;
+    for (key, was_canary) in keys.iter().zip(&before) {
+        let now_canary = client
+            .get("/api/items", &[("x-user-id", key)])
+            .await?
+            .upstream()
+            == Some("canary");
+        match (*was_canary, now_canary) {
+            (false, true) => moved_to_canary += 1,
+            (true, false) => moved_back += 1,
+            _ => {}
+        }
+    }
+    row(
+        "keys moved stable → canary by the ramp",
+        &moved_to_canary.to_string(),
+    );
+    row(
+        "keys moved canary → stable (must be 0)",
+        &moved_back.to_string(),
+    );
+    let size = poll("receipts in the agent's log", WAIT, || async {
+        Ok(agent.log_size().await.ok().filter(|&n| n > 0))
+    })
+    .await?;
+    row("receipts in the agent's Merkle log", &size.to_string());
+    let bundle = poll("a sealed proof for receipt 0", WAIT, || async {
+        Ok(agent.get_bytes("/v1/receipts/0/proof").await.ok())
+    })
+    .await?;
+    let file = repo_root().join(".knhk/demo/proof-0.json");
+    std::fs::write(&file, &bundle)?;
+    let verify = std::process::Command::new(knhk_e2e::paths::agent()?)
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .context("run knhk-agent verify")?;
+    let verdict = String::from_utf8_lossy(&verify.stdout).trim().to_string();
+    row(
+        "knhk-agent verify proof-0.json",
+        &format!(
+            "{} ({verdict})",
+            if verify.status.success() {
+                "ok"
+            } else {
+                "FAILED"
+            }
+        ),
+    );
+    Ok(moved_back == 0 && moved_to_canary > 0 && verify.status.success())
+}
+
 /// Slow both upstreams to 300 ms (over R1's 100 ms budget, under W1's 500 ms), keep R1 busy until
 /// its shed level reaches the cap, show who is shed, then make them fast and time the recovery.
 async fn admission(
@@ -350,11 +468,8 @@ async fn print_stats(envoy: &Envoy) -> anyhow::Result<()> {
         Ok(settled.then_some(text))
     })
     .await?;
-    println!("\n── /stats/prometheus lines with `knhk` ──");
-    for line in text
-        .lines()
-        .filter(|l| l.contains("knhk") && !l.starts_with('#'))
-    {
+    println!("\n── /stats/prometheus: the filter's knhk_* metrics ──");
+    for line in text.lines().filter(|l| l.starts_with("knhk_")) {
         println!("  {line}");
     }
     Ok(())
