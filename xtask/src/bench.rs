@@ -1,13 +1,15 @@
-//! `cargo xtask bench`: the interleaved Envoy load benchmark of knhk against no filter, an empty wasm filter and Lua.
+//! `cargo xtask bench`: the interleaved Envoy load benchmark of knhk (alone and with its agent) against no filter, an empty wasm filter and Lua.
 //!
-//! One invocation builds both wasm modules, starts one Envoy per variant (`--concurrency 1`,
-//! pinned to one CPU) plus a tiny in-process upstream, and then measures round by round: in
+//! One invocation builds both wasm modules (and the release agent for the knhk-agent
+//! variant), starts one Envoy per variant (`--concurrency 1`, pinned to one CPU) plus a tiny
+//! in-process upstream and, for knhk-agent, a `knhk-agent` off Envoy's CPU, and then measures round by round: in
 //! every round each variant gets a short warm-up and one measured wrk run per mode, with the
 //! variant order rotated between rounds so no variant always runs first or last. Ratios are
 //! taken within a round (knhk against each baseline measured minutes apart at most), and the
 //! medians over rounds are what the goals are checked against. The bench reports; it never
 //! fails because a goal is missed. See `docs/benchmarks.md` for what each variant means.
 
+mod agent;
 mod envoy;
 mod load;
 mod machine;
@@ -17,6 +19,7 @@ mod rig;
 mod rounds;
 mod upstream;
 
+use agent::BenchAgent;
 use anyhow::{bail, Context};
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
@@ -47,11 +50,22 @@ pub enum Variant {
     Lua,
     /// Envoy with `knhk_filter.wasm`.
     Knhk,
+    /// Envoy with `knhk_filter.wasm` connected to a release `knhk-agent`: the knhk config plus
+    /// a `control` section, so config long-polling is active and every request's receipt is
+    /// posted to the agent.
+    KnhkAgent,
 }
 
 impl Variant {
-    /// All variants, in table order.
-    pub const ALL: [Variant; 4] = [Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk];
+    /// All variants, in table order. A variant is compared with every variant before it that is
+    /// a baseline (see [`Variant::baselines`]).
+    pub const ALL: [Variant; 5] = [
+        Variant::None,
+        Variant::Empty,
+        Variant::Lua,
+        Variant::Knhk,
+        Variant::KnhkAgent,
+    ];
 
     /// Short name used in tables, JSON and file names.
     pub fn name(self) -> &'static str {
@@ -60,7 +74,24 @@ impl Variant {
             Variant::Empty => "empty",
             Variant::Lua => "lua",
             Variant::Knhk => "knhk",
+            Variant::KnhkAgent => "knhk-agent",
         }
+    }
+
+    /// The variants this one's throughput is compared with (same round, ratio = this ÷ baseline):
+    /// knhk against the three baselines; knhk-agent against them and against knhk without the
+    /// agent (the cost of receipts and config polling alone).
+    pub fn baselines(self) -> &'static [Variant] {
+        match self {
+            Variant::None | Variant::Empty | Variant::Lua => &[],
+            Variant::Knhk => &[Variant::None, Variant::Empty, Variant::Lua],
+            Variant::KnhkAgent => &[Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk],
+        }
+    }
+
+    /// True for the variants that load `knhk_filter.wasm`.
+    pub fn loads_knhk(self) -> bool {
+        matches!(self, Variant::Knhk | Variant::KnhkAgent)
     }
 }
 
@@ -103,7 +134,7 @@ enum ModeArg {
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask bench",
-    about = "Interleaved Envoy load benchmark: knhk vs no filter, empty wasm filter and Lua"
+    about = "Interleaved Envoy load benchmark: knhk (alone and with its agent) vs no filter, empty wasm filter and Lua"
 )]
 struct Options {
     /// Measured rounds; every variant runs once per mode per round [default: 5; --quick: 2].
@@ -130,14 +161,17 @@ struct Options {
     /// Concurrent wrk connections.
     #[arg(long, default_value_t = 32)]
     connections: u32,
-    /// Variants to run, comma-separated (ratios and goals need knhk plus the baseline).
+    /// Variants to run, comma-separated (ratios and goals need knhk or knhk-agent plus the baseline).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
     variants: Vec<Variant>,
-    /// Bench this prebuilt module as the knhk variant instead of building `knhk-filter`
-    /// (e.g. to compare a tuning experiment with the committed filter).
+    /// Bench this prebuilt module as the knhk and knhk-agent variants instead of building
+    /// `knhk-filter` (e.g. to compare a tuning experiment with the committed filter).
     #[arg(long, value_name = "PATH")]
     knhk_wasm: Option<PathBuf>,
-    /// Scheduling priority of Envoy, wrk and the upstream: `rt` (SCHED_RR 1, default), `nice` (-10) or `none`.
+    /// Run this `knhk-agent` binary for the knhk-agent variant instead of building the release one.
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+    /// Scheduling priority of Envoy, wrk, the upstream and the agent: `rt` (SCHED_RR 1, default), `nice` (-10) or `none`.
     /// Raised priorities need root; without it the bench runs at `none` and says so.
     #[arg(long, value_enum, default_value_t = Priority::Rt)]
     priority: Priority,
@@ -216,6 +250,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let priority = effective_priority(settings.priority);
     let envoy_version = envoy_version(&toolchain.envoy);
     let (empty_wasm, knhk_wasm) = build_modules(&settings, options.knhk_wasm.as_deref())?;
+    let agent_bin = agent_binary(&settings, options.agent.as_deref())?;
 
     let results_dir = repo_root().join("bench-results");
     let run_dir = results_dir.join(format!("bench-{stamp}"));
@@ -227,12 +262,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Place this process's main thread first: the upstream thread inherits CPU and priority.
     rig::place_self(cpus.upstream, priority)?;
     let upstream = Upstream::start()?;
+    let bench_agent = match &agent_bin {
+        Some(binary) => Some(
+            BenchAgent::start(
+                binary,
+                rig::placed(binary.as_os_str(), cpus.agent, priority),
+                run_dir.join("agent"),
+            )
+            .context("start the agent for variant knhk-agent")?,
+        ),
+        None => None,
+    };
     let rig = Rig {
         envoy_bin: toolchain.envoy.clone(),
         run_dir: run_dir.clone(),
         empty_wasm: empty_wasm.clone(),
         knhk_wasm: knhk_wasm.clone(),
         upstream_port: upstream.addr().port(),
+        agent: bench_agent.as_ref().map(BenchAgent::link),
         cpus,
         priority,
     };
@@ -263,6 +310,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Cpus::describe(cpus.upstream),
         priority.describe()
     );
+    if let Some(a) = &bench_agent {
+        println!(
+            "knhk-agent: {} on {} (outside Envoy's CPU: the ratios measure Envoy's throughput), policy epoch {}, log and config in {}",
+            a.binary().display(),
+            Cpus::describe(cpus.agent),
+            a.epoch,
+            a.dir().display()
+        );
+    }
     println!("logs and rendered configs: {}", run_dir.display());
 
     let mut envoys: Vec<(Variant, Envoy)> = Vec::new();
@@ -270,17 +326,37 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         envoys.push((variant, rig.start(variant, 1, variant.name())?));
     }
     let runs = rounds::measure(&mut envoys, &spec, &settings)?;
+    // Receipts of the knhk-agent variant, before its Envoy (or the memory runs) go on.
+    let receipt_check = match (
+        &bench_agent,
+        envoys.iter().find(|(v, _)| *v == Variant::KnhkAgent),
+    ) {
+        (Some(a), Some((_, envoy))) => Some(agent::check_receipts(a, envoy)?),
+        _ => None,
+    };
     let splits = rig::route_splits(&envoys);
-    let knhk_stats = envoys
+    let knhk_stats: Vec<(Variant, Vec<(String, u64)>)> = envoys
         .iter()
-        .find(|(v, _)| *v == Variant::Knhk)
-        .map(|(_, e)| e.counters("knhk").unwrap_or_default())
-        .unwrap_or_default();
+        .filter(|(v, _)| v.loads_knhk())
+        .map(|(v, e)| (*v, e.counters(r"^wasmcustom\.knhk\.").unwrap_or_default()))
+        .collect();
     let loaded_rss: Vec<(Variant, Option<u64>)> =
         envoys.iter().map(|(v, e)| (*v, e.rss_kib().ok())).collect();
     drop(envoys);
     let memory = memory::measure(&rig, &spec, &settings)?;
     drop(upstream);
+    let agent_record = bench_agent.as_ref().map(|a| {
+        json!({
+            "binary": a.binary(),
+            "dir": a.dir(),
+            "cpu": cpus.agent,
+            "policy_epoch": a.epoch,
+            "plugin_config": a.plugin_config,
+            "receipts_check": receipt_check.as_ref().map(|c| c.to_json(a.epoch)),
+        })
+    });
+    let agent_epoch = bench_agent.as_ref().map_or(0, |a| a.epoch);
+    drop(bench_agent);
     let load_at_end = Machine::detect().load_average;
 
     let summaries = report::summarize(&runs, &settings.variants, &settings.modes);
@@ -294,6 +370,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     report::print_checks(&splits, &knhk_stats);
+    if let Some(check) = &receipt_check {
+        check.print(agent_epoch);
+    }
     let module_sizes = report::module_sizes(empty_wasm.as_deref(), knhk_wasm.as_deref());
     report::print_module_sizes(&module_sizes, MODULE_SIZE_GOAL_BYTES);
     memory::print(&memory, &loaded_rss);
@@ -319,6 +398,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "envoy_cpu": cpus.envoy,
             "wrk_cpu": cpus.load,
             "upstream_cpu": cpus.upstream,
+            "agent_cpu": cpus.agent,
             "priority": priority.name(),
             "min_cpu_share": settings.min_cpu_share,
             "max_attempts": settings.max_attempts,
@@ -328,7 +408,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "runs": runs.iter().map(report::run_json).collect::<Vec<_>>(),
         "aggregates": report::aggregates_json(&summaries, &ratios, &goals),
         "canary_share_proxy": pairs(splits.iter().map(|(v, s)| (v.name().to_string(), json!(s)))),
-        "knhk_counters": pairs(knhk_stats.iter().map(|(n, v)| (n.clone(), json!(v)))),
+        "knhk_counters": pairs(knhk_stats.iter().map(|(variant, stats)| {
+            (
+                variant.name().to_string(),
+                json!(pairs(stats.iter().map(|(n, v)| (n.clone(), json!(v))))),
+            )
+        })),
+        "knhk_agent": agent_record,
         "module_bytes": pairs(module_sizes.iter().map(|(n, b)| (n.clone(), json!(b)))),
         "memory": memory::to_json(&memory, &loaded_rss),
     });
@@ -367,7 +453,7 @@ fn build_modules(
         None
     };
     let knhk = match knhk_override {
-        _ if !wants(Variant::Knhk) => None,
+        _ if !settings.variants.iter().any(|v| v.loads_knhk()) => None,
         Some(path) if path.is_file() => {
             Some(std::fs::canonicalize(path).with_context(|| format!("canonicalize {}", path.display()))?)
         }
@@ -377,6 +463,27 @@ fn build_modules(
         )?),
     };
     Ok((empty, knhk))
+}
+
+/// The agent binary for the knhk-agent variant: `--agent`, or the release build; `None` without that variant.
+fn agent_binary(
+    settings: &Settings,
+    agent_override: Option<&Path>,
+) -> anyhow::Result<Option<PathBuf>> {
+    if !settings.variants.contains(&Variant::KnhkAgent) {
+        return Ok(None);
+    }
+    match agent_override {
+        Some(path) if path.is_file() => {
+            Ok(Some(std::fs::canonicalize(path).with_context(|| {
+                format!("canonicalize {}", path.display())
+            })?))
+        }
+        Some(path) => bail!("--agent {} is not a file", path.display()),
+        None => Ok(Some(crate::agent_process::build_release().context(
+            "build knhk-agent (run with --variants none,empty,lua,knhk to bench without it)",
+        )?)),
+    }
 }
 
 /// A JSON object from (key, value) pairs.

@@ -10,7 +10,7 @@
 //! check of the last checkpoint's signature and of proof bundles with the real `verify`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,12 +20,12 @@ use knhk_core::checkpoint::{verify_signature, Checkpoint, PublicKeyVersion, Sign
 use knhk_core::class::{Class, Route};
 use knhk_core::decision::Admission;
 use knhk_core::receipt::{encode_batch, key_digest, Receipt, NO_BUCKET, NO_KEY};
-use knhk_e2e::ports::free_port;
 use knhk_e2e::wait::poll;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::util::{cargo, run as exec, run_output};
+use crate::agent_process::{self, get_json, Agent, Launch, Scratch};
+use crate::util::run_output;
 
 /// The goal of issue 3, acknowledged receipts per second.
 pub const GOAL_RECEIPTS_PER_S: f64 = 100_000.0;
@@ -65,19 +65,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let agent = match &args.agent {
         Some(p) => p.clone(),
-        None => {
-            exec(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "knhk-agent",
-                "--bin",
-                "knhk-agent",
-            ]))?;
-            crate::wasm::target_dir()?
-                .join("release")
-                .join("knhk-agent")
-        }
+        None => agent_process::build_release()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -166,83 +154,6 @@ fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// The running agent, killed on drop; its scratch directory is removed then.
-struct Agent {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    binary: PathBuf,
-}
-
-impl Agent {
-    fn start(binary: &Path) -> anyhow::Result<Agent> {
-        let dir = std::env::temp_dir().join(format!("knhk-bench-receipts-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let config = format!(
-            "origin = \"knhk.bench/receipts\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
-            data = dir.join("data").display(),
-            keys = dir.join("keys").display(),
-        );
-        std::fs::write(dir.join("agent.toml"), config)?;
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = Command::new(binary)
-            .args(["run", "--config"])
-            .arg(dir.join("agent.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info,knhk_agent::receipts::log=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("spawning {}", binary.display()))?;
-        Ok(Agent {
-            child: Some(child),
-            port,
-            dir,
-            binary: binary.to_path_buf(),
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    /// Bytes of the database and its WAL.
-    fn store_bytes(&self) -> u64 {
-        ["receipts.db", "receipts.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(self.dir.join("data").join(f)).ok())
-            .map(|m| m.len())
-            .sum()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    let response = http.get(url).send().await?;
-    let status = response.status();
-    let body = response.bytes().await?;
-    if !status.is_success() {
-        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
-    }
-    Ok(serde_json::from_slice(&body)?)
 }
 
 /// A checkpoint as first seen by the watcher.
@@ -360,17 +271,17 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             })
             .collect::<Result<_, _>>()?,
     );
-    let agent = Agent::start(binary)?;
+    let agent = Agent::start(Launch {
+        binary,
+        command: Command::new(binary),
+        dir: std::env::temp_dir().join(format!("knhk-bench-receipts-{}", std::process::id())),
+        origin: "knhk.bench/receipts",
+        rust_log: "info,knhk_agent::receipts::log=debug",
+        scratch: Scratch::Remove,
+    })?;
     let http = reqwest::Client::new();
     let latest_url = agent.url("/v1/checkpoints/latest");
-    let ready = poll("the agent to serve", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), latest_url.clone());
-        async move { Ok(get_json(&http, &url).await.ok().map(|_| ())) }
-    })
-    .await;
-    if let Err(e) = ready {
-        bail!("{e}\nagent log:\n{}", agent.log());
-    }
+    agent.wait_ready(&http).await?;
 
     let stop_posting = Arc::new(AtomicBool::new(false));
     let stop_watching = Arc::new(AtomicBool::new(false));
@@ -386,7 +297,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         args.batch,
         args.posters,
         args.seconds,
-        agent.binary.display()
+        agent.binary().display()
     );
     let t0 = Instant::now();
     let posters: Vec<_> = (0..args.posters)
@@ -450,7 +361,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
 
     // Offline checks: the newest checkpoint's signature against the agent's key list, and
     // proof bundles for the first, a middle and the last receipt with the real `verify`.
-    let config = agent.dir.join("agent.toml");
+    let config = agent.config_path();
     let keys_json = run_output(
         Command::new(binary)
             .args(["keys", "--config"])
@@ -458,7 +369,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             .arg("list"),
     )?;
     let keys: Vec<PublicKeyVersion> = serde_json::from_str(&keys_json)?;
-    let trust = agent.dir.join("trusted.json");
+    let trust = agent.dir().join("trusted.json");
     std::fs::write(&trust, &keys_json)?;
     let latest = get_json(&http, &latest_url).await?;
     let text = latest["text"].as_str().context("checkpoint without text")?;
@@ -474,7 +385,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             .await?
             .bytes()
             .await?;
-        let file = agent.dir.join(format!("bundle-{leaf}.json"));
+        let file = agent.dir().join(format!("bundle-{leaf}.json"));
         std::fs::write(&file, &bundle)?;
         let out = Command::new(binary)
             .arg("verify")
@@ -495,7 +406,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
     Ok(json!({
         "date_utc_ns": started_ns,
         "machine": machine(),
-        "agent": agent.binary.display().to_string(),
+        "agent": agent.binary().display().to_string(),
         "settings": {
             "seconds": args.seconds,
             "posters": args.posters,

@@ -1,5 +1,6 @@
 //! `cargo xtask`: project-local setup, wasm builds, the full test run, the demo and the load benchmark.
 
+mod agent_process;
 mod bench;
 mod bench_receipts;
 mod demo;

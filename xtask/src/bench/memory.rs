@@ -89,7 +89,7 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
     println!("memory (fresh Envoy per line after 1-2 s of load; RSS from /proc, allocated from admin /memory):");
     for s in samples {
         println!(
-            "  {:<6} --concurrency {}: RSS {:>7} KiB, allocated {}",
+            "  {:<10} --concurrency {}: RSS {:>7} KiB, allocated {}",
             s.variant.name(),
             s.concurrency,
             s.rss_kib,
@@ -97,12 +97,17 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
                 .map_or_else(|| "n/a".to_string(), |k| format!("{k} KiB"))
         );
     }
-    for v in [Variant::Empty, Variant::Lua, Variant::Knhk] {
+    for v in [
+        Variant::Empty,
+        Variant::Lua,
+        Variant::Knhk,
+        Variant::KnhkAgent,
+    ] {
         if let Some(rss_kib) = per_worker_kib(samples, v, rss) {
             let alloc = per_worker_kib(samples, v, allocated)
                 .map_or_else(|| "n/a".to_string(), |k| format!("{k:.0} KiB"));
             println!(
-                "  per-worker memory of {:<5} over none: RSS {rss_kib:>6.0} KiB, allocated {alloc} (step from {LOW} to {HIGH} workers)",
+                "  per-worker memory of {:<10} over none: RSS {rss_kib:>6.0} KiB, allocated {alloc} (step from {LOW} to {HIGH} workers)",
                 v.name()
             );
         }
@@ -122,12 +127,15 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
 /// JSON form of the samples and derived figures.
 pub fn to_json(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) -> Value {
     let per_worker = |pick: fn(&Sample) -> Option<u64>| -> Map<String, Value> {
-        [Variant::Empty, Variant::Lua, Variant::Knhk]
-            .iter()
-            .filter_map(|v| {
-                per_worker_kib(samples, *v, pick).map(|k| (v.name().to_string(), json!(k)))
-            })
-            .collect()
+        [
+            Variant::Empty,
+            Variant::Lua,
+            Variant::Knhk,
+            Variant::KnhkAgent,
+        ]
+        .iter()
+        .filter_map(|v| per_worker_kib(samples, *v, pick).map(|k| (v.name().to_string(), json!(k))))
+        .collect()
     };
     let after: Map<String, Value> = after_rounds
         .iter()

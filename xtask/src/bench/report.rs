@@ -45,18 +45,20 @@ pub struct Summary {
     pub errors: u64,
 }
 
-/// Per-round ratios of knhk against one baseline in one mode.
+/// Per-round ratios of a knhk variant against one baseline in one mode.
 #[derive(Debug, Clone)]
 pub struct Ratio {
     /// Mode.
     pub mode: Mode,
+    /// The variant compared (numerator): knhk or knhk-agent.
+    pub subject: Variant,
     /// The baseline (denominator).
     pub baseline: Variant,
-    /// knhk req/s ÷ baseline req/s, same round.
+    /// subject req/s ÷ baseline req/s, same round.
     pub per_round: Vec<f64>,
     /// Median of `per_round`.
     pub median: f64,
-    /// baseline CPU µs/req ÷ knhk CPU µs/req, same round: the throughput ratio if Envoy had its core to itself.
+    /// baseline CPU µs/req ÷ subject CPU µs/req, same round: the throughput ratio if Envoy had its core to itself.
     pub cpu_per_round: Vec<f64>,
     /// Median of `cpu_per_round`.
     pub cpu_median: f64,
@@ -65,7 +67,7 @@ pub struct Ratio {
 /// A goal and its verdict.
 #[derive(Debug, Clone)]
 pub struct Goal {
-    /// What is compared, e.g. `knhk/empty`.
+    /// What is compared, e.g. `knhk/empty` or `knhk-agent/lua`.
     pub name: String,
     /// Mode.
     pub mode: Mode,
@@ -133,48 +135,53 @@ pub fn summarize(runs: &[Run], variants: &[Variant], modes: &[Mode]) -> Vec<Summ
     out
 }
 
-/// knhk against each other measured variant, round by round.
+/// Name of a ratio, e.g. `knhk-agent/empty`.
+pub fn ratio_name(subject: Variant, baseline: Variant) -> String {
+    format!("{}/{}", subject.name(), baseline.name())
+}
+
+/// Each measured knhk variant against each of its measured baselines ([`Variant::baselines`]), round by round.
 pub fn ratios(runs: &[Run], variants: &[Variant], modes: &[Mode], rounds: u32) -> Vec<Ratio> {
-    let mut out = Vec::new();
-    if !variants.contains(&Variant::Knhk) {
-        return out;
-    }
     let find = |round: u32, mode: Mode, variant: Variant| {
         runs.iter()
             .find(|r| r.round == round && r.mode == mode && r.variant == variant)
             .map(|r| &r.result)
     };
-    for &mode in modes {
-        for &baseline in variants.iter().filter(|v| **v != Variant::Knhk) {
-            let mut per_round = Vec::new();
-            let mut cpu_per_round = Vec::new();
-            for round in 1..=rounds {
-                if let (Some(k), Some(b)) = (
-                    find(round, mode, Variant::Knhk),
-                    find(round, mode, baseline),
-                ) {
-                    if b.rps > 0.0 {
-                        per_round.push(k.rps / b.rps);
-                    }
-                    if k.cpu_us_per_req > 0.0 {
-                        cpu_per_round.push(b.cpu_us_per_req / k.cpu_us_per_req);
+    let mut out = Vec::new();
+    for &subject in variants {
+        for &mode in modes {
+            for &baseline in subject.baselines().iter().filter(|b| variants.contains(b)) {
+                let mut per_round = Vec::new();
+                let mut cpu_per_round = Vec::new();
+                for round in 1..=rounds {
+                    if let (Some(k), Some(b)) =
+                        (find(round, mode, subject), find(round, mode, baseline))
+                    {
+                        if b.rps > 0.0 {
+                            per_round.push(k.rps / b.rps);
+                        }
+                        if k.cpu_us_per_req > 0.0 {
+                            cpu_per_round.push(b.cpu_us_per_req / k.cpu_us_per_req);
+                        }
                     }
                 }
+                out.push(Ratio {
+                    mode,
+                    subject,
+                    baseline,
+                    median: median(&per_round),
+                    per_round,
+                    cpu_median: median(&cpu_per_round),
+                    cpu_per_round,
+                });
             }
-            out.push(Ratio {
-                mode,
-                baseline,
-                median: median(&per_round),
-                per_round,
-                cpu_median: median(&cpu_per_round),
-                cpu_per_round,
-            });
         }
     }
     out
 }
 
-/// The issue's goals that the measured variants allow to check.
+/// The issue's goals that the measured variants allow to check, for knhk and for knhk-agent
+/// (issue 3 asks the same ratios with receipts and config polling on).
 pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
     let targets: [(Variant, Mode, f64); 5] = [
         (Variant::Empty, Mode::Direct, 0.90),
@@ -183,18 +190,20 @@ pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
         (Variant::Lua, Mode::Proxy, 1.0),
         (Variant::None, Mode::Proxy, 0.85),
     ];
-    targets
+    [Variant::Knhk, Variant::KnhkAgent]
         .iter()
-        .filter_map(|&(baseline, mode, target)| {
-            let r = ratios
-                .iter()
-                .find(|r| r.baseline == baseline && r.mode == mode)?;
-            Some(Goal {
-                name: format!("knhk/{}", baseline.name()),
-                mode,
-                target,
-                measured: r.median,
-                cpu_measured: r.cpu_median,
+        .flat_map(|&subject| {
+            targets.iter().filter_map(move |&(baseline, mode, target)| {
+                let r = ratios
+                    .iter()
+                    .find(|r| r.subject == subject && r.baseline == baseline && r.mode == mode)?;
+                Some(Goal {
+                    name: ratio_name(subject, baseline),
+                    mode,
+                    target,
+                    measured: r.median,
+                    cpu_measured: r.cpu_median,
+                })
             })
         })
         .collect()
@@ -204,7 +213,7 @@ pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
 pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     println!();
     println!(
-        "{:<7} {:<6} {:>10} {:>19} {:>8} {:>8} {:>8} {:>11} {:>8} {:>7}",
+        "{:<7} {:<10} {:>10} {:>19} {:>8} {:>8} {:>8} {:>11} {:>8} {:>7}",
         "mode",
         "variant",
         "req/s",
@@ -218,7 +227,7 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     );
     for s in summaries {
         println!(
-            "{:<7} {:<6} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
+            "{:<7} {:<10} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
             s.mode.name(),
             s.variant.name(),
             s.rps,
@@ -234,14 +243,14 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     if !ratios.is_empty() {
         println!();
         println!(
-            "per-round ratios (req/s, same round); [cpu] = baseline CPU µs/req ÷ knhk CPU µs/req"
+            "per-round ratios (req/s, same round); [cpu] = baseline CPU µs/req ÷ subject CPU µs/req"
         );
         for r in ratios {
             let rounds: Vec<String> = r.per_round.iter().map(|x| format!("{x:.3}")).collect();
             println!(
-                "  {:<6} knhk/{:<5} median {:.3}  [cpu {:.3}]  rounds: {}",
+                "  {:<6} {:<15} median {:.3}  [cpu {:.3}]  rounds: {}",
                 r.mode.name(),
-                r.baseline.name(),
+                ratio_name(r.subject, r.baseline),
                 r.median,
                 r.cpu_median,
                 rounds.join(" ")
@@ -254,7 +263,7 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
         for g in goals {
             let verdict = if g.pass() { "PASS" } else { "FAIL" };
             println!(
-                "  {verdict}  {:<6} {:<11} ≥ {:.2}: {:.3} (cpu-based {:.3})",
+                "  {verdict}  {:<6} {:<16} ≥ {:.2}: {:.3} (cpu-based {:.3})",
                 g.mode.name(),
                 g.name,
                 g.target,
@@ -265,21 +274,29 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     }
 }
 
-/// Print the sanity checks: canary share per variant in proxy mode and the knhk filter's non-zero stats.
-pub fn print_checks(splits: &[(Variant, Option<f64>)], knhk_stats: &[(String, u64)]) {
+/// Print the sanity checks: canary share per variant in proxy mode and the knhk filter's non-zero stats per knhk variant.
+pub fn print_checks(
+    splits: &[(Variant, Option<f64>)],
+    knhk_stats: &[(Variant, Vec<(String, u64)>)],
+) {
     println!();
-    println!("canary share in proxy mode (cluster upstream_rq_total, warm-ups included; expect ≈0.10 for lua and knhk):");
+    println!("canary share in proxy mode (cluster upstream_rq_total, warm-ups included; expect ≈0.10 for lua, knhk and knhk-agent):");
     for (variant, share) in splits {
         match share {
-            Some(s) => println!("  {:<6} {s:.4}", variant.name()),
-            None => println!("  {:<6} (no proxied requests)", variant.name()),
+            Some(s) => println!("  {:<10} {s:.4}", variant.name()),
+            None => println!("  {:<10} (no proxied requests)", variant.name()),
         }
     }
-    let nonzero: Vec<&(String, u64)> = knhk_stats.iter().filter(|(_, v)| *v != 0).collect();
-    if !nonzero.is_empty() {
-        println!("knhk filter stats (non-zero; all of them are in the JSON record):");
-        for (name, value) in nonzero {
-            println!("  {name}: {value}");
+    for (variant, stats) in knhk_stats {
+        let nonzero: Vec<&(String, u64)> = stats.iter().filter(|(_, v)| *v != 0).collect();
+        if !nonzero.is_empty() {
+            println!(
+                "knhk filter stats of {} (non-zero; all of them are in the JSON record):",
+                variant.name()
+            );
+            for (name, value) in nonzero {
+                println!("  {name}: {value}");
+            }
         }
     }
 }
@@ -350,7 +367,7 @@ pub fn aggregates_json(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) 
         })).collect::<Vec<_>>(),
         "ratios": ratios.iter().map(|r| json!({
             "mode": r.mode.name(),
-            "ratio": format!("knhk/{}", r.baseline.name()),
+            "ratio": ratio_name(r.subject, r.baseline),
             "per_round": r.per_round,
             "median": r.median,
             "cpu_per_round": r.cpu_per_round,
@@ -411,5 +428,55 @@ mod tests {
         let g = goals(&r);
         assert_eq!(g.len(), 1);
         assert!(g[0].pass());
+    }
+
+    /// knhk-agent is compared with the baselines and with knhk; knhk never with knhk-agent.
+    #[test]
+    fn knhk_agent_ratios_include_knhk() {
+        let mut runs = Vec::new();
+        for (variant, rps) in [
+            (Variant::None, 100.0),
+            (Variant::Empty, 90.0),
+            (Variant::Knhk, 80.0),
+            (Variant::KnhkAgent, 72.0),
+        ] {
+            runs.push(run(1, Mode::Proxy, variant, rps, 1000.0 / rps));
+        }
+        let variants = [
+            Variant::None,
+            Variant::Empty,
+            Variant::Knhk,
+            Variant::KnhkAgent,
+        ];
+        let r = ratios(&runs, &variants, &[Mode::Proxy], 1);
+        let names: Vec<String> = r
+            .iter()
+            .map(|r| ratio_name(r.subject, r.baseline))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "knhk/none",
+                "knhk/empty",
+                "knhk-agent/none",
+                "knhk-agent/empty",
+                "knhk-agent/knhk"
+            ]
+        );
+        let agent_over_knhk = &r[4];
+        assert!((agent_over_knhk.median - 0.9).abs() < 1e-9);
+        assert!((agent_over_knhk.cpu_median - 0.9).abs() < 1e-9);
+        let g = goals(&r);
+        let goal_names: Vec<&str> = g.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            goal_names,
+            [
+                "knhk/empty",
+                "knhk/none",
+                "knhk-agent/empty",
+                "knhk-agent/none"
+            ]
+        );
+        assert!(g.iter().all(|g| !g.pass()));
     }
 }

@@ -8,8 +8,12 @@ use knhk_e2e::template::{render_file, Vars};
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// Scheduling priority of Envoy, wrk and the bench's in-process upstream.
+/// How long a knhk-agent Envoy may take to apply the agent's config after it serves.
+const CONFIG_APPLIED_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Scheduling priority of Envoy, wrk, the bench's in-process upstream and the knhk agent.
 ///
 /// Measured on the shared 2-CPU machine of `docs/benchmarks.md`: with a compiler running at
 /// nice 10 on Envoy's CPU, Envoy at nice -10 still got only ~50 % of that CPU (it sleeps and
@@ -51,8 +55,8 @@ impl Priority {
     /// Human-readable form for the header line.
     pub fn describe(self) -> &'static str {
         match self {
-            Priority::Rt => "Envoy, wrk and upstream at SCHED_RR 1",
-            Priority::Nice => "Envoy, wrk and upstream at nice -10",
+            Priority::Rt => "Envoy, wrk, upstream and agent at SCHED_RR 1",
+            Priority::Nice => "Envoy, wrk, upstream and agent at nice -10",
             Priority::None => "default priority",
         }
     }
@@ -67,7 +71,13 @@ impl Priority {
     }
 }
 
-/// CPU placement: Envoy alone on one CPU, wrk (and the upstream, with two CPUs) on another.
+/// CPU placement: Envoy alone on one CPU; wrk, the upstream and the knhk agent off it (all on
+/// one other CPU with two CPUs, spread over the others with more).
+///
+/// The agent is never on Envoy's CPU: the ratios measure Envoy's throughput, and the agent's
+/// work (receipt ingest, sealing, long-poll answers) is what a sidecar costs beside Envoy, not
+/// inside it. Envoy's own side of receipts and polling (buffering, `dispatch_http_call`s) runs
+/// on Envoy's CPU and is measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Cpus {
     /// CPU of the Envoy under test.
@@ -76,6 +86,8 @@ pub struct Cpus {
     pub load: Option<usize>,
     /// CPU of the in-process upstream (and the bench's own threads).
     pub upstream: Option<usize>,
+    /// CPU of the knhk agent (variant knhk-agent).
+    pub agent: Option<usize>,
 }
 
 impl Cpus {
@@ -86,16 +98,25 @@ impl Cpus {
                 envoy: None,
                 load: None,
                 upstream: None,
+                agent: None,
             },
             (true, 2) => Cpus {
                 envoy: Some(0),
                 load: Some(1),
                 upstream: Some(1),
+                agent: Some(1),
+            },
+            (true, 3) => Cpus {
+                envoy: Some(0),
+                load: Some(1),
+                upstream: Some(2),
+                agent: Some(2),
             },
             (true, _) => Cpus {
                 envoy: Some(0),
                 load: Some(1),
                 upstream: Some(2),
+                agent: Some(3),
             },
         }
     }
@@ -146,6 +167,15 @@ pub fn place_self(cpu: Option<usize>, priority: Priority) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// How the knhk-agent variant reaches the bench's agent.
+#[derive(Debug, Clone)]
+pub struct AgentLink {
+    /// The agent's loopback port (`${AGENT_PORT}` of `envoy/bench-wasm-agent.yaml`).
+    pub port: u16,
+    /// The knhk variant's plugin configuration plus the `control` section.
+    pub plugin_config: String,
+}
+
 /// Everything a variant's Envoy needs to start.
 pub struct Rig {
     /// The Envoy binary.
@@ -158,6 +188,8 @@ pub struct Rig {
     pub knhk_wasm: Option<PathBuf>,
     /// Port of the in-process upstream (both clusters point at it).
     pub upstream_port: u16,
+    /// The running agent, when the knhk-agent variant runs.
+    pub agent: Option<AgentLink>,
     /// CPU placement.
     pub cpus: Cpus,
     /// Scheduling priority of Envoy and wrk.
@@ -165,8 +197,14 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Render the variant's bootstrap and start its Envoy; probe both routes once.
+    /// Render the variant's bootstrap and start its Envoy; probe both routes once. The
+    /// knhk-agent variant is ready only once every worker has applied the agent's signed config.
     pub fn start(&self, variant: Variant, concurrency: u32, tag: &str) -> anyhow::Result<Envoy> {
+        let agent = match (variant, &self.agent) {
+            (Variant::KnhkAgent, None) => bail!("variant knhk-agent needs the agent"),
+            (Variant::KnhkAgent, Some(link)) => Some(link),
+            _ => None,
+        };
         let (template, wasm, plugin_config) = match variant {
             Variant::None => ("bench-none.yaml", None, None),
             Variant::Lua => ("bench-lua.yaml", None, None),
@@ -180,6 +218,11 @@ impl Rig {
                 self.knhk_wasm.clone(),
                 Some(KNHK_PLUGIN_CONFIG.to_string()),
             ),
+            Variant::KnhkAgent => (
+                "bench-wasm-agent.yaml",
+                self.knhk_wasm.clone(),
+                agent.map(|a| a.plugin_config.clone()),
+            ),
         };
         let config = self.run_dir.join(format!("{tag}.yaml"));
         let vars = Vars {
@@ -189,8 +232,7 @@ impl Rig {
             canary_port: Some(self.upstream_port),
             wasm_path: wasm,
             plugin_config,
-            // Placeholders the bench bootstraps do not use (e.g. the agent's port) stay unset.
-            ..Vars::default()
+            agent_port: agent.map(|a| a.port),
         };
         render_file(&envoy_template(template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
@@ -214,7 +256,33 @@ impl Rig {
                 );
             }
         }
+        if agent.is_some() {
+            wait_config_applied(&envoy, u64::from(concurrency))
+                .with_context(|| format!("variant {}", variant.name()))?;
+        }
         Ok(envoy)
+    }
+}
+
+/// Wait until `workers` signed configs were applied (`knhk.config.applied`, summed over the
+/// workers' VMs and flushed on the filter's tick): the long-poll reached the agent and back.
+fn wait_config_applied(envoy: &Envoy, workers: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CONFIG_APPLIED_TIMEOUT;
+    loop {
+        let applied = envoy
+            .counters(r"^wasmcustom\.knhk\.config\.applied$")?
+            .first()
+            .map_or(0, |(_, v)| *v);
+        if applied >= workers {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{applied} of {workers} worker(s) applied the agent's config within {CONFIG_APPLIED_TIMEOUT:?}; log tail:\n{}",
+                envoy.log_tail(20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -249,21 +317,30 @@ pub fn route_splits(envoys: &[(Variant, Envoy)]) -> Vec<(Variant, Option<f64>)> 
 mod tests {
     use super::*;
 
-    /// Two CPUs: Envoy alone on CPU 0, load and upstream share CPU 1; no taskset: nothing pinned.
+    /// Two CPUs: Envoy alone on CPU 0, load, upstream and agent share CPU 1; more CPUs spread
+    /// them, never onto Envoy's; no taskset: nothing pinned.
     #[test]
     fn cpu_plans() {
         let two = Cpus::plan(2, true);
         assert_eq!(
-            (two.envoy, two.load, two.upstream),
-            (Some(0), Some(1), Some(1))
+            (two.envoy, two.load, two.upstream, two.agent),
+            (Some(0), Some(1), Some(1), Some(1))
+        );
+        let three = Cpus::plan(3, true);
+        assert_eq!(
+            (three.envoy, three.load, three.upstream, three.agent),
+            (Some(0), Some(1), Some(2), Some(2))
         );
         let four = Cpus::plan(4, true);
         assert_eq!(
-            (four.envoy, four.load, four.upstream),
-            (Some(0), Some(1), Some(2))
+            (four.envoy, four.load, four.upstream, four.agent),
+            (Some(0), Some(1), Some(2), Some(3))
         );
         let bare = Cpus::plan(8, false);
-        assert_eq!((bare.envoy, bare.load, bare.upstream), (None, None, None));
+        assert_eq!(
+            (bare.envoy, bare.load, bare.upstream, bare.agent),
+            (None, None, None, None)
+        );
     }
 
     /// Pinning and priority wrap the program in `taskset` then `chrt` or `nice`, which all exec it.
