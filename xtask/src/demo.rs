@@ -343,18 +343,18 @@ async fn agent_section(
         .arg(&file)
         .output()
         .context("run knhk-agent verify")?;
-    let verdict = String::from_utf8_lossy(&verify.stdout).trim().to_string();
     row(
         "knhk-agent verify proof-0.json",
-        &format!(
-            "{} ({verdict})",
-            if verify.status.success() {
-                "ok"
-            } else {
-                "FAILED"
-            }
-        ),
+        if verify.status.success() {
+            "ok"
+        } else {
+            "FAILED"
+        },
     );
+    let output = [verify.stdout, verify.stderr].concat();
+    for line in String::from_utf8_lossy(&output).lines() {
+        println!("    {line}");
+    }
     Ok(moved_back == 0 && moved_to_canary > 0 && verify.status.success())
 }
 
