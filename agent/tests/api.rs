@@ -4,27 +4,30 @@
 // An integration test crate: helpers may fail loudly like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
+mod support;
+
+use support::in_process::InProcessAgent;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use knhk_agent::config::AgentConfig;
 use knhk_agent::verify::verify_json;
-use knhk_agent::{run, Listeners, RunError};
 use knhk_core::class::{Class, Route};
 use knhk_core::decision::Admission;
 use knhk_core::receipt::{encode_batch, Receipt, MAX_BATCH_LEN};
 use reqwest::StatusCode;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const CT: &str = "application/x-knhk-receipts";
 
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-    http: reqwest::Client,
+/// The in-process agent with the receipt-API helpers these tests use.
+struct Agent(InProcessAgent);
+
+impl std::ops::Deref for Agent {
+    type Target = InProcessAgent;
+    fn deref(&self) -> &InProcessAgent {
+        &self.0
+    }
 }
 
 impl Agent {
@@ -36,34 +39,7 @@ impl Agent {
             ..AgentConfig::default()
         };
         config.kms.key_dir = dir.join("keys");
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = api.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { api }, config, async {
-            let _ = rx.await;
-        }));
-        let agent = Agent {
-            addr,
-            stop: Some(tx),
-            task,
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = agent.get("/v1/checkpoints/latest").await {
-                if r.status() == StatusCode::OK {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "agent did not come up");
-            assert!(!agent.task.is_finished(), "agent exited during startup");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        agent
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        Agent(InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await)
     }
 
     async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
@@ -90,9 +66,8 @@ impl Agent {
             .unwrap()
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 

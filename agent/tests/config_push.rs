@@ -7,7 +7,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use support::in_process::InProcessAgent;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,21 +16,21 @@ use knhk_agent::config::AgentConfig;
 use knhk_agent::kms::Provider;
 use knhk_agent::policy::api::{PolicyView, Published};
 use knhk_agent::policy::service::Rotation;
-use knhk_agent::{run, Listeners, RunError};
 use knhk_core::checkpoint::{Alg, PublicKeyVersion};
 use knhk_core::envelope::{self, EnvelopeError};
 use reqwest::StatusCode;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const JSON: &str = "application/json";
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-    http: reqwest::Client,
+/// The in-process agent with the config-push helpers these tests use.
+struct Agent(InProcessAgent);
+
+impl std::ops::Deref for Agent {
+    type Target = InProcessAgent;
+    fn deref(&self) -> &InProcessAgent {
+        &self.0
+    }
 }
 
 fn config(dir: &Path, policy_file: Option<PathBuf>) -> AgentConfig {
@@ -46,37 +47,11 @@ fn config(dir: &Path, policy_file: Option<PathBuf>) -> AgentConfig {
 
 impl Agent {
     async fn start(config: AgentConfig) -> Agent {
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = api.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { api }, config, async {
-            let _ = rx.await;
-        }));
-        let agent = Agent {
-            addr,
-            stop: Some(tx),
-            task,
-            http: reqwest::Client::builder()
-                .timeout(CALL_TIMEOUT)
-                .build()
-                .unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = agent.http.get(agent.url("/v1/policy")).send().await {
-                if r.status() == StatusCode::OK {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "agent did not come up");
-            assert!(!agent.task.is_finished(), "agent exited during startup");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        agent
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .unwrap();
+        Agent(InProcessAgent::start(config, http, "/v1/policy").await)
     }
 
     async fn policy(&self) -> PolicyView {
@@ -134,11 +109,8 @@ impl Agent {
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
