@@ -17,6 +17,13 @@ use std::time::Duration;
 
 /// How long Envoy may take to become ready (V8 compiles the module once per worker).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// The filter's one-line refusals of a plugin configuration (`invalid knhk config: field …`) in `log`.
+pub fn rejection_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("invalid knhk config: field"))
+        .collect()
+}
+
 /// Lines of log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 80;
 /// Attempts at starting Envoy when a chosen port was taken by someone else meanwhile.

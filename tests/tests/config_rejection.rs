@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use knhk_core::Policy;
-use knhk_e2e::envoy::{Envoy, Launch};
+use knhk_e2e::envoy::{rejection_lines, Envoy, Launch};
 use knhk_e2e::rig::{base_config, Rig};
 use knhk_e2e::upstream::Upstream;
 
@@ -85,10 +85,7 @@ async fn invalid_config_is_refused_with_one_clear_line() {
             "core message {expected:?} should name {field}"
         );
         let log = refused(name, &config, &stable, &canary).await;
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("invalid knhk config: field"))
-            .collect();
+        let lines = rejection_lines(&log);
         assert_eq!(
             lines.len(),
             1,

@@ -8,7 +8,7 @@
 
 use knhk_core::Policy;
 use knhk_e2e::client::{concurrent, Client, Reply};
-use knhk_e2e::envoy::{Envoy, EnvoySpec};
+use knhk_e2e::envoy::{rejection_lines, Envoy, EnvoySpec};
 use knhk_e2e::paths;
 use knhk_e2e::rig::{base_config, oracle_route};
 use knhk_e2e::upstream::Upstream;
@@ -169,10 +169,7 @@ async fn live_weight_change_and_refused_update() {
     .await
     .unwrap();
     let log = envoy.log();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("invalid knhk config: field"))
-        .collect();
+    let lines = rejection_lines(&log);
     assert_eq!(
         lines.len(),
         1,
