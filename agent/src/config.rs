@@ -12,6 +12,9 @@
 //!
 //! [policy]                            # config push; see `policy::config`
 //! key_id = "knhk-config"
+//!
+//! [gates]                             # rollout defaults; see `gates::config`
+//! environment = "canary"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use knhk_core::checkpoint::Checkpoint;
 use knhk_core::merkle::EMPTY_ROOT;
 use serde::{Deserialize, Deserializer};
 
+use crate::gates::{GatesConfig, GatesError};
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
@@ -67,6 +71,9 @@ pub enum ConfigError {
     /// The `[policy]` table is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The `[gates]` table or its environment overrides are invalid.
+    #[error(transparent)]
+    Gates(#[from] GatesError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -79,7 +86,7 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// The agent's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Checkpoint origin line.
@@ -96,6 +103,8 @@ pub struct AgentConfig {
     pub policy_file: Option<PathBuf>,
     /// Config push settings.
     pub policy: PolicyConfig,
+    /// Promotion gate defaults.
+    pub gates: GatesConfig,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +116,7 @@ impl Default for AgentConfig {
             kms: KmsConfig::default(),
             policy_file: None,
             policy: PolicyConfig::default(),
+            gates: GatesConfig::default(),
         }
     }
 }
@@ -136,7 +146,8 @@ impl AgentConfig {
             }
             None => AgentConfig::default(),
         };
-        cfg.kms.apply_env(env)?;
+        cfg.kms.apply_env(&env)?;
+        cfg.gates.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -158,6 +169,7 @@ impl AgentConfig {
         }
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
+        self.gates.validate()?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod gates;
 pub mod kms;
 pub mod policy;
 pub mod receipts;

@@ -4,7 +4,8 @@
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
-//! `kms.rotation_interval`) and the policy file watcher. On shutdown held long-polls answer
+//! `kms.rotation_interval`), the policy file watcher and the rollout evaluator (promotion
+//! gates, resuming a persisted rollout). On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
 //! seals what was acknowledged.
 
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
+use crate::gates::{Gates, GatesError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
 use crate::receipts::log::now_ns;
@@ -37,6 +39,9 @@ pub enum RunError {
     /// The config push service could not be opened.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The promotion gates could not be opened.
+    #[error(transparent)]
+    Gates(#[from] GatesError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -100,7 +105,19 @@ pub async fn run(
     log.seal(now_ns()).await?;
     let policy = PolicyService::open(&config).await?;
     let watcher = policy.spawn_file_watcher();
+    let gates = Gates::open(
+        &config.data_dir,
+        config.gates.clone(),
+        policy.clone(),
+        log.clone(),
+    )
+    .await?;
+    let observed = gates.clone();
+    log.set_observer(Arc::new(move |first, receipts| {
+        observed.observe(first, receipts);
+    }));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let evaluator = gates.spawn(stop_rx.clone());
     let sealer = spawn_every(
         config.seal_interval,
         stop_rx.clone(),
@@ -121,7 +138,8 @@ pub async fn run(
     let closing = policy.clone();
     let served = axum::serve(
         listeners.api,
-        crate::api::router(log.clone(), policy.clone()),
+        crate::api::router(log.clone(), policy.clone())
+            .merge(crate::gates::api::routes(gates.clone())),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
@@ -135,6 +153,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = sealer.await;
     let _ = rotator.await;
+    let _ = evaluator.await;
     log.seal(now_ns()).await?;
     served.map_err(|source| RunError::Io {
         what: "serving the API",

@@ -66,7 +66,7 @@ pub enum Route {
 }
 
 impl Route {
-    /// The value written into the route header.
+    /// The route's name (receipts, debug header, stats; the default route header value).
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Stable => "stable",

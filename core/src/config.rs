@@ -176,6 +176,10 @@ pub struct RoutingConfig {
     /// Header the filter writes with `stable` or `canary` for Envoy's routes to match.
     #[serde(default = "defaults::route_header")]
     pub route_header: String,
+    /// Values written in the route header (default `stable` / `canary`); a rollout sets them to
+    /// version names so that promoting the candidate to stable is a config change.
+    #[serde(default)]
+    pub route_values: RouteValues,
     /// Optional override header (`always` / `never`).
     #[serde(default)]
     pub force_header: ForceHeader,
@@ -192,8 +196,30 @@ impl Default for RoutingConfig {
             key_sources: Vec::new(),
             fallback_to_request_id: true,
             route_header: defaults::route_header(),
+            route_values: RouteValues::default(),
             force_header: ForceHeader::default(),
             exclude: Exclusions::default(),
+        }
+    }
+}
+
+/// What the filter writes in the route header for each route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteValues {
+    /// Value for stable traffic.
+    #[serde(default = "defaults::stable_value")]
+    pub stable: String,
+    /// Value for canary traffic (may equal `stable` once a candidate is promoted).
+    #[serde(default = "defaults::canary_value")]
+    pub canary: String,
+}
+
+impl Default for RouteValues {
+    fn default() -> Self {
+        RouteValues {
+            stable: defaults::stable_value(),
+            canary: defaults::canary_value(),
         }
     }
 }
@@ -405,6 +431,14 @@ pub mod defaults {
     /// `true`.
     pub fn yes() -> bool {
         true
+    }
+    /// `stable`.
+    pub fn stable_value() -> String {
+        "stable".to_owned()
+    }
+    /// `canary`.
+    pub fn canary_value() -> String {
+        "canary".to_owned()
     }
     /// `x-knhk-route`.
     pub fn route_header() -> String {

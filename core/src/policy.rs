@@ -70,6 +70,8 @@ pub struct Policy {
     pub fallback_to_request_id: bool,
     /// Route header (lowercase).
     pub route_header: String,
+    /// Route header values: `[stable, canary]`.
+    pub route_values: [String; 2],
     /// Force header (lowercase), when enabled.
     pub force_header: Option<String>,
     /// Excluded path prefixes.
@@ -143,6 +145,14 @@ pub struct Receipts {
 }
 
 impl Policy {
+    /// The value the filter writes in the route header for `route`.
+    pub fn route_value(&self, route: crate::class::Route) -> &str {
+        match route {
+            crate::class::Route::Stable => &self.route_values[0],
+            crate::class::Route::Canary => &self.route_values[1],
+        }
+    }
+
     /// Parse and validate a JSON document (the plugin configuration).
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
@@ -225,6 +235,10 @@ impl Policy {
             ));
         }
         let route_header = header_name("routing.route_header", &r.route_header)?;
+        let route_values = [
+            token("routing.route_values.stable", &r.route_values.stable)?,
+            token("routing.route_values.canary", &r.route_values.canary)?,
+        ];
         let force_header = if r.force_header.enabled {
             Some(header_name(
                 "routing.force_header.name",
@@ -367,6 +381,7 @@ impl Policy {
             key_sources,
             fallback_to_request_id: r.fallback_to_request_id,
             route_header,
+            route_values,
             force_header,
             exclude_path_prefixes: r.exclude.path_prefixes.clone(),
             exclude_hosts: r

@@ -24,8 +24,10 @@
 //! that key's receipts, and nobody else can read keys out of the log.
 
 mod entry;
+pub mod event;
 
 pub use entry::{KeyRotation, LogEntry, ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT};
+pub use event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};

@@ -136,7 +136,9 @@ impl HttpContext for KnhkHttp {
         self.state.borrow_mut().metrics.pending.record(&decision);
         self.decision = Some(decision);
         match decision.route {
-            Some(route) => self.set_request_header(&policy.route_header, Some(route.as_str())),
+            Some(route) => {
+                self.set_request_header(&policy.route_header, Some(policy.route_value(route)))
+            }
             // Excluded: never let a client pick the cluster with a route header of its own.
             None if headers.header(&policy.route_header).is_some() => {
                 self.set_request_header(&policy.route_header, None)

@@ -236,6 +236,13 @@ pub enum EntryBody {
         /// New public key, base64.
         public_key: String,
     },
+    /// A rollout promotion, pause, resume, abort, rollback or flag change.
+    RolloutEvent {
+        /// Event time, ns since the epoch.
+        time_ns: u64,
+        /// The event (see `gates::event`).
+        event: serde_json::Value,
+    },
 }
 
 fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
@@ -269,6 +276,10 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
             previous_version: k.previous_version,
             new_version: k.new_version,
             public_key: STANDARD.encode(&k.public_key),
+        },
+        LogEntry::RolloutEvent(e) => EntryBody::RolloutEvent {
+            time_ns: e.time_ns,
+            event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
         },
     };
     Ok(EntryView {

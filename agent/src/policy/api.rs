@@ -44,6 +44,7 @@ impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
         match e {
             PolicyError::Malformed(_) => err(StatusCode::BAD_REQUEST, e.to_string()),
+            PolicyError::NoPolicy => err(StatusCode::CONFLICT, e.to_string()),
             PolicyError::TooLarge(_) => err(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             PolicyError::Invalid(_) => err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             PolicyError::Kms(_) => {

@@ -17,6 +17,8 @@ pub enum Source {
     Api,
     /// A config-key rotation (same policy, new key).
     Rotation,
+    /// A rollout transition (promotion gates).
+    Rollout,
 }
 
 impl Source {
@@ -26,6 +28,7 @@ impl Source {
             Source::File => "file",
             Source::Api => "api",
             Source::Rotation => "rotation",
+            Source::Rollout => "rollout",
         }
     }
 
@@ -35,6 +38,7 @@ impl Source {
             "file" => Some(Source::File),
             "api" => Some(Source::Api),
             "rotation" => Some(Source::Rotation),
+            "rollout" => Some(Source::Rollout),
             _ => None,
         }
     }

@@ -88,7 +88,10 @@ pub enum PolicyError {
     /// A blocking task or lock failed (a panic elsewhere).
     #[error("internal failure: {0}")]
     Internal(&'static str),
-    /// The epoch counter is exhausted.
+    /// A rollout needs a policy in force to shape, and there is none.
+    #[error("no policy is in force yet: PUT /v1/policy (or set policy_file) first")]
+    NoPolicy,
+    /// The epoch counter reached its limit.
     #[error("config epoch counter is exhausted")]
     EpochExhausted,
     /// A call to a running agent (`keys rotate-config`) failed.

@@ -57,6 +57,12 @@ pub fn validate_policy(bytes: &[u8]) -> Result<serde_json::Value, PolicyError> {
     Ok(value)
 }
 
+/// Validate an already-parsed policy value with the filter's rules.
+fn check_value(policy: &serde_json::Value) -> Result<(), PolicyError> {
+    let bytes = serde_json::to_vec(policy).map_err(|e| PolicyError::Malformed(e.to_string()))?;
+    validate_policy(&bytes).map(|_| ())
+}
+
 fn newest(keys: &[PublicKeyVersion], key_id: &str) -> Result<PublicKeyVersion, PolicyError> {
     keys.iter()
         .filter(|k| !k.retired)
@@ -79,6 +85,11 @@ async fn closed(mut closing: watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await;
 }
 
+/// Fields a running rollout owns in every published policy (weights, route values, staging
+/// audience, rollout flags). Applied to whatever policy is published while it is set, so an
+/// operator's `PUT /v1/policy` during a rollout cannot silently undo a rollback.
+pub type Overlay = Arc<dyn Fn(&mut serde_json::Value) + Send + Sync>;
+
 /// The config push state of one agent.
 pub struct PolicyService {
     signer: Arc<dyn Signer>,
@@ -89,6 +100,7 @@ pub struct PolicyService {
     file: Option<PathBuf>,
     file_state: Mutex<FileState>,
     config: PolicyConfig,
+    overlay: Mutex<Option<Overlay>>,
 }
 
 impl std::fmt::Debug for PolicyService {
@@ -158,6 +170,7 @@ impl PolicyService {
                 ..FileState::default()
             }),
             config,
+            overlay: Mutex::new(None),
         });
         svc.check_file().await;
         Ok(svc)
@@ -234,13 +247,51 @@ impl PolicyService {
         self.set_value(policy, source, None).await
     }
 
+    /// Set (or clear) the rollout overlay and publish the policy in force with it applied.
+    /// Refused, changing nothing, when no policy is in force yet or the result does not
+    /// validate (the error names the field).
+    pub async fn set_overlay(
+        &self,
+        overlay: Option<Overlay>,
+    ) -> Result<(Arc<Epoch>, bool), PolicyError> {
+        let _serial = self.publish.lock().await;
+        let current = self.snapshot().latest.ok_or(PolicyError::NoPolicy)?;
+        let mut policy = current.policy.clone();
+        if let Some(apply) = &overlay {
+            apply(&mut policy);
+        }
+        check_value(&policy)?;
+        if let Ok(mut slot) = self.overlay.lock() {
+            *slot = overlay;
+        }
+        if current.policy == policy {
+            return Ok((current, false));
+        }
+        let epoch = self.publish_locked(policy, Source::Rollout, None).await?;
+        Ok((epoch, true))
+    }
+
+    /// What the policy in force would become under `overlay`, validated; nothing is published.
+    pub fn preview_overlay(&self, overlay: &Overlay) -> Result<serde_json::Value, PolicyError> {
+        let current = self.snapshot().latest.ok_or(PolicyError::NoPolicy)?;
+        let mut policy = current.policy.clone();
+        overlay(&mut policy);
+        check_value(&policy)?;
+        Ok(policy)
+    }
+
     async fn set_value(
         &self,
-        policy: serde_json::Value,
+        mut policy: serde_json::Value,
         source: Source,
         file_hash: Option<String>,
     ) -> Result<(Arc<Epoch>, bool), PolicyError> {
         let _serial = self.publish.lock().await;
+        let overlay = self.overlay.lock().ok().and_then(|o| o.clone());
+        if let Some(apply) = overlay {
+            apply(&mut policy);
+            check_value(&policy)?;
+        }
         if let Some(current) = self.snapshot().latest {
             if current.policy == policy {
                 return Ok((current, false));

@@ -8,12 +8,12 @@
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::leaf_hash;
-use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry};
+use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
 
 use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
@@ -26,11 +26,16 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Called with the leaf index of the first receipt and the receipts of every batch appended
+/// (after it is durable): how the promotion gates see traffic.
+pub type ReceiptObserver = Arc<dyn Fn(u64, &[Receipt]) + Send + Sync>;
+
 /// The receipt log with its signer.
 pub struct ReceiptLog {
     store: Mutex<ReceiptStore>,
     signer: Arc<dyn Signer>,
     seal_lock: tokio::sync::Mutex<()>,
+    observer: OnceLock<ReceiptObserver>,
 }
 
 impl std::fmt::Debug for ReceiptLog {
@@ -67,6 +72,7 @@ impl ReceiptLog {
             store: Mutex::new(store),
             signer,
             seal_lock: tokio::sync::Mutex::new(()),
+            observer: OnceLock::new(),
         })
     }
 
@@ -77,11 +83,18 @@ impl ReceiptLog {
     /// Decode a `KNRB` batch and append it atomically. When this returns `Ok`, the batch is
     /// durable; on any error nothing was appended.
     pub fn append_batch(&self, body: &[u8]) -> Result<Range<u64>, ReceiptsError> {
-        let entries: Vec<LogEntry> = decode_batch(body)?
-            .into_iter()
-            .map(LogEntry::Receipt)
-            .collect();
-        self.store()?.append(&entries)
+        let receipts = decode_batch(body)?;
+        let entries: Vec<LogEntry> = receipts.iter().copied().map(LogEntry::Receipt).collect();
+        let range = self.store()?.append(&entries)?;
+        if let Some(observe) = self.observer.get() {
+            observe(range.start, &receipts);
+        }
+        Ok(range)
+    }
+
+    /// Set the observer of appended batches (once; later calls are ignored and return false).
+    pub fn set_observer(&self, observer: ReceiptObserver) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Append log entries atomically.
@@ -359,7 +372,7 @@ mod tests {
             .iter()
             .filter_map(|e| match LogEntry::decode(e).unwrap() {
                 LogEntry::KeyRotation(k) => Some((k.previous_version, k.new_version)),
-                LogEntry::Receipt(_) => None,
+                LogEntry::Receipt(_) | LogEntry::RolloutEvent(_) => None,
             })
             .collect()
     }

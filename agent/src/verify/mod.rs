@@ -255,21 +255,26 @@ pub fn verify_bundle(
         &cp.root_hash,
     )
     .map_err(|source| VerifyError::InclusionFailed { index, source })?;
-    let kind = match entry {
+    let kind = match &entry {
         LogEntry::Receipt(_) => "receipt",
         LogEntry::KeyRotation(_) => "key rotation entry",
+        LogEntry::RolloutEvent(_) => "rollout event",
     };
+    let mut lines = vec![
+        format!(
+            "{kind} at leaf {index} is included in {} at tree size {}",
+            cp.origin, cp.tree_size
+        ),
+        format!(
+            "checkpoint signed by {} key {} version {} ({})",
+            key.provider, key.key_id, key.version, key.alg
+        ),
+    ];
+    if let LogEntry::RolloutEvent(event) = &entry {
+        lines.push(format!("rollout event: {}", event.body));
+    }
     Ok(Report {
-        lines: vec![
-            format!(
-                "{kind} at leaf {index} is included in {} at tree size {}",
-                cp.origin, cp.tree_size
-            ),
-            format!(
-                "checkpoint signed by {} key {} version {} ({})",
-                key.provider, key.key_id, key.version, key.alg
-            ),
-        ],
+        lines,
         self_certified: trusted.is_none(),
     })
 }
@@ -284,12 +289,14 @@ pub fn verify_export(
     }
     // Decode every leaf and compute the root at every checkpoint size.
     let mut rotations = Vec::new();
+    let mut events = Vec::new();
     let mut hashes: Vec<Hash> = Vec::with_capacity(export.entries.len());
     for (i, bytes) in export.entries.iter().enumerate() {
         let index = u64::try_from(i).unwrap_or(u64::MAX);
         match LogEntry::decode(bytes) {
             Ok(LogEntry::KeyRotation(k)) => rotations.push((index, k)),
             Ok(LogEntry::Receipt(_)) => {}
+            Ok(LogEntry::RolloutEvent(e)) => events.push((index, e)),
             Err(source) => return Err(VerifyError::MalformedEntry { index, source }),
         }
         hashes.push(merkle::leaf_hash(bytes));
@@ -424,6 +431,9 @@ pub fn verify_export(
             signers.len()
         ),
     ];
+    for (index, event) in &events {
+        lines.push(format!("rollout event at leaf {index}: {}", event.body));
+    }
     if sealed < available {
         lines.push(format!(
             "{} entries after size {sealed} are not covered by a checkpoint yet",

@@ -1,6 +1,7 @@
 //! Every rejection path of config validation, each asserting the field and the message.
 
 use super::*;
+use crate::class::Route;
 
 /// Parse `json` expecting a rejection; return its rendered message.
 fn rejected(json: &str) -> String {
@@ -35,6 +36,8 @@ fn defaults_are_valid_and_sensible() {
     assert_eq!(p.budget(Class::R1).recover_below_ns, 80_000_000);
     assert_eq!((p.max_shed_bp, p.shed_step_bp), (5_000, 1_000));
     assert_eq!(p.route_header, "x-knhk-route");
+    assert_eq!(p.route_value(Route::Stable), "stable");
+    assert_eq!(p.route_value(Route::Canary), "canary");
     assert_eq!(p.force_header, None);
     assert_eq!(p.shed_status, 503);
 }
@@ -181,6 +184,21 @@ fn routing_rejections() {
         r#"{"routing":{"key_sources":[],"fallback_to_request_id":false}}"#,
         "routing.key_sources",
         "no request could be keyed",
+    );
+    assert_rejects(
+        r#"{"routing":{"route_values":{"canary":"v 2"}}}"#,
+        "routing.route_values.canary",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"route_values":{"stable":""}}}"#,
+        "routing.route_values.stable",
+        "token characters",
+    );
+    assert_rejects(
+        r#"{"routing":{"route_values":{"stable":"v1","colour":"x"}}}"#,
+        "routing.route_values.colour",
+        "unknown field",
     );
     assert_rejects(
         r#"{"routing":{"route_header":"x:route"}}"#,

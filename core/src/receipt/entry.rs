@@ -1,5 +1,7 @@
 //! Log entries: what one Merkle leaf holds. A leaf is `kind` (one byte) followed by the entry.
 //!
+//! Kind 2 is a [`RolloutEvent`](super::RolloutEvent) (see [`super::event`]).
+//!
 //! Kind 0 is a decision [`Receipt`] in its fixed layout. Kind 1 is a [`KeyRotation`]: the
 //! signing key moved to a new version, whose public key is recorded so an auditor who trusts
 //! the old version can learn the new one from the log itself (the checkpoint that covers the
@@ -9,6 +11,7 @@
 //! (u8 length + UTF-8), algorithm u8 (see [`Alg::code`]), previous version u32, new version
 //! u32, public key (u16 length + bytes).
 
+use super::event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 use super::{Reader, Receipt, ReceiptError, RECORD_LEN};
 use crate::checkpoint::Alg;
 
@@ -46,6 +49,8 @@ pub enum LogEntry {
     Receipt(Receipt),
     /// A signing key rotation.
     KeyRotation(KeyRotation),
+    /// A rollout promotion, pause, resume, abort, rollback or flag change.
+    RolloutEvent(RolloutEvent),
 }
 
 fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), ReceiptError> {
@@ -170,6 +175,12 @@ impl LogEntry {
                 k.encode_into(&mut out)?;
                 Ok(out)
             }
+            LogEntry::RolloutEvent(e) => {
+                let mut out = Vec::with_capacity(13 + e.body.len());
+                out.push(ENTRY_KIND_ROLLOUT_EVENT);
+                e.encode_into(&mut out)?;
+                Ok(out)
+            }
         }
     }
 
@@ -184,6 +195,9 @@ impl LogEntry {
             Some((&ENTRY_KIND_RECEIPT, rest)) => Receipt::decode(rest).map(LogEntry::Receipt),
             Some((&ENTRY_KIND_KEY_ROTATION, rest)) => {
                 KeyRotation::decode(rest).map(LogEntry::KeyRotation)
+            }
+            Some((&ENTRY_KIND_ROLLOUT_EVENT, rest)) => {
+                RolloutEvent::decode(rest).map(LogEntry::RolloutEvent)
             }
             Some((&kind, _)) => Err(ReceiptError::UnknownEntryKind(kind)),
         }
