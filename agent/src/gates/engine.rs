@@ -37,6 +37,7 @@ struct Current {
     failures: u32,
     passing_since_ns: Option<u64>,
     last: Option<(Figures, Verdict)>,
+    evaluations: u64,
     unpublished: bool,
 }
 
@@ -81,6 +82,8 @@ pub struct Status {
     pub verdict: Option<Verdict>,
     /// Failed evaluations in a row.
     pub consecutive_failures: u32,
+    /// Evaluations of this gate so far.
+    pub evaluations: u64,
     /// How long the analysis has been passing, milliseconds.
     pub passing_for_ms: u64,
     /// Config epoch this gate's analysis counts from.
@@ -163,6 +166,7 @@ impl Gates {
                 failures: 0,
                 passing_since_ns: None,
                 last: None,
+                evaluations: 0,
                 unpublished,
             });
         }
@@ -202,10 +206,11 @@ impl Gates {
                     c.last.clone(),
                     c.failures,
                     c.passing_since_ns,
+                    c.evaluations,
                 )
             })
         };
-        let Some((spec, state, last, failures, passing)) = snapshot else {
+        let Some((spec, state, last, failures, passing, evaluations)) = snapshot else {
             return Ok(None);
         };
         let history = self.store()?.history(&spec.id)?;
@@ -225,6 +230,7 @@ impl Gates {
             figures: last.as_ref().map(|(f, _)| *f),
             verdict: last.map(|(_, v)| v),
             consecutive_failures: failures,
+            evaluations,
             passing_for_ms: passing.map_or(0, |p| now.saturating_sub(p) / 1_000_000),
             since_epoch: state.since_epoch,
             history,
@@ -265,6 +271,7 @@ impl Gates {
             failures: 0,
             passing_since_ns: None,
             last: None,
+            evaluations: 0,
             unpublished: true,
         });
         self.commit("start", None, state, "started by operator".to_owned(), None)
@@ -440,11 +447,17 @@ impl Gates {
     ) -> Result<(), GatesError> {
         let item = self.history_item(spec, &state, action, from, &cause);
         self.store()?.update(&spec.id, &state, Some(&item))?;
-        if let Some(cur) = self.lock()?.as_mut() {
-            cur.state = state.clone();
-            cur.unpublished = true;
+        let result = self
+            .commit(action, Some(from), state.clone(), cause, figures)
+            .await;
+        if result.is_err() {
+            // Persisted but not published: the evaluator publishes it on its next tick.
+            if let Some(cur) = self.lock()?.as_mut() {
+                cur.state = state;
+                cur.unpublished = true;
+            }
         }
-        self.commit(action, Some(from), state, cause, figures).await
+        result
     }
 
     /// Publish the config of the persisted `state`, reset the analysis when the epoch moved,
@@ -480,6 +493,7 @@ impl Gates {
                 cur.passing_since_ns = None;
                 cur.failures = 0;
                 cur.last = None;
+                cur.evaluations = 0;
             }
             cur.state = state.clone();
             cur.unpublished = false;
@@ -587,6 +601,7 @@ impl Gates {
                     }
                 };
                 cur.last = Some((figures, v));
+                cur.evaluations += 1;
                 next
             }
         };
