@@ -154,6 +154,27 @@ impl AgentProcess {
         body["epoch"].as_u64().context("no epoch in the answer")
     }
 
+    /// Call `method path` with an optional JSON body; the status and the JSON answer (a JSON
+    /// string holding the text when the answer is not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self.http.request(method.parse()?, self.url(path));
+        if let Some(b) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok((status, value))
+    }
+
     /// `GET /v1/config/keys`: what the filter must trust.
     pub async fn config_keys(&self) -> anyhow::Result<Vec<PublicKeyVersion>> {
         let body = self

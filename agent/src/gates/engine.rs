@@ -483,21 +483,6 @@ impl Gates {
             state.since_epoch = epoch.epoch;
             self.store()?.update(&spec.id, &state, None)?;
         }
-        let window_ns = spec
-            .analysis(&self.defaults)
-            .window_ms
-            .saturating_mul(1_000_000);
-        if let Some(cur) = self.lock()?.as_mut() {
-            if cur.state.since_epoch != state.since_epoch || action == "start" {
-                cur.window = Window::new(state.since_epoch, window_ns);
-                cur.passing_since_ns = None;
-                cur.failures = 0;
-                cur.last = None;
-                cur.evaluations = 0;
-            }
-            cur.state = state.clone();
-            cur.unpublished = false;
-        }
         tracing::info!(
             rollout = %spec.id,
             action,
@@ -526,9 +511,26 @@ impl Gates {
         let range = self
             .log
             .append_entries(&[LogEntry::RolloutEvent(RolloutEvent { time_ns, body })])?;
-        self.store()?.set_leaf(&spec.id, range.start)?;
+        self.store()?
+            .set_published(&spec.id, epoch.epoch, range.start)?;
         if let Err(e) = self.log.seal(time_ns).await {
             tracing::error!(error = %e, "sealing the rollout event failed; the next seal covers it");
+        }
+        // Only now does the status show the new state: published, logged and sealed.
+        let window_ns = spec
+            .analysis(&self.defaults)
+            .window_ms
+            .saturating_mul(1_000_000);
+        if let Some(cur) = self.lock()?.as_mut() {
+            if cur.state.since_epoch != state.since_epoch || action == "start" {
+                cur.window = Window::new(state.since_epoch, window_ns);
+                cur.passing_since_ns = None;
+                cur.failures = 0;
+                cur.last = None;
+                cur.evaluations = 0;
+            }
+            cur.state = state.clone();
+            cur.unpublished = false;
         }
         Ok(())
     }

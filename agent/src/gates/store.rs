@@ -147,8 +147,14 @@ impl GatesStore {
         tx.commit().map_err(sql("commit"))
     }
 
-    /// Set the leaf index of the newest history item of `id` (once its event is logged).
-    pub fn set_leaf(&mut self, id: &str, leaf_index: u64) -> Result<(), GatesError> {
+    /// Record the config epoch published for the newest history item of `id` and the leaf
+    /// index of its logged event.
+    pub fn set_published(
+        &mut self,
+        id: &str,
+        epoch: u64,
+        leaf_index: u64,
+    ) -> Result<(), GatesError> {
         let row: Option<(i64, String)> = self
             .db
             .query_row(
@@ -162,6 +168,7 @@ impl GatesStore {
             return Ok(());
         };
         let mut item: HistoryItem = parse(&text, "history item")?;
+        item.epoch = epoch;
         item.leaf_index = Some(leaf_index);
         self.db
             .execute(
