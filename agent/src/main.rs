@@ -1,4 +1,5 @@
-//! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`).
+//! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`,
+//! `rollout`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,14 @@ enum Command {
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
     },
+    /// Start, inspect and steer a rollout on a running agent (promotion gates).
+    Rollout {
+        /// Address of the running agent's API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        agent: String,
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
         /// Agent config file (TOML); defaults apply when absent.
@@ -65,6 +74,92 @@ enum KeysAction {
         #[arg(long, default_value = "127.0.0.1:9901")]
         agent: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutAction {
+    /// Start a rollout from a JSON document (see docs/rollouts.md).
+    Start {
+        /// The rollout document.
+        file: PathBuf,
+    },
+    /// Show the gate, weights, analysis figures and history.
+    Status {
+        /// Print the raw JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote to the next gate, or to `--to canary|staging|production`.
+    Promote {
+        /// Target gate.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Stop automatic promotion (automatic rollback stays armed).
+    Pause,
+    /// Resume automatic promotion.
+    Resume,
+    /// Send all traffic back to stable and end the rollout.
+    Abort {
+        /// Why (recorded in the signed event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Turn one of the rollout's feature flags off for everyone.
+    DisableFlag {
+        /// Flag name.
+        name: String,
+    },
+}
+
+async fn rollout(agent: &str, action: RolloutAction) -> anyhow::Result<ExitCode> {
+    let (method, path, body): (&str, String, Option<Vec<u8>>) = match &action {
+        RolloutAction::Start { file } => (
+            "POST",
+            "/v1/rollouts".to_owned(),
+            Some(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?),
+        ),
+        RolloutAction::Status { .. } => ("GET", "/v1/rollouts/current".to_owned(), None),
+        RolloutAction::Promote { to } => (
+            "POST",
+            "/v1/rollouts/current/promote".to_owned(),
+            to.as_ref()
+                .map(|t| serde_json::to_vec(&serde_json::json!({ "to": t })))
+                .transpose()?,
+        ),
+        RolloutAction::Pause => ("POST", "/v1/rollouts/current/pause".to_owned(), None),
+        RolloutAction::Resume => ("POST", "/v1/rollouts/current/resume".to_owned(), None),
+        RolloutAction::Abort { reason } => (
+            "POST",
+            "/v1/rollouts/current/abort".to_owned(),
+            reason
+                .as_ref()
+                .map(|r| serde_json::to_vec(&serde_json::json!({ "reason": r })))
+                .transpose()?,
+        ),
+        RolloutAction::DisableFlag { name } => (
+            "POST",
+            format!(
+                "/v1/rollouts/current/flags/{}/disable",
+                url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            ),
+            None,
+        ),
+    };
+    let answer = client::call_with(agent, method, &path, body.as_deref()).await?;
+    let text = String::from_utf8_lossy(&answer.body);
+    if !(200..300).contains(&answer.status) {
+        eprintln!("agent at {agent} answered {}: {text}", answer.status);
+        return Ok(ExitCode::FAILURE);
+    }
+    let status: serde_json::Value = serde_json::from_slice(&answer.body)
+        .with_context(|| format!("agent answered something that is not JSON: {text}"))?;
+    if matches!(action, RolloutAction::Status { json: true }) {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", knhk_agent::gates::report::render(&status));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -148,6 +243,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Verify { file, trusted_keys } => {
             return verify(&file, trusted_keys.as_ref());
+        }
+        Command::Rollout { agent, action } => {
+            return rollout(&agent, action).await;
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;

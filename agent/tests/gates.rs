@@ -553,3 +553,62 @@ async fn rollout_survives_policy_changes_and_restart() {
     assert_eq!(after["policy"], before["policy"]);
     agent.stop().await;
 }
+
+fn cli(agent: &InProcessAgent, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+        .args(["rollout", "--agent", &agent.addr.to_string()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `knhk-agent rollout start|status|promote|abort` drive a running agent; refusals exit 1 with
+/// the agent's reason; `status` shows the gate, weights, figures and history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_command_drives_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(dir.path()).await;
+    put_base_policy(&agent).await;
+    let file = dir.path().join("rollout.json");
+    std::fs::write(
+        &file,
+        rollout("cli", json!({"auto_promote": false})).to_string(),
+    )
+    .unwrap();
+    let out = cli(&agent, &["start", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rollout cli: v1 -> v2  [running in canary]"),
+        "{text}"
+    );
+    feed(&agent, 30, 200, 2_000).await;
+    until(&agent, "an evaluation with figures", None, |s| {
+        !s["figures"].is_null()
+    })
+    .await;
+    let out = cli(&agent, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("canary weight 5%"), "{text}");
+    assert!(text.contains("candidate samples"), "{text}");
+    assert!(text.contains("start"), "{text}");
+    let out = cli(&agent, &["promote", "--to", "staging"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no staging audience"));
+    let out = cli(&agent, &["promote"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("canary weight 25%"));
+    let out = cli(&agent, &["abort", "--reason", "operator drill"]);
+    assert!(out.status.success());
+    let out = cli(&agent, &["status", "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["phase"], "aborted");
+    assert_eq!(status["reason"], "operator drill");
+    let out = cli(&agent, &["disable-flag", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    agent.stop().await;
+}

@@ -372,7 +372,11 @@ async fn healthy_rollout_walks_to_production() {
     let wrong: Vec<_> = staging
         .iter()
         .filter(|r| {
-            let want = if r.key.is_multiple_of(5) { "canary" } else { "stable" };
+            let want = if r.key.is_multiple_of(5) {
+                "canary"
+            } else {
+                "stable"
+            };
             r.upstream.as_deref() != Some(want)
         })
         .take(5)

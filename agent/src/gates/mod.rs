@@ -9,12 +9,13 @@
 //!   and health score.
 //! - [`store`]: `gates.db`, so a restart resumes the same gate and weights.
 //! - [`engine`]: [`Gates`], which evaluates and carries out transitions.
-//! - [`api`]: the admin endpoints.
+//! - [`api`]: the admin endpoints; [`report`]: the status as text for the CLI.
 
 pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod report;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client for the agent's own admin API (`knhk-agent keys rotate-config`):
+//! A minimal HTTP/1.1 client for the agent's own admin API (`knhk-agent keys rotate-config`,
+//! `knhk-agent rollout …`):
 //! one request per connection, `Connection: close`, plain loopback HTTP.
 
 use std::time::Duration;
@@ -71,15 +72,29 @@ pub fn parse_response(raw: &[u8]) -> Option<Answer> {
 
 /// Send `method path` with an empty body to the agent at `addr` (`host:port`).
 pub async fn call(addr: &str, method: &str, path: &str) -> Result<Answer, PolicyError> {
+    call_with(addr, method, path, None).await
+}
+
+/// Send `method path` with an optional JSON `body` to the agent at `addr` (`host:port`).
+pub async fn call_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Answer, PolicyError> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| client_err(addr, format!("connect: {e}")))?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let body = body.unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
         stream
-            .write_all(request.as_bytes())
+            .write_all(&request)
             .await
             .map_err(|e| client_err(addr, format!("send: {e}")))?;
         let mut raw = Vec::new();
