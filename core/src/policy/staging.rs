@@ -51,30 +51,22 @@ pub(super) fn validate_audience(a: &AudienceConfig) -> Result<Audience, ConfigEr
     check_len(&format!("{FIELD}.headers"), a.headers.len())?;
     check_len(&format!("{FIELD}.cookies"), a.cookies.len())?;
     check_len(&format!("{FIELD}.bucket_ranges"), a.bucket_ranges.len())?;
-    let headers = a
-        .headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let field = format!("{FIELD}.headers[{i}]");
-            Ok(AudienceMatch {
-                name: header_name(&format!("{field}.name"), &h.name)?,
-                value: match_value(&field, h.value.as_deref(), |_| true)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ConfigError>>()?;
-    let cookies = a
-        .cookies
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let field = format!("{FIELD}.cookies[{i}]");
-            Ok(AudienceMatch {
-                name: token(&format!("{field}.name"), &c.name)?,
-                value: match_value(&field, c.value.as_deref(), is_cookie_octet)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let headers = conditions(
+        &format!("{FIELD}.headers"),
+        a.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_deref())),
+        header_name,
+        |_| true,
+    )?;
+    let cookies = conditions(
+        &format!("{FIELD}.cookies"),
+        a.cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_deref())),
+        token,
+        is_cookie_octet,
+    )?;
     for (i, r) in a.bucket_ranges.iter().enumerate() {
         let field = format!("{FIELD}.bucket_ranges[{i}]");
         if r.from >= BUCKETS {
@@ -104,6 +96,26 @@ pub(super) fn validate_audience(a: &AudienceConfig) -> Result<Audience, ConfigEr
         cookies,
         bucket_ranges: a.bucket_ranges.clone(),
     })
+}
+
+/// Validate the `(name, value)` conditions of list `field`: each name with `name`, each value
+/// with [`match_value`] over the bytes `allowed`.
+fn conditions<'a>(
+    field: &str,
+    entries: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    name: fn(&str, &str) -> Result<String, ConfigError>,
+    allowed: fn(u8) -> bool,
+) -> Result<Vec<AudienceMatch>, ConfigError> {
+    entries
+        .enumerate()
+        .map(|(i, (n, v))| {
+            let entry = format!("{field}[{i}]");
+            Ok(AudienceMatch {
+                name: name(&format!("{entry}.name"), n)?,
+                value: match_value(&entry, v, allowed)?,
+            })
+        })
+        .collect()
 }
 
 /// Validate an optional exact value of `field` (at most 1 KiB, every byte `allowed`).

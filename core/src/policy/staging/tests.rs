@@ -2,24 +2,8 @@
 
 use crate::config::{BucketRange, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES};
 use crate::flags::{flag_constant, Flag};
+use crate::policy::tests::assert_rejects;
 use crate::policy::{AudienceMatch, Policy};
-
-fn assert_rejects(json: &str, field: &str, reason_part: &str) {
-    let msg = match Policy::from_json(json.as_bytes()) {
-        Ok(_) => panic!("accepted: {}", &json[..json.len().min(200)]),
-        Err(e) => e.to_string(),
-    };
-    let prefix = format!("invalid knhk config: field `{field}`: ");
-    assert!(
-        msg.starts_with(&prefix),
-        "{}\n  got: {msg}\n  want prefix: {prefix}",
-        &json[..json.len().min(200)]
-    );
-    assert!(
-        msg.contains(reason_part),
-        "got: {msg}\n  want: {reason_part}"
-    );
-}
 
 /// Without `audience` and `flags` the policy has neither (the default).
 #[test]
