@@ -15,6 +15,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 const SALT: &str = "s1";
 const FLAGS_HEADER: &str = "x-knhk-flags";
 
+/// Extra request headers of one case.
+type Headers = &'static [(&'static str, &'static str)];
+
 /// The base config at weight 0 with `audience` as `routing.audience`.
 fn audience_config(audience: serde_json::Value) -> serde_json::Value {
     let mut config = base_config();
@@ -24,11 +27,7 @@ fn audience_config(audience: serde_json::Value) -> serde_json::Value {
 }
 
 /// GET `/api/items` once per key with `extra` headers; `(key, reply)` pairs in key order.
-async fn get_keys(
-    client: &Client,
-    keys: Vec<String>,
-    extra: &'static [(&'static str, &'static str)],
-) -> Vec<(String, Reply)> {
+async fn get_keys(client: &Client, keys: Vec<String>, extra: Headers) -> Vec<(String, Reply)> {
     concurrent(keys, 32, |key| {
         let client = client.clone();
         async move {
@@ -78,7 +77,7 @@ async fn audience_header_and_cookie_go_canary_at_weight_zero() {
     }));
     let rig = Rig::start("audience", &config).await.unwrap();
     let client = rig.fresh_client().unwrap();
-    let cases: [(&str, &'static [(&str, &str)], &str, &str); 8] = [
+    let cases: [(&str, Headers, &str, &str); 8] = [
         ("header", &[("x-beta", "yes")], "canary", "audience"),
         ("presence", &[("x-staff", "anything")], "canary", "audience"),
         (
