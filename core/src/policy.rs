@@ -375,6 +375,10 @@ impl Policy {
                     &[
                         ("routing.route_header", route_header.as_str()),
                         ("admission.class_header", class_header.as_str()),
+                        (
+                            "routing.force_header.name",
+                            force_header.as_deref().unwrap_or_default(),
+                        ),
                     ],
                 )
             })

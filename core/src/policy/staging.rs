@@ -144,12 +144,33 @@ fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
 
+/// Request headers the flags header may not be: the filter removes and rewrites it, and
+/// these carry the request's framing, identity or routing key fallback.
+const PROTECTED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "cookie",
+    "authorization",
+    crate::request::REQUEST_ID_HEADER,
+];
+
 /// Validate `flags`; `reserved` are the header names it must not reuse, with their fields.
 pub(super) fn validate_flags(
     f: &FlagsConfig,
     reserved: &[(&str, &str)],
 ) -> Result<Flags, ConfigError> {
     let header = header_name("flags.header", &f.header)?;
+    if PROTECTED_HEADERS.contains(&header.as_str()) {
+        return Err(ConfigError::new(
+            "flags.header",
+            format!("{header:?} is a protocol or identity header the filter must not rewrite"),
+        ));
+    }
     for (field, name) in reserved {
         if header == *name {
             return Err(ConfigError::new(

@@ -247,6 +247,26 @@ fn flag_rejections_name_the_field() {
         "must differ from admission.class_header",
     );
     assert_rejects(
+        r#"{"routing":{"force_header":{"enabled":true}},"flags":{"header":"x-knhk-canary"}}"#,
+        "flags.header",
+        "must differ from routing.force_header.name",
+    );
+    // A disabled force header reserves nothing.
+    assert!(Policy::from_json(br#"{"flags":{"header":"x-knhk-canary"}}"#).is_ok());
+    for protected in [
+        "Host",
+        "content-length",
+        "cookie",
+        "x-request-id",
+        "authorization",
+    ] {
+        assert_rejects(
+            &format!(r#"{{"flags":{{"header":"{protected}"}}}}"#),
+            "flags.header",
+            "must not rewrite",
+        );
+    }
+    assert_rejects(
         r#"{"flags":{"header":"bad header"}}"#,
         "flags.header",
         "token characters",
