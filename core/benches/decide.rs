@@ -30,6 +30,10 @@ const ROUTING_ONLY: &str = r#"{"routing":{"salt":"rollout-2026-11","canary_basis
 /// Three key sources (cookie, query, header) of which only the header is present.
 const COOKIE_QUERY_HEADER: &str = r#"{"routing":{"salt":"rollout-2026-11","canary_basis_points":1000,"key_sources":[{"cookie":"uid"},{"query":"uid"},{"header":"x-user-id"}]}}"#;
 
+/// As [`STRICT`] at 0 % with a staging audience (two headers, a cookie, a bucket range) that the
+/// bench requests miss, and eight feature flags: the promotion gates' extra per-request work.
+const STAGING: &str = r#"{"routing":{"salt":"rollout-2026-11","canary_basis_points":0,"key_sources":[{"header":"x-user-id"}],"audience":{"headers":[{"name":"x-beta","value":"yes"},{"name":"x-staff"}],"cookies":[{"name":"beta","value":"yes"}],"bucket_ranges":[{"from":0,"to":1000}]}},"flags":{"items":[{"name":"f0","basis_points":500},{"name":"f1","basis_points":1000},{"name":"f2","basis_points":2000},{"name":"f3","basis_points":3000},{"name":"f4","basis_points":5000},{"name":"f5","basis_points":7000},{"name":"f6","basis_points":9000},{"name":"f7","basis_points":10000}]}}"#;
+
 /// No class shedding.
 const IDLE: ShedLevels = [0, 0, 0];
 /// Every class shedding (or demoting) 30 % of its keys.
@@ -74,7 +78,7 @@ fn bench_decide(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let keyed = requests(true);
     let unkeyed = requests(false);
-    let cases: [(&str, &str, ShedLevels, &[FakeRequest]); 6] = [
+    let cases: [(&str, &str, ShedLevels, &[FakeRequest]); 7] = [
         ("header_key/admission_idle", STRICT, IDLE, &keyed),
         ("header_key/strict_shedding_30pct", STRICT, SHEDDING, &keyed),
         (
@@ -91,6 +95,7 @@ fn bench_decide(c: &mut Criterion) {
             IDLE,
             &keyed,
         ),
+        ("header_key/audience_and_8_flags", STAGING, IDLE, &keyed),
     ];
     for (name, json, levels, reqs) in cases {
         let Some(p) = policy(json) else { continue };

@@ -4,6 +4,8 @@
 //! decides stable vs canary, and the *priority* bucket (bytes 8..16), which orders keys for
 //! load shedding. Using different bytes keeps shedding uncorrelated with canary membership
 //! (a canary user is not more likely to be shed) at the cost of one hash per request.
+//! Bytes 16..24 are kept as the *flag seed* from which [`crate::flags`] derives every feature
+//! flag's bucket, so flags cost no second hash and are independent of both buckets.
 //!
 //! The digest input is `len(salt) as u32 big-endian || salt || key`. The length prefix makes
 //! the (salt, key) split unambiguous: salt `"ab"` + key `"c"` never collides with salt `"a"`
@@ -23,6 +25,8 @@ pub struct Buckets {
     pub priority: u16,
     /// First 16 bytes of the digest: what receipts carry instead of the raw key.
     pub key_digest: [u8; 16],
+    /// Digest bytes 16..24 as a big-endian u64: the seed of every feature flag's bucket.
+    pub flag_seed: u64,
 }
 
 /// Hash `key` under `salt` into its routing and priority buckets.
@@ -38,17 +42,20 @@ pub fn buckets(salt: &[u8], key: &[u8]) -> Buckets {
     key_digest.copy_from_slice(&digest[0..16]);
     let mut first = [0u8; 8];
     let mut second = [0u8; 8];
+    let mut third = [0u8; 8];
     first.copy_from_slice(&digest[0..8]);
     second.copy_from_slice(&digest[8..16]);
+    third.copy_from_slice(&digest[16..24]);
     Buckets {
         routing: reduce(u64::from_be_bytes(first)),
         priority: reduce(u64::from_be_bytes(second)),
         key_digest,
+        flag_seed: u64::from_be_bytes(third),
     }
 }
 
 /// Map a uniform u64 onto `0..BUCKETS`. The modulo bias is 2^64 mod 10^4 / 2^64 < 1e-15.
-fn reduce(value: u64) -> u16 {
+pub(crate) fn reduce(value: u64) -> u16 {
     // The remainder is < 10_000, so it always fits in u16.
     (value % u64::from(BUCKETS)) as u16
 }
@@ -79,6 +86,10 @@ mod tests {
         let p = u64::from_be_bytes(d[8..16].try_into().unwrap()) % 10_000;
         assert_eq!(u64::from(b.routing), r);
         assert_eq!(u64::from(b.priority), p);
+        assert_eq!(
+            b.flag_seed,
+            u64::from_be_bytes(d[16..24].try_into().unwrap())
+        );
     }
 
     /// The length prefix separates salt from key: moving a byte across the boundary changes the digest.

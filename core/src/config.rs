@@ -7,6 +7,9 @@ use crate::class::Class;
 use serde::Deserialize;
 use std::fmt;
 
+mod staging;
+pub use staging::{AudienceConfig, BucketRange, CookieMatch, FlagConfig, FlagsConfig};
+
 /// Largest accepted configuration document, in bytes.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// Most routing-key sources, exclusions or class rules accepted in one list.
@@ -61,6 +64,10 @@ pub struct FilterConfig {
     /// configuration only: a pushed config cannot change it.
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// Feature flags derived from the routing key and sent upstream in a header; absent: none,
+    /// and the filter leaves any incoming flags header alone.
+    #[serde(default)]
+    pub flags: Option<FlagsConfig>,
 }
 
 /// Where the agent is and which keys may sign configs.
@@ -186,6 +193,9 @@ pub struct RoutingConfig {
     /// Requests the filter leaves untouched.
     #[serde(default)]
     pub exclude: Exclusions,
+    /// Requests sent to canary whatever the weight (the `staging` gate's audience).
+    #[serde(default)]
+    pub audience: Option<AudienceConfig>,
 }
 
 impl Default for RoutingConfig {
@@ -199,6 +209,7 @@ impl Default for RoutingConfig {
             route_values: RouteValues::default(),
             force_header: ForceHeader::default(),
             exclude: Exclusions::default(),
+            audience: None,
         }
     }
 }
@@ -447,6 +458,10 @@ pub mod defaults {
     /// `x-knhk-canary`.
     pub fn force_header() -> String {
         "x-knhk-canary".to_string()
+    }
+    /// `x-knhk-flags`.
+    pub fn flags_header() -> String {
+        "x-knhk-flags".to_string()
     }
     /// `x-knhk-class`.
     pub fn class_header() -> String {

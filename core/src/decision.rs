@@ -10,9 +10,10 @@ use crate::admission::ShedLevels;
 use crate::bucket::{buckets, is_canary, Buckets};
 use crate::class::{Class, Route};
 use crate::config::Strategy;
+use crate::flags::{flags_on, FlagSet};
 use crate::host::RequestHeaders;
 use crate::policy::Policy;
-use crate::request::{classify, is_excluded, routing_key};
+use crate::request::{classify, in_audience, is_excluded, routing_key};
 
 /// Why the route is what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum RouteReason {
     Weighted,
     /// The enabled force header said `always` or `never`.
     Forced,
+    /// The request matched the staging audience (`routing.audience`): canary whatever the weight.
+    Audience,
     /// Excluded path or host: the filter leaves the request alone.
     Excluded,
     /// No routing key: stable, and the lowest shedding priority.
@@ -33,6 +36,7 @@ impl RouteReason {
         match self {
             RouteReason::Weighted => "weighted",
             RouteReason::Forced => "forced",
+            RouteReason::Audience => "audience",
             RouteReason::Excluded => "excluded",
             RouteReason::NoKey => "nokey",
         }
@@ -107,6 +111,9 @@ pub struct Decision {
     pub class: Class,
     /// Admission outcome.
     pub admission: Admission,
+    /// Feature flags on for the routing key (bit `i`: `policy.flags.items[i]`); empty without
+    /// a key, without a `flags` section, and for excluded requests.
+    pub flags: FlagSet,
 }
 
 impl Decision {
@@ -149,11 +156,16 @@ pub fn decide(policy: &Policy, levels: &ShedLevels, req: &dyn RequestHeaders) ->
             requested_class: policy.default_class,
             class: policy.default_class,
             admission: Admission::NotEvaluated,
+            flags: FlagSet::EMPTY,
         };
     }
     let buckets = routing_key(policy, req).map(|key| buckets(&policy.salt, &key.bytes));
+    // Precedence: exclusions (above) > force header > audience > weight.
     let (route, reason) = match (forced_route(policy, req), buckets) {
         (Some(route), _) => (route, RouteReason::Forced),
+        _ if in_audience(policy, req, buckets.map(|b| b.routing)) => {
+            (Route::Canary, RouteReason::Audience)
+        }
         (None, Some(b)) if is_canary(b.routing, policy.canary_basis_points) => {
             (Route::Canary, RouteReason::Weighted)
         }
@@ -170,6 +182,7 @@ pub fn decide(policy: &Policy, levels: &ShedLevels, req: &dyn RequestHeaders) ->
         requested_class,
         class,
         admission,
+        flags: flags_on(policy, buckets.as_ref()),
     }
 }
 
@@ -422,3 +435,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod staging_tests;

@@ -11,6 +11,9 @@ use crate::config::{
     KeySource, ReceiptOverflow, Strategy, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
 };
 
+mod staging;
+pub use staging::{Audience, AudienceMatch, MAX_MATCH_VALUE_BYTES};
+
 /// Smallest accepted evaluation interval / tick, milliseconds.
 pub const MIN_INTERVAL_MS: u32 = 10;
 /// Largest accepted window, milliseconds (1 hour).
@@ -78,6 +81,10 @@ pub struct Policy {
     pub exclude_path_prefixes: Vec<String>,
     /// Excluded hosts (lowercase).
     pub exclude_hosts: Vec<String>,
+    /// Staging audience routed to canary whatever the weight, when configured.
+    pub audience: Option<Audience>,
+    /// Feature flags, when configured.
+    pub flags: Option<crate::flags::Flags>,
     /// Admission on?
     pub admission_enabled: bool,
     /// Shadow mode: decide and count, never enforce.
@@ -368,6 +375,28 @@ impl Policy {
                 ),
             ));
         }
+        let audience = r
+            .audience
+            .as_ref()
+            .map(staging::validate_audience)
+            .transpose()?;
+        let flags = c
+            .flags
+            .as_ref()
+            .map(|f| {
+                staging::validate_flags(
+                    f,
+                    &[
+                        ("routing.route_header", route_header.as_str()),
+                        ("admission.class_header", class_header.as_str()),
+                        (
+                            "routing.force_header.name",
+                            force_header.as_deref().unwrap_or_default(),
+                        ),
+                    ],
+                )
+            })
+            .transpose()?;
         if c.tick_ms < MIN_INTERVAL_MS || c.tick_ms > 10_000 {
             return Err(ConfigError::new(
                 "tick_ms",
@@ -390,6 +419,8 @@ impl Policy {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            audience,
+            flags,
             admission_enabled: a.enabled,
             shadow: a.shadow,
             class_header,
@@ -538,10 +569,17 @@ fn is_tchar(b: u8) -> bool {
 
 fn token(field: &str, name: &str) -> Result<String, ConfigError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !name.bytes().all(is_tchar) {
-        return Err(ConfigError::new(
-            field,
-            format!("must be 1..={MAX_NAME_BYTES} token characters (RFC 9110), got {name:?}"),
-        ));
+        // A hostile 60 KiB name must not become a 60 KiB log line: show its head and length.
+        let reason = if name.len() > 80 {
+            let head: String = name.chars().take(64).collect();
+            format!(
+                "must be 1..={MAX_NAME_BYTES} token characters (RFC 9110), got {head:?}… ({} bytes)",
+                name.len()
+            )
+        } else {
+            format!("must be 1..={MAX_NAME_BYTES} token characters (RFC 9110), got {name:?}")
+        };
+        return Err(ConfigError::new(field, reason));
     }
     Ok(name.to_string())
 }

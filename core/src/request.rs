@@ -123,6 +123,38 @@ pub fn query_value<'p>(path: &'p [u8], name: &str) -> Option<&'p [u8]> {
     })
 }
 
+/// True when the request belongs to the staging audience: any configured header or cookie
+/// condition holds, or the routing bucket (`None` without a routing key) lies in a configured
+/// range. Reads the `cookie` header only when cookie conditions exist, and no header at all
+/// when there is no audience or only bucket ranges.
+pub fn in_audience(policy: &Policy, req: &dyn RequestHeaders, routing_bucket: Option<u16>) -> bool {
+    let Some(audience) = &policy.audience else {
+        return false;
+    };
+    if let Some(bucket) = routing_bucket {
+        if audience.bucket_ranges.iter().any(|r| r.contains(bucket)) {
+            return true;
+        }
+    }
+    if audience
+        .headers
+        .iter()
+        .any(|h| h.accepts(req.header(&h.name).as_deref()))
+    {
+        return true;
+    }
+    if audience.cookies.is_empty() {
+        return false;
+    }
+    let Some(cookie) = req.header("cookie") else {
+        return false;
+    };
+    audience
+        .cookies
+        .iter()
+        .any(|c| c.accepts(cookie_value(&cookie, &c.name)))
+}
+
 /// True when the request must be left untouched (excluded path prefix or host).
 pub fn is_excluded(policy: &Policy, req: &dyn RequestHeaders) -> bool {
     if !policy.exclude_path_prefixes.is_empty() {

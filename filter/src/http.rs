@@ -149,6 +149,11 @@ impl HttpContext for KnhkHttp {
         if decision.is_shed() {
             return self.shed(&policy, &decision);
         }
+        // Flags: the filter's value replaces whatever a client sent (it must not pick its own
+        // flags); with no flag on, the header is removed. Excluded requests stay untouched.
+        if let (Some(flags), Some(_)) = (&policy.flags, decision.route) {
+            self.set_request_header(&flags.header, flags.header_value(decision.flags).as_deref());
+        }
         // Upstreams see the class served: rewritten when demoted, corrected when a client sent
         // one the filter did not accept.
         let incoming_class = headers.header(&policy.class_header);

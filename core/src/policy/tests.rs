@@ -11,7 +11,7 @@ fn rejected(json: &str) -> String {
     }
 }
 
-fn assert_rejects(json: &str, field: &str, reason_part: &str) {
+pub(super) fn assert_rejects(json: &str, field: &str, reason_part: &str) {
     let msg = rejected(json);
     let prefix = format!("invalid knhk config: field `{field}`: ");
     assert!(
