@@ -612,3 +612,101 @@ async fn rollout_command_drives_the_agent() {
     assert_eq!(out.status.code(), Some(1));
     agent.stop().await;
 }
+
+/// A rollout's flags are on for their gate's share of keys, an operator's own flags are kept,
+/// disabling one removes it from the pushed policy and is recorded, and a rollback turns the
+/// rest off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_flags_follow_the_gate_and_are_disabled_on_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(dir.path()).await;
+    let (s, body) = call(
+        &agent,
+        "PUT",
+        "/v1/policy",
+        Some(
+            json!({"routing": {"salt": "gates", "key_sources": [{"header": "x-user-id"}]},
+                    "flags": {"items": [{"name": "ops-banner", "basis_points": 10000}]}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let spec = rollout(
+        "flags",
+        json!({"flags": [{"name": "new-checkout", "canary": 10, "production": 100},
+                         {"name": "dark-mode", "canary": 50}]}),
+    );
+    let (s, body) = call(&agent, "POST", "/v1/rollouts", Some(spec)).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let items = policy(&agent).await["policy"]["flags"]["items"].clone();
+    assert_eq!(
+        items,
+        json!([{"name": "ops-banner", "basis_points": 10000},
+               {"name": "new-checkout", "basis_points": 1000},
+               {"name": "dark-mode", "basis_points": 5000}])
+    );
+    let (s, body) = call(
+        &agent,
+        "POST",
+        "/v1/rollouts/current/flags/dark-mode/disable",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let items = policy(&agent).await["policy"]["flags"]["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 2, "{items}");
+    assert_eq!(
+        body["history"].as_array().unwrap().last().unwrap()["action"],
+        "flag_disabled"
+    );
+    let (s, _) = call(
+        &agent,
+        "POST",
+        "/v1/rollouts/current/flags/dark-mode/disable",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = call(
+        &agent,
+        "POST",
+        "/v1/rollouts/current/flags/ops-banner/disable",
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "operator flags are not the rollout's to disable"
+    );
+    until(&agent, "rollback", Some((503, 2_000)), |s| {
+        s["phase"] == "rolled_back"
+    })
+    .await;
+    let items = policy(&agent).await["policy"]["flags"]["items"].clone();
+    assert_eq!(
+        items,
+        json!([{"name": "ops-banner", "basis_points": 10000}])
+    );
+    let bad = rollout("bad-flag", json!({"flags": [{"name": "x", "canary": 120}]}));
+    let (s, body) = call(&agent, "POST", "/v1/rollouts", Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("flags[0].canary"),
+        "{body}"
+    );
+    let bad = rollout(
+        "bad-audience",
+        json!({"staging": {"bucket_ranges": [{"from": 5, "to": 2}]}, "start": "staging"}),
+    );
+    let (s, body) = call(&agent, "POST", "/v1/rollouts", Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("routing.audience.bucket_ranges[0]"),
+        "{body}"
+    );
+    agent.stop().await;
+}
