@@ -3,8 +3,9 @@
 //! Sections: the canary split against the core's oracle, stickiness over new connections (both
 //! workers), sample decision headers, admission (the upstreams are slowed so R1 sheds, then made
 //! fast so it recovers), the agent (a signed policy push that ramps the canary, timed until every
-//! worker applies it; receipts in the Merkle log; an offline-verified proof), and every `knhk`
-//! line of `/stats/prometheus`.
+//! worker applies it; receipts in the Merkle log; an offline-verified proof), every `knhk`
+//! line of `/stats/prometheus`, and a rollout whose candidate fails and is rolled back by the
+//! agent on its own (timed, with the signed cause verified offline).
 
 use crate::util::repo_root;
 use crate::{setup, wasm};
@@ -14,9 +15,11 @@ use knhk_e2e::client::{concurrent, Client, Reply};
 use knhk_e2e::envoy::{prometheus_value, Envoy, EnvoySpec};
 use knhk_e2e::load::Load;
 use knhk_e2e::rig::{base_config, control_section, oracle, oracle_route};
+use knhk_e2e::rollout::{measure_rollback, Fault, RolloutRig};
 use knhk_e2e::upstream::Upstream;
 use knhk_e2e::wait::poll;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -129,12 +132,13 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     admission(&envoy, &client, [&stable, &canary]).await?;
     let ramp_ok = agent_section(&envoy, &agent, &policy, &keys, first_epoch).await?;
     print_stats(&envoy).await?;
+    let rollback_ok = rollout_section().await?;
 
-    let ok = mismatches == 0 && sticky && ramp_ok;
+    let ok = mismatches == 0 && sticky && ramp_ok && rollback_ok;
     println!(
         "\ndemo: {}",
         if ok {
-            "every request went where the core says, keys stayed sticky, R1 shed and recovered, the signed ramp reached every worker and only moved keys toward canary, and the receipts verify"
+            "every request went where the core says, keys stayed sticky, R1 shed and recovered, the signed ramp reached every worker and only moved keys toward canary, the receipts verify, and the failing candidate was rolled back within 2 s with a verifiable cause"
         } else {
             "MISMATCH: see above"
         }
@@ -154,6 +158,61 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         bail!("the filter's routing disagreed with the core");
     }
     Ok(())
+}
+
+/// A rollout v1 → v2 at 50 % on a second agent and Envoy; the candidate starts answering 503
+/// and the agent rolls it back on its own. Prints the times, `knhk-agent rollout status` and
+/// the offline verification of the signed rollback event. True when the rollback met 2 s.
+async fn rollout_section() -> anyhow::Result<bool> {
+    println!("\n== rollout with automatic rollback ==");
+    let rig = RolloutRig::start("demo-rollout").await?;
+    println!(
+        "demo: rollout v1 -> v2 at 50 % under load; once its analysis passes, v2 starts answering 503 ..."
+    );
+    let run = measure_rollback(&rig, "demo-rollout", Fault::Status(503)).await?;
+    println!(
+        "demo: the agent decided to roll back {:.0} ms after v2 turned bad; the last request v2 served was sent {:.0} ms after (goal < 2000 ms)",
+        run.decided.as_secs_f64() * 1000.0,
+        run.total.as_secs_f64() * 1000.0
+    );
+    let agent_bin = knhk_e2e::paths::agent()?;
+    let status = Command::new(&agent_bin)
+        .args([
+            "rollout",
+            "--agent",
+            &format!("127.0.0.1:{}", rig.agent.port()),
+            "status",
+        ])
+        .output()
+        .context("running knhk-agent rollout status")?;
+    for line in String::from_utf8_lossy(&status.stdout).lines() {
+        println!("  {line}");
+    }
+    let leaf = run.status["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|h| h["leaf_index"].as_u64())
+        .context("the rollback has no event leaf")?;
+    let proof = rig
+        .agent
+        .config_path()
+        .with_file_name("rollback-proof.json");
+    std::fs::write(
+        &proof,
+        rig.agent
+            .get_bytes(&format!("/v1/receipts/{leaf}/proof"))
+            .await?,
+    )?;
+    let verified = Command::new(&agent_bin)
+        .arg("verify")
+        .arg(&proof)
+        .output()
+        .context("running knhk-agent verify")?;
+    println!("demo: knhk-agent verify {}", proof.display());
+    for line in String::from_utf8_lossy(&verified.stdout).lines() {
+        println!("  {line}");
+    }
+    Ok(verified.status.success() && run.total < Duration::from_secs(2))
 }
 
 /// One request per distinct key; print the observed and expected canary share. Returns the

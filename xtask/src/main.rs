@@ -3,6 +3,7 @@
 mod agent_process;
 mod bench;
 mod bench_receipts;
+mod bench_rollback;
 mod demo;
 mod setup;
 mod test;
@@ -40,6 +41,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Receipt ingest and sealing throughput of the release agent.
     BenchReceipts(bench_receipts::Args),
+    /// Automatic rollback time, candidate bad → all traffic on stable (real Envoy and agent).
+    BenchRollback(bench_rollback::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -80,5 +83,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
+        Cmd::BenchRollback(args) => bench_rollback::run(&args),
     }
 }
