@@ -2,7 +2,8 @@
 //! sliding window, and the verdict a gate acts on.
 //!
 //! Receipts are placed in slots by the time the agent received them (one clock, no skew
-//! between Envoy hosts). Each slot holds, per version, a count, an error count and an HDR
+//! between Envoy hosts): 100 ms slots, or 1/50 of the window when that is wider, so a window
+//! holds at most 50 slots whatever its length. Each slot holds, per version, a count, an error count and an HDR
 //! histogram of latency (1 µs – 1 h, 2 significant digits); a window merges the slots it
 //! covers. Only receipts decided under a config epoch at or after the gate's start count, so a
 //! gate is judged on traffic it shaped. Locally shed requests (the filter's own 429/503) say
@@ -24,12 +25,14 @@ use serde::Serialize;
 
 use super::spec::Analysis;
 
-/// Slot width, nanoseconds.
+/// Narrowest slot, nanoseconds.
 pub const SLOT_NS: u64 = 100_000_000;
+/// Slots a full window is split into at most (bounds memory: one pair of histograms each).
+pub const MAX_SLOTS: u64 = 50;
 /// Highest latency tracked, microseconds (1 h); larger values are clamped.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
-fn histogram() -> Option<Histogram<u64>> {
+fn histogram() -> Option<Histogram<u32>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).ok()
 }
 
@@ -38,7 +41,7 @@ fn histogram() -> Option<Histogram<u64>> {
 struct Counts {
     total: u64,
     errors: u64,
-    latency: Option<Histogram<u64>>,
+    latency: Option<Histogram<u32>>,
 }
 
 impl Counts {
@@ -150,22 +153,24 @@ pub struct Window {
     slots: VecDeque<Slot>,
     min_epoch: u64,
     max_age_ns: u64,
+    slot_ns: u64,
 }
 
 impl Window {
     /// An empty window counting receipts of config epoch `min_epoch` and later, keeping at
-    /// most `max_age_ns` of history.
+    /// most `max_age_ns` of history in at most [`MAX_SLOTS`] slots (100 ms or wider).
     pub fn new(min_epoch: u64, max_age_ns: u64) -> Window {
         Window {
             slots: VecDeque::new(),
             min_epoch,
             max_age_ns,
+            slot_ns: SLOT_NS.max(max_age_ns / MAX_SLOTS),
         }
     }
 
     /// Count receipts received at `now_ns`; `first_index` is the leaf of `receipts[0]`.
     pub fn observe(&mut self, now_ns: u64, first_index: u64, receipts: &[Receipt]) {
-        let start_ns = now_ns - now_ns % SLOT_NS;
+        let start_ns = now_ns - now_ns % self.slot_ns;
         if self.slots.back().is_none_or(|s| s.start_ns != start_ns) {
             self.slots.push_back(Slot {
                 start_ns,
@@ -179,7 +184,7 @@ impl Window {
         while self
             .slots
             .front()
-            .is_some_and(|s| s.start_ns + SLOT_NS <= horizon)
+            .is_some_and(|s| s.start_ns + self.slot_ns <= horizon)
         {
             self.slots.pop_front();
         }
@@ -215,7 +220,11 @@ impl Window {
         let mut candidate = Counts::new();
         let mut first = None::<u64>;
         let mut last = None::<u64>;
-        for slot in self.slots.iter().filter(|s| s.start_ns + SLOT_NS > from) {
+        for slot in self
+            .slots
+            .iter()
+            .filter(|s| s.start_ns + self.slot_ns > from)
+        {
             stable.add(&slot.stable);
             candidate.add(&slot.candidate);
             if slot.first_index != u64::MAX {
@@ -385,6 +394,28 @@ mod tests {
         let f = w.figures(3 * S, 1000);
         assert_eq!((f.candidate.samples, f.candidate.errors), (50, 0));
         assert!(matches!(verdict(&f, &a), Verdict::Pass { .. }));
+    }
+
+    /// A one-hour window fed every 100 ms for two hours keeps at most `MAX_SLOTS` slots, and
+    /// its figures cover the last hour only.
+    #[test]
+    fn long_windows_stay_bounded() {
+        let hour = 3_600 * S;
+        let mut w = Window::new(0, hour);
+        let mut t = S;
+        while t < 3 * hour {
+            w.observe(t, 0, &[receipt(Route::Canary, 200, 1_000, 0)]);
+            t += SLOT_NS;
+        }
+        assert!(w.slots.len() as u64 <= MAX_SLOTS + 1, "{}", w.slots.len());
+        let f = w.figures(t, 3_600_000);
+        let per_hour = hour / SLOT_NS;
+        assert!(
+            f.candidate.samples <= per_hour + per_hour / MAX_SLOTS
+                && f.candidate.samples >= per_hour - per_hour / MAX_SLOTS,
+            "{}",
+            f.candidate.samples
+        );
     }
 
     /// The p99 ratio limit compares with stable only once stable has enough samples.
