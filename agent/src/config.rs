@@ -12,6 +12,9 @@
 //!
 //! [policy]                            # config push; see `policy::config`
 //! key_id = "knhk-config"
+//!
+//! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
+//! enabled = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use knhk_core::checkpoint::Checkpoint;
 use knhk_core::merkle::EMPTY_ROOT;
 use serde::{Deserialize, Deserializer};
 
+use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
@@ -67,6 +71,9 @@ pub enum ConfigError {
     /// The `[policy]` table is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The `[identity]` table or its environment overrides are invalid.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -96,6 +103,8 @@ pub struct AgentConfig {
     pub policy_file: Option<PathBuf>,
     /// Config push settings.
     pub policy: PolicyConfig,
+    /// SPIFFE identity and agent-to-agent mTLS; see `identity::config`.
+    pub identity: IdentityConfig,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +116,7 @@ impl Default for AgentConfig {
             kms: KmsConfig::default(),
             policy_file: None,
             policy: PolicyConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -136,7 +146,8 @@ impl AgentConfig {
             }
             None => AgentConfig::default(),
         };
-        cfg.kms.apply_env(env)?;
+        cfg.kms.apply_env(&env)?;
+        cfg.identity.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -158,6 +169,7 @@ impl AgentConfig {
         }
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
+        self.identity.validate()?;
         Ok(())
     }
 

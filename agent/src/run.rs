@@ -4,7 +4,9 @@
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
-//! `kms.rotation_interval`) and the policy file watcher. On shutdown held long-polls answer
+//! `kms.rotation_interval`) and the policy file watcher. With `[identity] enabled` the SPIFFE
+//! identity is opened before anything is served, and the peer listener (when given) serves
+//! [`crate::peer::router`] over mutual TLS. On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
 //! seals what was acknowledged.
 
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
+use crate::identity::{serve_mtls, Identity, IdentityError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
 use crate::receipts::log::now_ns;
@@ -37,6 +40,9 @@ pub enum RunError {
     /// The config push service could not be opened.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The SPIFFE identity could not be opened, or the peer listener failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -52,6 +58,9 @@ pub enum RunError {
 pub struct Listeners {
     /// The receipt and admin API.
     pub api: TcpListener,
+    /// The agent-to-agent API ([`crate::peer::router`]), served over mutual TLS with the SVID;
+    /// requires `[identity] enabled`.
+    pub peer: Option<TcpListener>,
 }
 
 fn spawn_every(
@@ -91,6 +100,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    if listeners.peer.is_some() && !config.identity.enabled {
+        return Err(ConfigError::Invalid {
+            setting: "identity.enabled",
+            reason: "a peer listener needs the SPIFFE identity ([identity] enabled = true)"
+                .to_owned(),
+        }
+        .into());
+    }
+    let identity = match config.identity.enabled {
+        true => Some(Identity::open(&config.identity).await?),
+        false => None,
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::Io {
         what: "creating data_dir",
         source,
@@ -118,6 +139,18 @@ pub async fn run(
     if let Ok(addr) = listeners.api.local_addr() {
         tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
     }
+    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let peer_server = match (listeners.peer, identity) {
+        (Some(peer), Some(identity)) => Some(tokio::spawn(serve_mtls(
+            peer,
+            identity,
+            crate::peer::router(),
+            async {
+                let _ = peer_stopped.await;
+            },
+        ))),
+        _ => None,
+    };
     let closing = policy.clone();
     let served = axum::serve(
         listeners.api,
@@ -126,8 +159,13 @@ pub async fn run(
     .with_graceful_shutdown(async move {
         shutdown.await;
         closing.close();
+        let _ = peer_stop.send(());
     })
     .await;
+    let peer_served = match peer_server {
+        Some(task) => task.await.unwrap_or(Ok(())),
+        None => Ok(()),
+    };
     policy.close();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
@@ -139,5 +177,6 @@ pub async fn run(
     served.map_err(|source| RunError::Io {
         what: "serving the API",
         source,
-    })
+    })?;
+    Ok(peer_served?)
 }
