@@ -8,7 +8,8 @@
 //! every source update and at least every `refresh_interval` (at most 1 h; files are re-read
 //! then too). The rustls configs from [`Identity::server_config`] and [`Identity::client_config`]
 //! are built once and read the current material on every handshake, so rotation needs neither
-//! a restart nor new configs.
+//! a restart nor new configs. Session resumption is off on both sides, so every connection
+//! runs the full verification.
 //!
 //! Fail closed: while our own SVID is expired (or none is usable) no handshake is served or
 //! completed, and requests on connections opened before are answered `503`; each refusal is
@@ -158,15 +159,21 @@ impl Identity {
                 .with_client_cert_verifier(Arc::new(ServerSide(shared.clone())))
                 .with_cert_resolver(Arc::new(ServerSide(shared.clone())));
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            // No resumption: every handshake runs the resolver and the verifier, so a rotated,
+            // expired or no longer allowed SVID takes effect on the next connection.
+            cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            cfg.send_tls13_tickets = 0;
             cfg
         });
-        let client = Arc::new(
-            ClientConfig::builder_with_provider(provider)
+        let client = Arc::new({
+            let mut cfg = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ClientSide(shared.clone())))
-                .with_client_cert_resolver(Arc::new(ClientSide(shared.clone()))),
-        );
+                .with_client_cert_resolver(Arc::new(ClientSide(shared.clone())));
+            cfg.resumption = rustls::client::Resumption::disabled();
+            cfg
+        });
         let identity = Arc::new(Identity {
             shared,
             settings,
