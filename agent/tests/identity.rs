@@ -3,6 +3,9 @@
 //! allow-list authorisation, rotation without restart, fail-closed expiry, file fallback, config
 //! and environment validation, and the agent's peer listener.
 
+// Test helpers: a failed setup step must abort the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
