@@ -16,7 +16,7 @@ use knhk_agent::config::AgentConfig;
 use knhk_agent::identity::config::FileFallback;
 use knhk_agent::identity::{https_client, serve_mtls, Identity, IdentityConfig, IdentityError};
 use knhk_agent::{run, Listeners, RunError};
-use knhk_e2e::spiffe_workload::{TestCas, WorkloadApi, SECURITY_HEADER};
+use knhk_e2e::spiffe_workload::{MintedSvid, TestCas, WorkloadApi, SECURITY_HEADER};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -396,7 +396,7 @@ async fn expired_svid_stops_serving() {
     server_b.stop().await;
 }
 
-fn write_files(dir: &Path, cas: &TestCas, id: &str) -> FileFallback {
+fn write_files(dir: &Path, cas: &TestCas, id: &str) -> (FileFallback, MintedSvid) {
     let svid = cas.mint(id, SVID_TTL).unwrap();
     let files = FileFallback {
         cert_chain: dir.join("svid.pem"),
@@ -406,19 +406,21 @@ fn write_files(dir: &Path, cas: &TestCas, id: &str) -> FileFallback {
     std::fs::write(&files.cert_chain, svid.leaf_pem()).unwrap();
     std::fs::write(&files.key, svid.key_pem()).unwrap();
     std::fs::write(&files.bundle, cas.bundle_pem("eu.knhk.test").unwrap()).unwrap();
-    files
+    (files, svid)
 }
 
-/// With the Workload API unreachable (or not configured), the certificate files are used and
-/// mutual TLS works with a peer that gets its SVID from the Workload API.
+/// With the Workload API unreachable (or not configured), the certificate files are used,
+/// mutual TLS works with a peer that gets its SVID from the Workload API, and replaced files
+/// are picked up by the periodic refresh without restart.
 #[tokio::test]
 async fn file_fallback_serves() {
     logs();
     let cas = TestCas::new();
     let dir = tempfile::tempdir().unwrap();
-    let files = write_files(dir.path(), &cas, EU_A);
+    let (files, _) = write_files(dir.path(), &cas, EU_A);
     let unreachable = IdentityConfig {
         connect_timeout: Duration::from_secs(1),
+        refresh_interval: Duration::from_secs(1),
         files: Some(files.clone()),
         ..config(
             &format!("unix://{}", dir.path().join("no-spire.sock").display()),
@@ -438,6 +440,14 @@ async fn file_fallback_serves() {
         (&body["local_id"], &body["backend"]),
         (&EU_A.into(), &"files".into())
     );
+    let (_, renewed) = write_files(dir.path(), &cas, EU_A);
+    let fresh = fresh_connection_client(&b.identity);
+    eventually("the renewed certificate files to be served", || async {
+        whoami(&fresh, &server_a.url())
+            .await
+            .is_ok_and(|(_, leaf)| leaf == renewed.leaf_der)
+    })
+    .await;
     server_a.stop().await;
     let files_only = IdentityConfig {
         socket: None,

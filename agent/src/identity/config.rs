@@ -30,12 +30,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use spiffe::{SpiffeId, TrustDomain};
 
 use super::allow::AllowEntry;
 use super::IdentityError;
-use crate::kms::config::parse_duration;
+use crate::kms::config::de_duration;
 
 /// Longest refresh interval accepted (the older sidecar's rule: at most every hour).
 pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
@@ -45,15 +45,6 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = MAX_REFRESH_INTERVAL;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest connect timeout accepted.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
-}
 
 /// Certificate files used when the Workload API is not configured or not reachable.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
