@@ -396,6 +396,40 @@ async fn expired_svid_stops_serving() {
     server_b.stop().await;
 }
 
+/// When the Workload API starts handing out an SVID of another trust domain, the agent does
+/// not adopt it: it stops serving rather than present an identity it was not configured for.
+#[tokio::test]
+async fn svid_of_another_trust_domain_is_not_adopted() {
+    logs();
+    let cas = TestCas::new();
+    let a = open(&cas, EU_A, "eu.knhk.test", &[REGIONS]).await;
+    let b = open(&cas, EU_B, "eu.knhk.test", &[REGIONS]).await;
+    let server_a = PeerServer::start(a.identity.clone()).await;
+    whoami(&fresh_connection_client(&b.identity), &server_a.url())
+        .await
+        .unwrap();
+    a.api
+        .serve_identity("spiffe://us.knhk.test/region/eu")
+        .unwrap();
+    eventually("a to refuse the foreign SVID", || async {
+        !a.identity.is_usable()
+    })
+    .await;
+    assert!(
+        whoami(&fresh_connection_client(&b.identity), &server_a.url())
+            .await
+            .is_err()
+    );
+    a.api.serve_identity(EU_A).unwrap();
+    eventually("a to serve again as itself", || async {
+        whoami(&fresh_connection_client(&b.identity), &server_a.url())
+            .await
+            .is_ok_and(|(body, _)| body["local_id"] == EU_A)
+    })
+    .await;
+    server_a.stop().await;
+}
+
 fn write_files(dir: &Path, cas: &TestCas, id: &str) -> (FileFallback, MintedSvid) {
     let svid = cas.mint(id, SVID_TTL).unwrap();
     let files = FileFallback {

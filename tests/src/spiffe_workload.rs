@@ -418,6 +418,18 @@ impl WorkloadApi {
         Ok(self.replace(svid))
     }
 
+    /// Switch the served identity to `spiffe_id` (possibly of another trust domain, whose CA
+    /// then signs it and whose bundle is handed out) and push it; returns the new SVID.
+    pub fn serve_identity(&self, spiffe_id: &str) -> anyhow::Result<MintedSvid> {
+        let svid = self.cas.mint(spiffe_id, self.ttl)?;
+        let bundle = self.cas.bundle_der(trust_domain_of(spiffe_id)?)?;
+        self.issued.send_modify(|i| {
+            i.svid = svid.clone();
+            i.bundle = bundle;
+        });
+        Ok(svid)
+    }
+
     /// Add `trust_domain`'s bundle to the federated bundles handed to this workload.
     pub fn federate_with(&self, trust_domain: &str) -> anyhow::Result<()> {
         let der = self.cas.bundle_der(trust_domain)?;
