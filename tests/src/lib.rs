@@ -13,6 +13,7 @@ pub mod paths;
 pub mod ports;
 pub mod raw;
 pub mod rig;
+#[cfg(feature = "spiffe-double")]
 pub mod spiffe_workload;
 pub mod template;
 pub mod upstream;
