@@ -140,7 +140,8 @@ pub async fn run(
         tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
     }
     let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
-    let peer_server = match (listeners.peer, identity) {
+    // Held until `run` returns: the identity keeps following rotations while the agent runs.
+    let peer_server = match (listeners.peer, identity.clone()) {
         (Some(peer), Some(identity)) => Some(tokio::spawn(serve_mtls(
             peer,
             identity,
@@ -163,7 +164,10 @@ pub async fn run(
     })
     .await;
     let peer_served = match peer_server {
-        Some(task) => task.await.unwrap_or(Ok(())),
+        Some(task) => task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "peer listener task ended abnormally");
+            Ok(())
+        }),
         None => Ok(()),
     };
     policy.close();
