@@ -15,6 +15,9 @@
 //!
 //! [gates]                             # rollout defaults; see `gates::config`
 //! environment = "canary"
+//!
+//! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
+//! enabled = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ use knhk_core::merkle::EMPTY_ROOT;
 use serde::{Deserialize, Deserializer};
 
 use crate::gates::{GatesConfig, GatesError};
+use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
@@ -74,6 +78,9 @@ pub enum ConfigError {
     /// The `[gates]` table or its environment overrides are invalid.
     #[error(transparent)]
     Gates(#[from] GatesError),
+    /// The `[identity]` table or its environment overrides are invalid.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -105,6 +112,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     /// Promotion gate defaults.
     pub gates: GatesConfig,
+    /// SPIFFE identity and agent-to-agent mTLS; see `identity::config`.
+    pub identity: IdentityConfig,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +126,7 @@ impl Default for AgentConfig {
             policy_file: None,
             policy: PolicyConfig::default(),
             gates: GatesConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -148,6 +158,7 @@ impl AgentConfig {
         };
         cfg.kms.apply_env(&env)?;
         cfg.gates.apply_env(&env)?;
+        cfg.identity.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -170,6 +181,7 @@ impl AgentConfig {
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
         self.gates.validate()?;
+        self.identity.validate()?;
         Ok(())
     }
 

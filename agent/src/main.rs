@@ -33,6 +33,10 @@ enum Command {
         /// Address of the receipt and admin API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         listen: SocketAddr,
+        /// Address of the agent-to-agent API (mutual TLS with the SPIFFE SVID; needs
+        /// `[identity] enabled`). Not served when absent.
+        #[arg(long)]
+        peer_listen: Option<SocketAddr>,
     },
     /// Check a proof bundle or log export offline; exits 1 with the reason on any tampering.
     Verify {
@@ -234,12 +238,24 @@ async fn main() -> anyhow::Result<ExitCode> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, listen } => {
+        Command::Run {
+            config,
+            listen,
+            peer_listen,
+        } => {
             let cfg = load(config.as_ref())?;
             let api = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            run(Listeners { api }, cfg, shutdown_signal()).await?;
+            let peer = match peer_listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding {addr}"))?,
+                ),
+                None => None,
+            };
+            run(Listeners { api, peer }, cfg, shutdown_signal()).await?;
         }
         Command::Verify { file, trusted_keys } => {
             return verify(&file, trusted_keys.as_ref());

@@ -5,7 +5,9 @@
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
 //! `kms.rotation_interval`), the policy file watcher and the rollout evaluator (promotion
-//! gates, resuming a persisted rollout). On shutdown held long-polls answer
+//! gates, resuming a persisted rollout). With `[identity] enabled` the SPIFFE
+//! identity is opened before anything is served, and the peer listener (when given) serves
+//! [`crate::peer::router`] over mutual TLS. On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
 //! seals what was acknowledged.
 
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::gates::{Gates, GatesError};
+use crate::identity::{serve_mtls, Identity, IdentityError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
 use crate::receipts::log::now_ns;
@@ -42,6 +45,9 @@ pub enum RunError {
     /// The promotion gates could not be opened.
     #[error(transparent)]
     Gates(#[from] GatesError),
+    /// The SPIFFE identity could not be opened, or the peer listener failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -57,6 +63,9 @@ pub enum RunError {
 pub struct Listeners {
     /// The receipt and admin API.
     pub api: TcpListener,
+    /// The agent-to-agent API ([`crate::peer::router`]), served over mutual TLS with the SVID;
+    /// requires `[identity] enabled`.
+    pub peer: Option<TcpListener>,
 }
 
 fn spawn_every(
@@ -96,6 +105,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    if listeners.peer.is_some() && !config.identity.enabled {
+        return Err(ConfigError::Invalid {
+            setting: "identity.enabled",
+            reason: "a peer listener needs the SPIFFE identity ([identity] enabled = true)"
+                .to_owned(),
+        }
+        .into());
+    }
+    let identity = match config.identity.enabled {
+        true => Some(Identity::open(&config.identity).await?),
+        false => None,
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::Io {
         what: "creating data_dir",
         source,
@@ -135,6 +156,19 @@ pub async fn run(
     if let Ok(addr) = listeners.api.local_addr() {
         tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
     }
+    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Held until `run` returns: the identity keeps following rotations while the agent runs.
+    let peer_server = match (listeners.peer, identity.clone()) {
+        (Some(peer), Some(identity)) => Some(tokio::spawn(serve_mtls(
+            peer,
+            identity,
+            crate::peer::router(),
+            async {
+                let _ = peer_stopped.await;
+            },
+        ))),
+        _ => None,
+    };
     let closing = policy.clone();
     let served = axum::serve(
         listeners.api,
@@ -144,8 +178,16 @@ pub async fn run(
     .with_graceful_shutdown(async move {
         shutdown.await;
         closing.close();
+        let _ = peer_stop.send(());
     })
     .await;
+    let peer_served = match peer_server {
+        Some(task) => task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "peer listener task ended abnormally");
+            Ok(())
+        }),
+        None => Ok(()),
+    };
     policy.close();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
@@ -158,5 +200,6 @@ pub async fn run(
     served.map_err(|source| RunError::Io {
         what: "serving the API",
         source,
-    })
+    })?;
+    Ok(peer_served?)
 }

@@ -14,6 +14,8 @@ pub mod ports;
 pub mod raw;
 pub mod rig;
 pub mod rollout;
+#[cfg(feature = "spiffe-double")]
+pub mod spiffe_workload;
 pub mod template;
 pub mod upstream;
 pub mod wait;

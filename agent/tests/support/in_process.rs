@@ -27,7 +27,7 @@ impl InProcessAgent {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = api.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { api }, config, async {
+        let task = tokio::spawn(run(Listeners { api, peer: None }, config, async {
             let _ = rx.await;
         }));
         let agent = InProcessAgent {
