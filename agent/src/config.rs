@@ -16,6 +16,9 @@
 //! [gates]                             # rollout defaults; see `gates::config`
 //! environment = "canary"
 //!
+//! [api]
+//! admin_token_file = "/etc/knhk/admin-token" # bearer token for state-changing endpoints
+//!
 //! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
 //! enabled = false
 //! ```
@@ -27,6 +30,7 @@ use knhk_core::checkpoint::Checkpoint;
 use knhk_core::merkle::EMPTY_ROOT;
 use serde::{Deserialize, Deserializer};
 
+use crate::api::auth::{ApiConfig, AuthError};
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::parse_duration;
@@ -78,6 +82,9 @@ pub enum ConfigError {
     /// The `[gates]` table or its environment overrides are invalid.
     #[error(transparent)]
     Gates(#[from] GatesError),
+    /// The admin token file is unreadable or holds an unacceptable token.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The `[identity]` table or its environment overrides are invalid.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -112,6 +119,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     /// Promotion gate defaults.
     pub gates: GatesConfig,
+    /// API settings (admin token).
+    pub api: ApiConfig,
     /// SPIFFE identity and agent-to-agent mTLS; see `identity::config`.
     pub identity: IdentityConfig,
 }
@@ -126,6 +135,7 @@ impl Default for AgentConfig {
             policy_file: None,
             policy: PolicyConfig::default(),
             gates: GatesConfig::default(),
+            api: ApiConfig::default(),
             identity: IdentityConfig::default(),
         }
     }
@@ -158,6 +168,7 @@ impl AgentConfig {
         };
         cfg.kms.apply_env(&env)?;
         cfg.gates.apply_env(&env)?;
+        cfg.api.apply_env(&env);
         cfg.identity.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
@@ -181,6 +192,7 @@ impl AgentConfig {
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
         self.gates.validate()?;
+        self.api.token()?;
         self.identity.validate()?;
         Ok(())
     }

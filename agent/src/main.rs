@@ -51,6 +51,9 @@ enum Command {
         /// Address of the running agent's API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         agent: String,
+        /// File with the agent's admin bearer token (when it has `[api] admin_token_file`).
+        #[arg(long, env = "KNHK_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         action: RolloutAction,
     },
@@ -77,6 +80,9 @@ enum KeysAction {
         /// Address of the running agent's API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         agent: String,
+        /// File with the agent's admin bearer token (when it has `[api] admin_token_file`).
+        #[arg(long, env = "KNHK_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -116,7 +122,20 @@ enum RolloutAction {
     },
 }
 
-async fn rollout(agent: &str, action: RolloutAction) -> anyhow::Result<ExitCode> {
+fn read_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    file.map(|p| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| format!("reading the admin token {}", p.display()))
+    })
+    .transpose()
+}
+
+async fn rollout(
+    agent: &str,
+    token: Option<&str>,
+    action: RolloutAction,
+) -> anyhow::Result<ExitCode> {
     let (method, path, body): (&str, String, Option<Vec<u8>>) = match &action {
         RolloutAction::Start { file } => (
             "POST",
@@ -150,7 +169,7 @@ async fn rollout(agent: &str, action: RolloutAction) -> anyhow::Result<ExitCode>
             None,
         ),
     };
-    let answer = client::call_with(agent, method, &path, body.as_deref()).await?;
+    let answer = client::call_with(agent, method, &path, body.as_deref(), token).await?;
     let text = String::from_utf8_lossy(&answer.body);
     if !(200..300).contains(&answer.status) {
         eprintln!("agent at {agent} answered {}: {text}", answer.status);
@@ -260,8 +279,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Verify { file, trusted_keys } => {
             return verify(&file, trusted_keys.as_ref());
         }
-        Command::Rollout { agent, action } => {
-            return rollout(&agent, action).await;
+        Command::Rollout {
+            agent,
+            token_file,
+            action,
+        } => {
+            let token = read_token(token_file.as_ref())?;
+            return rollout(&agent, token.as_deref(), action).await;
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;
@@ -275,8 +299,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                 KeysAction::ListConfig => {
                     serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
                 }
-                KeysAction::RotateConfig { agent } => {
-                    let answer = client::call(&agent, "POST", "/v1/config/keys/rotate").await?;
+                KeysAction::RotateConfig { agent, token_file } => {
+                    let token = read_token(token_file.as_ref())?;
+                    let answer = client::call_with(
+                        &agent,
+                        "POST",
+                        "/v1/config/keys/rotate",
+                        None,
+                        token.as_deref(),
+                    )
+                    .await?;
                     let body = String::from_utf8_lossy(&answer.body);
                     if answer.status != 200 {
                         anyhow::bail!("agent at {agent} answered {}: {body}", answer.status);

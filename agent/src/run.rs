@@ -105,6 +105,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    let admin_token = config.api.token().map_err(ConfigError::from)?;
+    if admin_token.is_none() {
+        tracing::warn!("no [api] admin_token_file: state-changing admin endpoints are open to whoever reaches the API address");
+    }
     if listeners.peer.is_some() && !config.identity.enabled {
         return Err(ConfigError::Invalid {
             setting: "identity.enabled",
@@ -170,17 +174,21 @@ pub async fn run(
         _ => None,
     };
     let closing = policy.clone();
-    let served = axum::serve(
-        listeners.api,
-        crate::api::router(log.clone(), policy.clone())
-            .merge(crate::gates::api::routes(gates.clone())),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closing.close();
-        let _ = peer_stop.send(());
-    })
-    .await;
+    let mut api = crate::api::router(log.clone(), policy.clone())
+        .merge(crate::gates::api::routes(gates.clone()));
+    if let Some(token) = admin_token {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            crate::api::auth::require_admin,
+        ));
+    }
+    let served = axum::serve(listeners.api, api)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close();
+            let _ = peer_stop.send(());
+        })
+        .await;
     let peer_served = match peer_server {
         Some(task) => task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "peer listener task ended abnormally");

@@ -710,3 +710,81 @@ async fn rollout_flags_follow_the_gate_and_are_disabled_on_rollback() {
     );
     agent.stop().await;
 }
+
+/// With `[api] admin_token_file`, state-changing requests need the bearer token (401 and
+/// nothing changes without it or with a wrong one), reads and receipt ingest stay open, the
+/// CLI passes the token from `--token-file`, and an unacceptable token file stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_guards_state_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "t0ken-".repeat(8);
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.api.admin_token_file = Some(token_file.clone());
+    let http = reqwest::Client::new();
+    let agent = InProcessAgent::start(cfg.clone(), http, "/v1/policy").await;
+    let body = json!({"routing": {"salt": "gates", "key_sources": [{"header": "x-user-id"}]}});
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic abc"),
+        Some("Bearer "),
+    ] {
+        let mut req = agent.http.put(agent.url("/v1/policy")).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    assert_eq!(policy(&agent).await["epoch"], 0, "nothing was published");
+    let r = agent
+        .http
+        .put(agent.url("/v1/policy"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = agent
+        .http
+        .post(agent.url("/v1/receipts"))
+        .header("content-type", "application/x-knhk-receipts")
+        .body(encode_batch(&[receipt(Route::Stable, 200, 1, 1, 0)]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "receipt ingest needs no token");
+    let file = dir.path().join("rollout.json");
+    std::fs::write(&file, rollout("guarded", json!({})).to_string()).unwrap();
+    let out = cli(&agent, &["start", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+        .args([
+            "rollout",
+            "--agent",
+            &agent.addr.to_string(),
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .args(["start", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        call(&agent, "GET", "/v1/rollouts/current", None).await.0,
+        StatusCode::OK
+    );
+    agent.stop().await;
+    std::fs::write(&token_file, "too-short").unwrap();
+    let err = cfg.validate().unwrap_err();
+    assert!(err.to_string().contains("admin_token_file"), "{err}");
+}

@@ -28,6 +28,8 @@ use base64::Engine as _;
 use knhk_core::receipt::{LogEntry, MAX_BATCH_LEN};
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+
 use crate::policy::PolicyService;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 

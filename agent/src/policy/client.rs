@@ -72,23 +72,26 @@ pub fn parse_response(raw: &[u8]) -> Option<Answer> {
 
 /// Send `method path` with an empty body to the agent at `addr` (`host:port`).
 pub async fn call(addr: &str, method: &str, path: &str) -> Result<Answer, PolicyError> {
-    call_with(addr, method, path, None).await
+    call_with(addr, method, path, None, None).await
 }
 
-/// Send `method path` with an optional JSON `body` to the agent at `addr` (`host:port`).
+/// Send `method path` with an optional JSON `body` and admin bearer `token` to the agent at
+/// `addr` (`host:port`).
 pub async fn call_with(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
+    token: Option<&str>,
 ) -> Result<Answer, PolicyError> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| client_err(addr, format!("connect: {e}")))?;
         let body = body.unwrap_or_default();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )
         .into_bytes();
