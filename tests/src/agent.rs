@@ -128,6 +128,11 @@ impl AgentProcess {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// The directory its state lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// SIGKILL, no shutdown: what a crash looks like.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

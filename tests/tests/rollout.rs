@@ -180,3 +180,146 @@ async fn healthy_rollout_walks_to_production() {
         "production: everyone on v2"
     );
 }
+
+/// Where the core says `key` goes at `bp` under the rollout rigs' salt.
+fn expected(key: u64, bp: u16) -> &'static str {
+    knhk_e2e::rig::oracle_route("rollout", &format!("user-{key}"), bp)
+}
+
+/// Low traffic holds the gate (inconclusive, no promotion); invalid transitions are refused;
+/// an agent killed with SIGKILL mid-rollout restarts on the same gate and weight while Envoy
+/// keeps routing by the last config; pause/resume work and abort returns every key to stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_survives_agent_crash_and_obeys_manual_controls() {
+    let mut s = RolloutRig::start("crash").await.unwrap();
+    let spec = rollout_spec(
+        "crash",
+        &json!({"steps": [5, 25], "analysis": {"interval_ms": 50, "window_ms": 3000,
+                "pass_for_ms": 100, "min_samples": 500, "failure_threshold": 2}}),
+    );
+    s.call("POST", "/v1/rollouts", Some(spec)).await.unwrap();
+    // A trickle of traffic (some of it on the candidate), far below min_samples.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        for key in 0..KEYS {
+            s.rig
+                .client
+                .get("/api", &[("x-user-id", &format!("user-{key}"))])
+                .await
+                .unwrap();
+        }
+        let st = s.call("GET", "/v1/rollouts/current", None).await.unwrap();
+        if st["evaluations"].as_u64().unwrap_or(0) >= 40
+            && st["figures"]["candidate"]["samples"].as_u64().unwrap_or(0) > 0
+        {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no candidate samples counted: {st:#}"
+        );
+    };
+    assert_eq!(held["verdict"]["verdict"], "inconclusive", "{held:#}");
+    assert_eq!(
+        (held["step"].as_u64(), held["canary_percent"].as_f64()),
+        (Some(0), Some(5.0))
+    );
+    let (status, refused) = s
+        .agent
+        .call(
+            "POST",
+            "/v1/rollouts/current/promote",
+            Some(&json!({"to": "staging"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{refused}");
+    s.call("POST", "/v1/rollouts/current/promote", None)
+        .await
+        .unwrap();
+    let before = s.call("GET", "/v1/policy", None).await.unwrap();
+    // Crash the agent; Envoy keeps the last config; restart on the same port and state.
+    let (dir, port) = (s.agent.dir().to_path_buf(), s.agent.port());
+    s.agent.kill9();
+    for key in 0..KEYS {
+        let reply = s
+            .rig
+            .client
+            .get("/api", &[("x-user-id", &format!("user-{key}"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.upstream(),
+            Some(expected(key, 2500)),
+            "agent down: {}",
+            reply.describe()
+        );
+    }
+    s.agent = knhk_e2e::agent::AgentProcess::start(&dir, Some(port))
+        .await
+        .unwrap();
+    let resumed = s.call("GET", "/v1/rollouts/current", None).await.unwrap();
+    assert_eq!(
+        (
+            resumed["gate"].as_str(),
+            resumed["step"].as_u64(),
+            resumed["canary_percent"].as_f64(),
+            resumed["phase"].as_str()
+        ),
+        (Some("canary"), Some(1), Some(25.0), Some("running")),
+        "{resumed:#}"
+    );
+    let after = s.call("GET", "/v1/policy", None).await.unwrap();
+    assert_eq!(
+        after["epoch"], before["epoch"],
+        "the restart published nothing new"
+    );
+    s.call("POST", "/v1/rollouts/current/pause", None)
+        .await
+        .unwrap();
+    s.call("POST", "/v1/rollouts/current/resume", None)
+        .await
+        .unwrap();
+    let aborted = s
+        .call(
+            "POST",
+            "/v1/rollouts/current/abort",
+            Some(json!({"reason": "drill"})),
+        )
+        .await
+        .unwrap();
+    let abort_epoch = aborted["history"].as_array().unwrap().last().unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    // Every key on stable once the abort epoch is in force on the worker that answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut key = 0u64;
+    let mut confirmed = BTreeSet::new();
+    while confirmed.len() < KEYS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "abort did not reach every worker"
+        );
+        let reply = s
+            .rig
+            .client
+            .get("/api", &[("x-user-id", &format!("user-{}", key % KEYS))])
+            .await
+            .unwrap();
+        let epoch = reply
+            .decision()
+            .and_then(|d| d.get("version").and_then(|v| v.parse::<u64>().ok()));
+        if epoch >= Some(abort_epoch) {
+            assert_eq!(reply.upstream(), Some("stable"), "{}", reply.describe());
+            confirmed.insert(key % KEYS);
+        }
+        key += 1;
+    }
+    let actions: Vec<&str> = aborted["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["start", "promote", "pause", "resume", "abort"]);
+}
