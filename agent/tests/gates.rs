@@ -97,6 +97,16 @@ fn receipt(route: Route, status: u16, latency_us: u32, epoch: u64, i: u64) -> Re
     }
 }
 
+/// An agent with the base policy and rollout `id` (`extra` merged into the spec) started.
+async fn running(id: &str, extra: Value) -> (tempfile::TempDir, InProcessAgent) {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(dir.path()).await;
+    put_base_policy(&agent).await;
+    let (s, body) = call(&agent, "POST", "/v1/rollouts", Some(rollout(id, extra))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    (dir, agent)
+}
+
 /// Post `n` candidate and `n` stable receipts under the rollout's current epoch.
 async fn feed(agent: &InProcessAgent, n: u64, canary_status: u16, canary_latency_us: u32) {
     let epoch = status(agent).await["since_epoch"].as_u64().unwrap();
@@ -168,18 +178,8 @@ fn rollout(id: &str, extra: Value) -> Value {
 /// the candidate the stable route value with the weight reset to 0; every step is in history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_candidate_is_promoted_to_production() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = start(dir.path()).await;
-    put_base_policy(&agent).await;
-    let (s, body) = call(
-        &agent,
-        "POST",
-        "/v1/rollouts",
-        Some(rollout("walk", json!({}))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    assert_eq!(body["canary_percent"], 5.0);
+    let (_dir, agent) = running("walk", json!({})).await;
+    assert_eq!(status(&agent).await["canary_percent"], 5.0);
     let p = policy(&agent).await;
     assert_eq!(p["policy"]["routing"]["canary_basis_points"], 500);
     assert_eq!(
@@ -218,17 +218,7 @@ async fn healthy_candidate_is_promoted_to_production() {
 /// bundle shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_candidate_is_rolled_back_with_signed_cause() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = start(dir.path()).await;
-    put_base_policy(&agent).await;
-    let (s, body) = call(
-        &agent,
-        "POST",
-        "/v1/rollouts",
-        Some(rollout("bad", json!({}))),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (_dir, agent) = running("bad", json!({})).await;
     let rolled = until(&agent, "rollback", Some((503, 2_000)), |s| {
         s["phase"] == "rolled_back"
     })
@@ -287,16 +277,7 @@ async fn failing_candidate_is_rolled_back_with_signed_cause() {
 /// A candidate answering slowly breaks its p99 limit and is rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_candidate_is_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = start(dir.path()).await;
-    put_base_policy(&agent).await;
-    call(
-        &agent,
-        "POST",
-        "/v1/rollouts",
-        Some(rollout("slow", json!({}))),
-    )
-    .await;
+    let (_dir, agent) = running("slow", json!({})).await;
     let rolled = until(&agent, "rollback", Some((200, 400_000)), |s| {
         s["phase"] == "rolled_back"
     })
@@ -311,16 +292,7 @@ async fn slow_candidate_is_rolled_back() {
 /// Too little traffic is inconclusive: many evaluations pass without a promotion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_traffic_holds_the_gate() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = start(dir.path()).await;
-    put_base_policy(&agent).await;
-    call(
-        &agent,
-        "POST",
-        "/v1/rollouts",
-        Some(rollout("quiet", json!({}))),
-    )
-    .await;
+    let (_dir, agent) = running("quiet", json!({})).await;
     feed(&agent, 5, 200, 2_000).await;
     let s = until(&agent, "30 evaluations", None, |s| {
         s["evaluations"].as_u64().unwrap() >= 30

@@ -35,47 +35,7 @@ pub struct GatesConfig {
     /// First canary step of the default ramp, percent; 0 keeps the default ramp.
     pub first_step_percent: f64,
     /// Analysis defaults.
-    pub analysis: AnalysisDefaults,
-}
-
-/// Analysis defaults (see [`Analysis`] for meanings).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnalysisDefaults {
-    /// Evaluation period, milliseconds.
-    pub interval_ms: u64,
-    /// Sliding window, milliseconds.
-    pub window_ms: u64,
-    /// Passing time before automatic promotion, milliseconds.
-    pub pass_for_ms: u64,
-    /// Candidate samples needed for a verdict.
-    pub min_samples: u64,
-    /// Minimum candidate success rate (the older sidecar's SLO threshold, 0.95).
-    pub min_success_rate: f64,
-    /// Maximum candidate p99, milliseconds.
-    pub max_p99_ms: Option<f64>,
-    /// Maximum candidate p99 ÷ stable p99.
-    pub max_p99_ratio: Option<f64>,
-    /// Minimum health score (the older sidecar's 0.8).
-    pub min_health: f64,
-    /// Failed evaluations in a row that trigger a rollback.
-    pub failure_threshold: u32,
-}
-
-impl Default for AnalysisDefaults {
-    fn default() -> Self {
-        AnalysisDefaults {
-            interval_ms: 200,
-            window_ms: 30_000,
-            pass_for_ms: 60_000,
-            min_samples: 100,
-            min_success_rate: 0.95,
-            max_p99_ms: None,
-            max_p99_ratio: None,
-            min_health: 0.8,
-            failure_threshold: 2,
-        }
-    }
+    pub analysis: Analysis,
 }
 
 impl Default for GatesConfig {
@@ -84,7 +44,7 @@ impl Default for GatesConfig {
             environment: Gate::Canary,
             auto_rollback: true,
             first_step_percent: 0.0,
-            analysis: AnalysisDefaults::default(),
+            analysis: Analysis::default(),
         }
     }
 }
@@ -174,18 +134,7 @@ impl GatesConfig {
 
     /// The default analysis.
     pub fn analysis(&self) -> Analysis {
-        let d = &self.analysis;
-        Analysis {
-            interval_ms: d.interval_ms,
-            window_ms: d.window_ms,
-            pass_for_ms: d.pass_for_ms,
-            min_samples: d.min_samples,
-            min_success_rate: d.min_success_rate,
-            max_p99_ms: d.max_p99_ms,
-            max_p99_ratio: d.max_p99_ratio,
-            min_health: d.min_health,
-            failure_threshold: d.failure_threshold,
-        }
+        self.analysis.clone()
     }
 
     /// The canary ramp a rollout gets when it names no steps: `first_step_percent` (when set)

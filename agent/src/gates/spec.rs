@@ -113,8 +113,10 @@ pub struct AnalysisOverrides {
     pub failure_threshold: Option<u32>,
 }
 
-/// Analysis settings in force for a rollout (overrides merged over defaults).
+/// Analysis settings: the `[gates.analysis]` defaults, and those in force for a rollout
+/// (its overrides merged over the defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Analysis {
     /// Evaluation period, milliseconds.
     pub interval_ms: u64,
@@ -124,16 +126,32 @@ pub struct Analysis {
     pub pass_for_ms: u64,
     /// Candidate samples needed for a verdict.
     pub min_samples: u64,
-    /// Minimum candidate success rate.
+    /// Minimum candidate success rate (the older sidecar's SLO threshold, 0.95).
     pub min_success_rate: f64,
     /// Maximum candidate p99, milliseconds.
     pub max_p99_ms: Option<f64>,
     /// Maximum candidate p99 ÷ stable p99.
     pub max_p99_ratio: Option<f64>,
-    /// Minimum health score.
+    /// Minimum health score (the older sidecar's 0.8).
     pub min_health: f64,
     /// Failed evaluations in a row that trigger a rollback.
     pub failure_threshold: u32,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval_ms: 200,
+            window_ms: 30_000,
+            pass_for_ms: 60_000,
+            min_samples: 100,
+            min_success_rate: 0.95,
+            max_p99_ms: None,
+            max_p99_ratio: None,
+            min_health: 0.8,
+            failure_threshold: 2,
+        }
+    }
 }
 
 /// Percent (0..=100) to basis points, rounded to the nearest.
