@@ -12,6 +12,9 @@
 //!
 //! [policy]                            # config push; see `policy::config`
 //! key_id = "knhk-config"
+//!
+//! [quorum]                            # cross-region witnessing; see `quorum::config`
+//! enabled = false
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use serde::{Deserialize, Deserializer};
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
+use crate::quorum::{QuorumConfig, QuorumError};
 
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
@@ -67,6 +71,9 @@ pub enum ConfigError {
     /// The `[policy]` table is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The `[quorum]` table or its legacy variables are invalid.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -96,6 +103,8 @@ pub struct AgentConfig {
     pub policy_file: Option<PathBuf>,
     /// Config push settings.
     pub policy: PolicyConfig,
+    /// Cross-region quorum; see `quorum::config`.
+    pub quorum: QuorumConfig,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +116,7 @@ impl Default for AgentConfig {
             kms: KmsConfig::default(),
             policy_file: None,
             policy: PolicyConfig::default(),
+            quorum: QuorumConfig::default(),
         }
     }
 }
@@ -136,7 +146,8 @@ impl AgentConfig {
             }
             None => AgentConfig::default(),
         };
-        cfg.kms.apply_env(env)?;
+        cfg.kms.apply_env(&env)?;
+        cfg.quorum.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -158,6 +169,7 @@ impl AgentConfig {
         }
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
+        self.quorum.validate(&self.origin)?;
         Ok(())
     }
 

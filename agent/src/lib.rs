@@ -3,13 +3,14 @@
 //!
 //! One module per subsystem, each with its own error type: [`config`] (file, environment,
 //! validation), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
-//! log), [`policy`] (signed config epochs pushed to the filters), [`api`] (HTTP), [`verify`] (offline checks) and [`run`](mod@run) (startup, background
+//! log), [`policy`] (signed config epochs pushed to the filters), [`api`] (HTTP), [`quorum`] (cross-region witnessing and k-of-n commits), [`verify`] (offline checks) and [`run`](mod@run) (startup, background
 //! tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
 
 pub mod api;
 pub mod config;
 pub mod kms;
 pub mod policy;
+pub mod quorum;
 pub mod receipts;
 pub mod run;
 pub mod verify;

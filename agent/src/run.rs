@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{AgentConfig, ConfigError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
+use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
@@ -37,6 +38,9 @@ pub enum RunError {
     /// The config push service could not be opened.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The cross-region quorum (witness, replicator) could not be opened.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -110,24 +114,41 @@ pub async fn run(
     );
     let rotator = spawn_every(
         config.kms.rotation_interval,
-        stop_rx,
+        stop_rx.clone(),
         log.clone(),
         "key rotation",
         true,
     );
+    // Cross-region quorum: witness routes on the API listener, replicator in the background.
+    // The transport seam: `quorum.router()` and the injected `reqwest::Client`.
+    let quorum = if config.quorum.enabled {
+        Some(
+            Quorum::open(
+                &config.quorum,
+                &config.data_dir,
+                log.clone(),
+                reqwest::Client::new(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx));
+    let mut app = crate::api::router(log.clone(), policy.clone());
+    if let Some(q) = &quorum {
+        app = app.merge(q.router());
+    }
     if let Ok(addr) = listeners.api.local_addr() {
         tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
     }
     let closing = policy.clone();
-    let served = axum::serve(
-        listeners.api,
-        crate::api::router(log.clone(), policy.clone()),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closing.close();
-    })
-    .await;
+    let served = axum::serve(listeners.api, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close();
+        })
+        .await;
     policy.close();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
@@ -135,6 +156,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = sealer.await;
     let _ = rotator.await;
+    if let Some(replicator) = replicator {
+        let _ = replicator.await;
+    }
     log.seal(now_ns()).await?;
     served.map_err(|source| RunError::Io {
         what: "serving the API",

@@ -41,6 +41,10 @@ pub struct ProofBundle {
     pub checkpoint: SignedCheckpoint,
     /// The public key version that signed it.
     pub public_key: PublicKeyVersion,
+    /// C2SP `cosignature/v1` lines of other regions' witnesses over `checkpoint` (see
+    /// `crate::quorum`); absent when the bundle cites a checkpoint not yet witnessed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosignatures: Vec<String>,
 }
 
 /// A consistency proof between two consecutive checkpoints.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
-use knhk_core::merkle::leaf_hash;
+use knhk_core::merkle::{leaf_hash, Hash};
 use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry};
 
 use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
@@ -31,6 +31,7 @@ pub struct ReceiptLog {
     store: Mutex<ReceiptStore>,
     signer: Arc<dyn Signer>,
     seal_lock: tokio::sync::Mutex<()>,
+    sealed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ReceiptLog {
@@ -67,6 +68,7 @@ impl ReceiptLog {
             store: Mutex::new(store),
             signer,
             seal_lock: tokio::sync::Mutex::new(()),
+            sealed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -153,6 +155,7 @@ impl ReceiptLog {
         }
         let cp = SignedCheckpoint { text, signature };
         self.store()?.record_checkpoint(&cp)?;
+        self.notify_sealed(&cp);
         tracing::debug!(
             tree_size = Checkpoint::parse(&cp.text).map_or(0, |c| c.tree_size),
             key_version = cp.signature.key_version,
@@ -242,6 +245,8 @@ impl ReceiptLog {
         let mut store = self.store()?;
         store.record_checkpoint(&cp)?;
         store.record_public_keys(&keys)?;
+        drop(store);
+        self.notify_sealed(&cp);
         Ok(cp)
     }
 
@@ -269,10 +274,19 @@ impl ReceiptLog {
 
     /// Proof bundle for leaf `index` against the newest checkpoint.
     pub fn proof_bundle(&self, index: u64) -> Result<ProofBundle, ReceiptsError> {
-        let store = self.store()?;
-        let checkpoint = store
+        let checkpoint = self
             .latest_checkpoint()?
             .ok_or(ReceiptsError::NotSealed { index })?;
+        self.proof_bundle_for(index, checkpoint)
+    }
+
+    /// Proof bundle for leaf `index` against `checkpoint` (one of this log's checkpoints).
+    pub fn proof_bundle_for(
+        &self,
+        index: u64,
+        checkpoint: SignedCheckpoint,
+    ) -> Result<ProofBundle, ReceiptsError> {
+        let store = self.store()?;
         let cp = Checkpoint::parse(&checkpoint.text)?;
         if index >= cp.tree_size {
             return Err(ReceiptsError::NotSealed { index });
@@ -302,7 +316,39 @@ impl ReceiptLog {
             inclusion_proof,
             checkpoint,
             public_key,
+            cosignatures: Vec::new(),
         })
+    }
+
+    // --- Read access for cross-region replication (see `crate::quorum`). ---
+
+    /// Wake-ups after each recorded checkpoint; the value is its tree size.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sealed.subscribe()
+    }
+
+    fn notify_sealed(&self, cp: &SignedCheckpoint) {
+        let size = Checkpoint::parse(&cp.text).map_or(0, |c| c.tree_size);
+        self.sealed.send_replace(size);
+    }
+
+    /// Checkpoints with a tree size above `size`, oldest first.
+    pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.store()?.checkpoints_after(size)
+    }
+
+    /// The checkpoint of exactly `size` leaves, if one was sealed.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let Some(last) = size.checked_sub(1) else {
+            return Ok(None);
+        };
+        let found = self.store()?.checkpoint_covering(last)?;
+        Ok(found.filter(|c| Checkpoint::parse(&c.text).is_ok_and(|p| p.tree_size == size)))
+    }
+
+    /// Consistency proof from `first` to `second` leaves.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
+        self.store()?.consistency_proof(first, second)
     }
 
     /// The whole log, for offline verification.

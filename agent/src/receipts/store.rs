@@ -293,6 +293,29 @@ impl ReceiptStore {
         self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq")
     }
 
+    /// Checkpoints with a tree size above `size`, oldest first.
+    pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT text, signature FROM checkpoints WHERE tree_size > ?1 ORDER BY seq",
+            )
+            .map_err(sql("read checkpoints"))?;
+        let rows = stmt
+            .query_map(params![to_i64(size)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(sql("read checkpoints"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (text, sig) = row.map_err(sql("read checkpoints"))?;
+            let signature = serde_json::from_str(&sig)
+                .map_err(|e| ReceiptsError::Corrupt(format!("stored signature: {e}")))?;
+            out.push(SignedCheckpoint { text, signature });
+        }
+        Ok(out)
+    }
+
     /// The newest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
         Ok(self

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use knhk_core::checkpoint::{verify_signature, Checkpoint, CheckpointError, PublicKeyVersion};
 use knhk_core::merkle::{self, Frontier, Hash, MerkleError};
-use knhk_core::receipt::{LogEntry, ReceiptError};
+use knhk_core::receipt::{KeyRotation, LogEntry, ReceiptError};
 use serde::Deserialize;
 
 use crate::receipts::export::{BUNDLE_FORMAT, EXPORT_FORMAT};
@@ -196,6 +196,25 @@ fn check_signature(
         .map_err(|source| VerifyError::BadSignature { index, source })
 }
 
+/// The key version that rotation entry `rotation` introduces, when `signer` — the key of a
+/// trusted checkpoint covering the entry — may vouch for it (same provider and key id). This
+/// is the handover rule both offline verification and the quorum witness follow.
+pub fn handed_over_key(
+    signer: &PublicKeyVersion,
+    rotation: &KeyRotation,
+) -> Option<PublicKeyVersion> {
+    (rotation.provider == signer.provider && rotation.key_id == signer.key_id).then(|| {
+        PublicKeyVersion {
+            provider: rotation.provider.clone(),
+            key_id: rotation.key_id.clone(),
+            version: rotation.new_version,
+            alg: rotation.alg,
+            public_key: rotation.public_key.clone(),
+            retired: false,
+        }
+    })
+}
+
 fn untrusted(k: &PublicKeyVersion) -> VerifyError {
     VerifyError::UntrustedKey {
         provider: k.provider.clone(),
@@ -369,7 +388,7 @@ pub fn verify_export(
             }
             // Rotations covered by this trusted checkpoint hand trust to their new versions.
             for (leaf, k) in &rotations {
-                if *leaf < cp.tree_size && k.provider == key.provider && k.key_id == key.key_id {
+                if *leaf < cp.tree_size && handed_over_key(&key, k).is_some() {
                     if let Some(p) = export.public_keys.iter().find(|p| {
                         p.provider == k.provider
                             && p.key_id == k.key_id
