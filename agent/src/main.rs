@@ -10,9 +10,12 @@ use knhk_agent::config::AgentConfig;
 use knhk_agent::kms::build_signer;
 use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
+use knhk_agent::quorum::witness::open_witness_key;
+use knhk_agent::verify::quorum::verify_cosignatures_json;
 use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners};
 use knhk_core::checkpoint::PublicKeyVersion;
+use knhk_core::cosignature::WitnessKey;
 
 /// knhk control agent.
 #[derive(Debug, Parser)]
@@ -40,6 +43,14 @@ enum Command {
         /// JSON list of trusted public key versions (from `knhk-agent keys list`).
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
+        /// Require this many signatures on the bundle's checkpoint: the log's own plus
+        /// cosignatures of witnesses in `--witness-keys`.
+        #[arg(long, requires = "witness_keys")]
+        quorum: Option<usize>,
+        /// JSON list of trusted witness keys `{"name", "public_key"}` (from
+        /// `knhk-agent keys witness` of each region).
+        #[arg(long)]
+        witness_keys: Option<PathBuf>,
     },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
@@ -59,6 +70,8 @@ enum KeysAction {
     Rotate,
     /// Print the config key set for the filter's static `control.trusted_keys` (JSON).
     ListConfig,
+    /// Print this region's witness key `{"name", "public_key"}` (created on first use).
+    Witness,
     /// Rotate the config signing key of a running agent and publish the handover epoch.
     RotateConfig {
         /// Address of the running agent's API.
@@ -96,6 +109,25 @@ fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<Exit
                 );
             }
             println!("OK: {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("verification FAILED: {}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn verify_quorum(file: &PathBuf, k: usize, keys: &PathBuf) -> anyhow::Result<ExitCode> {
+    let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = std::fs::read(keys).with_context(|| format!("reading {}", keys.display()))?;
+    let witnesses: Vec<WitnessKey> = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing witness keys {}", keys.display()))?;
+    match verify_cosignatures_json(&json, k, &witnesses) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -146,8 +178,19 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("binding {listen}"))?;
             run(Listeners { api }, cfg, shutdown_signal()).await?;
         }
-        Command::Verify { file, trusted_keys } => {
-            return verify(&file, trusted_keys.as_ref());
+        Command::Verify {
+            file,
+            trusted_keys,
+            quorum,
+            witness_keys,
+        } => {
+            let code = verify(&file, trusted_keys.as_ref())?;
+            return match (quorum, witness_keys) {
+                (Some(k), Some(keys)) if code == ExitCode::SUCCESS => {
+                    verify_quorum(&file, k, &keys)
+                }
+                _ => Ok(code),
+            };
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;
@@ -161,6 +204,9 @@ async fn main() -> anyhow::Result<ExitCode> {
                 KeysAction::ListConfig => {
                     serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
                 }
+                KeysAction::Witness => serde_json::to_string_pretty(
+                    &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,
+                )?,
                 KeysAction::RotateConfig { agent } => {
                     let answer = client::call(&agent, "POST", "/v1/config/keys/rotate").await?;
                     let body = String::from_utf8_lossy(&answer.body);

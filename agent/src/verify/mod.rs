@@ -16,6 +16,8 @@ use knhk_core::merkle::{self, Frontier, Hash, MerkleError};
 use knhk_core::receipt::{KeyRotation, LogEntry, ReceiptError};
 use serde::Deserialize;
 
+pub mod quorum;
+
 use crate::receipts::export::{BUNDLE_FORMAT, EXPORT_FORMAT};
 use crate::receipts::{LogExport, ProofBundle, SignedCheckpoint};
 
@@ -158,6 +160,16 @@ pub enum VerifyError {
         to: u64,
         /// What failed.
         source: MerkleError,
+    },
+    /// Fewer signatures than `--quorum` asks for (the log's own plus trusted cosignatures).
+    #[error("quorum not met: {found} of {needed} signatures ({detail})")]
+    QuorumNotMet {
+        /// Signatures required.
+        needed: usize,
+        /// Valid signatures found.
+        found: usize,
+        /// Why others did not count.
+        detail: String,
     },
     /// A rotation entry's public key differs from the exported key of that version.
     #[error("rotation entry at leaf {index} announces a key that differs from exported version {version}")]
