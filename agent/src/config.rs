@@ -15,6 +15,9 @@
 //!
 //! [quorum]                            # cross-region witnessing; see `quorum::config`
 //! enabled = false
+//!
+//! [retention]                         # payload retention and legal hold; see `retention`
+//! max_age = "720h"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
 use crate::quorum::{QuorumConfig, QuorumError};
+use crate::retention::{RetentionConfig, RetentionError};
 
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
@@ -74,6 +78,9 @@ pub enum ConfigError {
     /// The `[quorum]` table or its legacy variables are invalid.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
+    /// The `[retention]` table is invalid.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -105,6 +112,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     /// Cross-region quorum; see `quorum::config`.
     pub quorum: QuorumConfig,
+    /// Retention of receipt payloads; see `retention`.
+    pub retention: RetentionConfig,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +126,7 @@ impl Default for AgentConfig {
             policy_file: None,
             policy: PolicyConfig::default(),
             quorum: QuorumConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -170,6 +180,7 @@ impl AgentConfig {
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
         self.quorum.validate(&self.origin)?;
+        self.retention.validate()?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //!
 //! One module per subsystem, each with its own error type: [`config`] (file, environment,
 //! validation), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
-//! log), [`policy`] (signed config epochs pushed to the filters), [`api`] (HTTP), [`quorum`] (cross-region witnessing and k-of-n commits), [`verify`] (offline checks) and [`run`](mod@run) (startup, background
+//! log), [`policy`] (signed config epochs pushed to the filters), [`api`] (HTTP), [`quorum`] (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold), [`verify`] (offline checks) and [`run`](mod@run) (startup, background
 //! tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
 
 pub mod api;
@@ -12,6 +12,7 @@ pub mod kms;
 pub mod policy;
 pub mod quorum;
 pub mod receipts;
+pub mod retention;
 pub mod run;
 pub mod verify;
 

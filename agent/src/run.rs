@@ -22,6 +22,7 @@ use crate::policy::{PolicyError, PolicyService};
 use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
+use crate::retention::Retention;
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +135,16 @@ pub async fn run(
     } else {
         None
     };
-    let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx));
-    let mut app = crate::api::router(log.clone(), policy.clone());
+    let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx.clone()));
+    let retention = Arc::new(Retention::new(
+        log.clone(),
+        &config.origin,
+        quorum.as_ref().map(|q| q.witness.clone()),
+        config.retention.clone(),
+    ));
+    let pruner = retention.spawn(stop_rx);
+    let mut app = crate::api::router(log.clone(), policy.clone())
+        .merge(crate::retention::api::routes(retention));
     if let Some(q) = &quorum {
         app = app.merge(q.router());
     }
@@ -156,8 +165,8 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = sealer.await;
     let _ = rotator.await;
-    if let Some(replicator) = replicator {
-        let _ = replicator.await;
+    for task in replicator.into_iter().chain(pruner) {
+        let _ = task.await;
     }
     log.seal(now_ns()).await?;
     served.map_err(|source| RunError::Io {

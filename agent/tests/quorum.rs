@@ -178,6 +178,7 @@ impl FakeLog {
             consistency: merkle::consistency_proof(&self.hashes(n), old).unwrap(),
             checkpoint: self.checkpoint(signer, n).await,
             entries: self.entries[old as usize..n as usize].to_vec(),
+            pruned_hashes: Vec::new(),
         }
     }
 }
@@ -315,4 +316,136 @@ async fn bad_thresholds_are_refused_at_start() {
             .to_string();
         assert!(err.contains("quorum.threshold"), "{err}");
     }
+}
+
+fn kinds(page: &Value) -> Vec<String> {
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A legal hold (by epochs, and by receipt id) placed as a signed entry in one region survives
+/// a retention run on every region — its own log, the witnessed copies, and other regions'
+/// own receipts it selects — while the export still verifies; releasing it lets the next run
+/// prune what it pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legal_hold_survives_retention_on_every_region_until_released() {
+    let regions = Regions::start(&["eu", "us", "ap"], 2).await;
+    regions.post("eu", 0..40).await; // config epochs 0..4, ten receipts each
+    regions.post("us", 10..15).await; // epoch 1: held by eu's hold on us too
+    regions.post("us", 50..55).await; // epoch 5: not held
+    let (s, epochs) = regions
+        .post_json(
+            "eu",
+            "/v1/holds",
+            &serde_json::json!({"hold_id": "case-1", "reason": "litigation 42",
+                "selector": {"by": "epochs", "from": 1, "to": 2}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{epochs}");
+    let (s, one) = regions
+        .post_json(
+            "eu",
+            "/v1/holds",
+            &serde_json::json!({"hold_id": "receipt-35", "reason": "dispute",
+                "selector": {"by": "leaves", "from": 35, "to": 36}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{one}");
+    // The same id again, or releasing an unknown hold, is refused.
+    let (s, _) = regions
+        .post_json(
+            "eu",
+            "/v1/holds",
+            &serde_json::json!({"hold_id": "case-1", "reason": "again",
+                "selector": {"by": "epochs", "from": 1, "to": 2}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = regions
+        .post_json(
+            "eu",
+            "/v1/holds/nope/release",
+            &serde_json::json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let size = one["tree_size"].as_u64().unwrap();
+    regions.wait_replicated("eu", size).await;
+    let us_size = regions.json("us", "/v1/receipts?limit=1").await["size"]
+        .as_u64()
+        .unwrap();
+    regions.wait_replicated("us", us_size).await;
+
+    // Every region knows both holds, and retention keeps what they pin.
+    for r in ["eu", "us", "ap"] {
+        let holds = regions.json(r, "/v1/holds").await;
+        assert_eq!(holds.as_array().unwrap().len(), 2, "{r}: {holds}");
+    }
+    let (_, eu_run) = regions
+        .post_json("eu", "/v1/retention/run", &Value::Null)
+        .await;
+    assert_eq!(eu_run["pruned_own"], 29, "{eu_run}");
+    assert_eq!(eu_run["held"].as_u64().unwrap(), 11 + 5, "{eu_run}"); // + us's epoch-1 copies
+    let (_, us_run) = regions
+        .post_json("us", "/v1/retention/run", &Value::Null)
+        .await;
+    assert_eq!(us_run["pruned_own"], 5, "{us_run}");
+    assert_eq!(us_run["pruned_witnessed"], 29, "{us_run}"); // eu's copy; ap's log is empty
+    let (_, ap_run) = regions
+        .post_json("ap", "/v1/retention/run", &Value::Null)
+        .await;
+    assert_eq!(ap_run["pruned_witnessed"], 29 + 5, "{ap_run}"); // eu's copy and us's
+
+    let page = regions.json("eu", "/v1/receipts?limit=100").await;
+    let k = kinds(&page);
+    assert!(k[10..20].iter().all(|x| x == "receipt"), "{k:?}");
+    assert_eq!(k[35], "receipt");
+    assert_eq!(k[0], "pruned");
+    assert_eq!(k[40], "hold");
+    let export = regions.json("eu", "/v1/log/export").await;
+    let report = knhk_agent::verify::verify_json(
+        export.to_string().as_bytes(),
+        Some(&regions.regions[0].log_keys),
+    )
+    .unwrap();
+    assert!(
+        report.lines.iter().any(|l| l.contains("pruned")),
+        "{report:?}"
+    );
+    let gone = regions
+        .http
+        .get(regions.url("eu", "/v1/receipts/0/proof"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::GONE);
+    regions.json("eu", "/v1/receipts/12/proof").await;
+
+    // Release the epoch hold; the next runs prune what it pinned, everywhere.
+    let (s, released) = regions
+        .post_json(
+            "eu",
+            "/v1/holds/case-1/release",
+            &serde_json::json!({"reason": "settled"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{released}");
+    regions
+        .wait_replicated("eu", released["tree_size"].as_u64().unwrap())
+        .await;
+    let (_, eu_run) = regions
+        .post_json("eu", "/v1/retention/run", &Value::Null)
+        .await;
+    assert_eq!(eu_run["pruned_own"], 10, "{eu_run}");
+    let (_, us_run) = regions
+        .post_json("us", "/v1/retention/run", &Value::Null)
+        .await;
+    assert_eq!(us_run["pruned_own"], 5, "{us_run}");
+    assert_eq!(us_run["pruned_witnessed"], 10, "{us_run}");
+    let k = kinds(&regions.json("eu", "/v1/receipts?limit=100").await);
+    assert_eq!(k.iter().filter(|x| *x == "receipt").count(), 1, "{k:?}");
 }

@@ -24,8 +24,13 @@
 //! that key's receipts, and nobody else can read keys out of the log.
 
 mod entry;
+mod hold;
 
-pub use entry::{KeyRotation, LogEntry, ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT};
+pub use entry::{
+    KeyRotation, LogEntry, ENTRY_KIND_HOLD_PLACED, ENTRY_KIND_HOLD_RELEASED,
+    ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT,
+};
+pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
 
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};

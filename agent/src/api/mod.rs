@@ -81,6 +81,7 @@ impl From<ReceiptsError> for ApiError {
             ReceiptsError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             ReceiptsError::OutOfRange { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             ReceiptsError::NotSealed { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ReceiptsError::Pruned { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
             other => {
                 tracing::error!(error = %other, "receipt log failure");
                 ApiError::new(
@@ -236,9 +237,23 @@ pub enum EntryBody {
         /// New public key, base64.
         public_key: String,
     },
+    /// A legal hold placement or release (see `crate::retention`).
+    Hold {
+        /// The decoded hold entry.
+        hold: crate::retention::HoldView,
+    },
+    /// A receipt whose payload retention removed; its leaf hash remains.
+    Pruned,
 }
 
 fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
+    if leaf.is_empty() {
+        return Ok(EntryView {
+            index,
+            leaf: String::new(),
+            entry: EntryBody::Pruned,
+        });
+    }
     let entry = LogEntry::decode(leaf).map_err(|e| {
         tracing::error!(index, error = %e, "stored entry does not decode");
         ApiError::new(
@@ -246,7 +261,7 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
             "internal error; see the agent log",
         )
     })?;
-    let body = match entry {
+    let body = match entry.clone() {
         LogEntry::Receipt(r) => EntryBody::Receipt {
             time_ns: r.time_ns,
             key_digest: hex::encode(r.key_digest),
@@ -269,6 +284,9 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
             previous_version: k.previous_version,
             new_version: k.new_version,
             public_key: STANDARD.encode(&k.public_key),
+        },
+        LogEntry::HoldPlaced(_) | LogEntry::HoldReleased(_) => EntryBody::Hold {
+            hold: crate::retention::HoldView::of(&entry),
         },
     };
     Ok(EntryView {

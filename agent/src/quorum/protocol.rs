@@ -3,7 +3,7 @@
 //! `POST /v1/witness/add-checkpoint` with an [`AddCheckpoint`] body: the old size the log
 //! believes the witness holds, an RFC 6962 consistency proof from it, the signed checkpoint,
 //! and the leaves `old_size..tree_size` (which the witness stores, and re-hashes to check the
-//! root). Answers, as in C2SP: `200` with a [`Cosigned`] body; `404` unknown origin; `403` bad
+//! root; a leaf pruned by retention travels as its hash in `pruned_hashes`). Answers, as in C2SP: `200` with a [`Cosigned`] body; `404` unknown origin; `403` bad
 //! signature; `409` old size mismatch (body carries the witnessed `size`), fork or rollback;
 //! `422` bad consistency proof; `400` malformed; `413` too large. Every refusal body is a
 //! [`Refusal`] whose `code` names the error.
@@ -35,9 +35,12 @@ pub struct AddCheckpoint {
     pub consistency: Vec<Hash>,
     /// The log's signed checkpoint.
     pub checkpoint: SignedCheckpoint,
-    /// Leaves `old_size..tree_size`, base64.
+    /// Leaves `old_size..tree_size`, base64; a leaf pruned by retention is empty.
     #[serde(with = "b64::bytes_list")]
     pub entries: Vec<Vec<u8>>,
+    /// Leaf hashes of the empty (pruned) entries, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "b64::hashes")]
+    pub pruned_hashes: Vec<Hash>,
 }
 
 /// Answer to an accepted checkpoint.

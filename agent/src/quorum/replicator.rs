@@ -315,18 +315,16 @@ impl Replicator {
         latest_size: u64,
     ) -> Result<Step, QuorumError> {
         let (checkpoint, size) = self.next_step(acked, latest, latest_size)?;
-        let entries = self
-            .log
-            .entries(acked, size - acked)?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let rows = self.log.entries(acked, size - acked)?;
+        let pruned_hashes = self.log.pruned_hashes(&rows)?;
+        let entries = rows.into_iter().map(|(_, e)| e).collect();
         let consistency = self.log.consistency_proof(acked, size)?;
         let body = AddCheckpoint {
             old_size: acked,
             consistency,
             checkpoint: checkpoint.clone(),
             entries,
+            pruned_hashes,
         };
         let url = format!("{}{ADD_CHECKPOINT_PATH}", peer.url.trim_end_matches('/'));
         let send = self.client.post(&url).json(&body).send();

@@ -77,4 +77,8 @@ pub struct LogExport {
     pub consistency: Vec<ConsistencyStep>,
     /// Every key version that signed a checkpoint or was introduced by a rotation.
     pub public_keys: Vec<PublicKeyVersion>,
+    /// Leaf hashes of the entries pruned by retention (exported as empty bytes), in index
+    /// order: roots and proofs still verify without their payloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "b64::hashes")]
+    pub pruned_hashes: Vec<Hash>,
 }

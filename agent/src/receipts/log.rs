@@ -292,6 +292,9 @@ impl ReceiptLog {
             return Err(ReceiptsError::NotSealed { index });
         }
         let entry = store.entry(index)?;
+        if entry.is_empty() {
+            return Err(ReceiptsError::Pruned { index });
+        }
         let inclusion_proof = store.inclusion_proof(index, cp.tree_size)?;
         let sig = &checkpoint.signature;
         let public_key = store
@@ -346,6 +349,26 @@ impl ReceiptLog {
         Ok(found.filter(|c| Checkpoint::parse(&c.text).is_ok_and(|p| p.tree_size == size)))
     }
 
+    /// Every legal hold entry of the log, as `(index, bytes)`.
+    pub fn hold_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
+        self.store()?.hold_entries()
+    }
+
+    /// Remove the payloads of leaves `indexes` (see [`ReceiptStore::prune`]).
+    pub fn prune(&self, indexes: &[u64]) -> Result<u64, ReceiptsError> {
+        self.store()?.prune(indexes)
+    }
+
+    /// Leaf hashes of the pruned leaves among `entries` (empty bytes), in order.
+    pub fn pruned_hashes(&self, entries: &[(u64, Vec<u8>)]) -> Result<Vec<Hash>, ReceiptsError> {
+        let store = self.store()?;
+        entries
+            .iter()
+            .filter(|(_, e)| e.is_empty())
+            .map(|(i, _)| store.leaf_hash_at(*i))
+            .collect()
+    }
+
     /// Consistency proof from `first` to `second` leaves.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
         self.store()?.consistency_proof(first, second)
@@ -354,11 +377,14 @@ impl ReceiptLog {
     /// The whole log, for offline verification.
     pub fn export(&self) -> Result<LogExport, ReceiptsError> {
         let store = self.store()?;
-        let entries = store
-            .entries(0, store.size())?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let rows = store.entries(0, store.size())?;
+        let mut pruned_hashes = Vec::new();
+        for (i, e) in &rows {
+            if e.is_empty() {
+                pruned_hashes.push(store.leaf_hash_at(*i)?);
+            }
+        }
+        let entries = rows.into_iter().map(|(_, e)| e).collect();
         let checkpoints = store.checkpoints()?;
         let mut sizes = Vec::with_capacity(checkpoints.len());
         for cp in &checkpoints {
@@ -381,6 +407,7 @@ impl ReceiptLog {
             checkpoints,
             consistency,
             public_keys: store.public_keys()?,
+            pruned_hashes,
         })
     }
 }
@@ -405,7 +432,7 @@ mod tests {
             .iter()
             .filter_map(|e| match LogEntry::decode(e).unwrap() {
                 LogEntry::KeyRotation(k) => Some((k.previous_version, k.new_version)),
-                LogEntry::Receipt(_) => None,
+                _ => None,
             })
             .collect()
     }

@@ -293,6 +293,53 @@ impl ReceiptStore {
         self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq")
     }
 
+    /// Remove the payloads of leaves `indexes` (retention), keeping their hashes; a pruned
+    /// leaf reads back as empty bytes. Returns how many were pruned now.
+    pub fn prune(&mut self, indexes: &[u64]) -> Result<u64, ReceiptsError> {
+        let tx = self.conn.transaction().map_err(sql("begin prune"))?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE leaves SET entry = x'' WHERE idx = ?1 AND length(entry) > 0",
+                )
+                .map_err(sql("prune"))?;
+            for idx in indexes {
+                n += stmt.execute(params![to_i64(*idx)]).map_err(sql("prune"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit prune"))?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    /// Every legal hold entry (kinds 3 and 4), as `(index, bytes)` in index order.
+    pub fn hold_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, entry FROM leaves WHERE hex(substr(entry, 1, 1)) IN ('03', '04') ORDER BY idx",
+            )
+            .map_err(sql("read holds"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql("read holds"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read holds"))
+    }
+
+    /// Leaf hash at `index`.
+    pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, ReceiptsError> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.leaves.get(i))
+            .copied()
+            .ok_or(ReceiptsError::OutOfRange {
+                index,
+                size: self.size(),
+            })
+    }
+
     /// Checkpoints with a tree size above `size`, oldest first.
     pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
         let mut stmt = self

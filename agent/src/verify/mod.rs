@@ -161,6 +161,9 @@ pub enum VerifyError {
         /// What failed.
         source: MerkleError,
     },
+    /// The pruned leaf hashes do not pair up with the pruned (empty) entries.
+    #[error("the export's pruned_hashes do not match its pruned (empty) entries")]
+    PrunedHashes,
     /// Fewer signatures than `--quorum` asks for (the log's own plus trusted cosignatures).
     #[error("quorum not met: {found} of {needed} signatures ({detail})")]
     QuorumNotMet {
@@ -289,6 +292,8 @@ pub fn verify_bundle(
     let kind = match entry {
         LogEntry::Receipt(_) => "receipt",
         LogEntry::KeyRotation(_) => "key rotation entry",
+        LogEntry::HoldPlaced(_) => "legal hold placement",
+        LogEntry::HoldReleased(_) => "legal hold release",
     };
     Ok(Report {
         lines: vec![
@@ -316,14 +321,24 @@ pub fn verify_export(
     // Decode every leaf and compute the root at every checkpoint size.
     let mut rotations = Vec::new();
     let mut hashes: Vec<Hash> = Vec::with_capacity(export.entries.len());
+    let mut pruned = export.pruned_hashes.iter();
     for (i, bytes) in export.entries.iter().enumerate() {
         let index = u64::try_from(i).unwrap_or(u64::MAX);
+        if bytes.is_empty() {
+            // Pruned by retention: only its leaf hash remains.
+            let hash = pruned.next().ok_or(VerifyError::PrunedHashes)?;
+            hashes.push(*hash);
+            continue;
+        }
         match LogEntry::decode(bytes) {
             Ok(LogEntry::KeyRotation(k)) => rotations.push((index, k)),
-            Ok(LogEntry::Receipt(_)) => {}
+            Ok(_) => {}
             Err(source) => return Err(VerifyError::MalformedEntry { index, source }),
         }
         hashes.push(merkle::leaf_hash(bytes));
+    }
+    if pruned.next().is_some() {
+        return Err(VerifyError::PrunedHashes);
     }
     for (index, k) in &rotations {
         let exported = export.public_keys.iter().find(|p| {
@@ -455,6 +470,12 @@ pub fn verify_export(
             signers.len()
         ),
     ];
+    if !export.pruned_hashes.is_empty() {
+        lines.push(format!(
+            "{} receipt payload(s) pruned by retention; their leaf hashes still verify",
+            export.pruned_hashes.len()
+        ));
+    }
     if sealed < available {
         lines.push(format!(
             "{} entries after size {sealed} are not covered by a checkpoint yet",

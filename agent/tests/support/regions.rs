@@ -77,6 +77,7 @@ pub async fn prepare(
         ..AgentConfig::default()
     };
     config.kms.key_dir = base.join("keys");
+    config.retention.max_age = Some(Duration::from_secs(1));
     config.quorum = QuorumConfig {
         enabled: true,
         region: name.to_owned(),
@@ -256,6 +257,37 @@ impl Regions {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// POST `body` as JSON to `path` on `name`; returns status and JSON body.
+    pub async fn post_json(
+        &self,
+        name: &str,
+        path: &str,
+        body: &Value,
+    ) -> (reqwest::StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url(name, path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Wait until every peer of `name` has cosigned at least `size` of its log.
+    pub async fn wait_replicated(&self, name: &str, size: u64) -> Value {
+        let peers = self.regions.len() - 1;
+        self.wait_status(name, &format!("every peer at size >= {size}"), |s| {
+            s["peers"].as_array().is_some_and(|p| {
+                p.len() == peers
+                    && p.iter()
+                        .all(|x| x["acked_size"].as_u64().is_some_and(|a| a >= size))
+            })
+        })
+        .await
     }
 
     /// Wait until `name` has committed a checkpoint of at least `size` leaves.

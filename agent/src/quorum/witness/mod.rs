@@ -178,6 +178,31 @@ impl Witness {
         Ok(out)
     }
 
+    /// Origins of the witnessed logs.
+    pub async fn origins(&self) -> Vec<String> {
+        self.inner.lock().await.logs.keys().cloned().collect()
+    }
+
+    /// Stored leaves of `origin` (see [`WitnessStore::entries`]).
+    pub async fn entries(
+        &self,
+        origin: &str,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
+        self.inner.lock().await.store.entries(origin, from, limit)
+    }
+
+    /// Legal hold entries of `origin`.
+    pub async fn hold_entries(&self, origin: &str) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
+        self.inner.lock().await.store.hold_entries(origin)
+    }
+
+    /// Remove stored payloads of `origin` (retention), keeping hashes.
+    pub async fn prune(&self, origin: &str, indexes: &[u64]) -> Result<u64, QuorumError> {
+        self.inner.lock().await.store.prune(origin, indexes)
+    }
+
     async fn cosign(&self, text: &str) -> Result<(String, u64), QuorumError> {
         let time_ns = now_ns();
         let secs = time_ns / 1_000_000_000;
@@ -284,7 +309,17 @@ impl Witness {
         let mut frontier = view.frontier.clone();
         let mut hashed = Vec::with_capacity(req.entries.len());
         let mut learned = Vec::new();
+        let mut pruned = req.pruned_hashes.iter();
         for (i, bytes) in req.entries.into_iter().enumerate() {
+            if bytes.is_empty() {
+                // Pruned at the log by retention: the hash stands in; the root check binds it.
+                let hash = *pruned.next().ok_or_else(|| {
+                    QuorumError::Malformed("a pruned entry has no hash in pruned_hashes".to_owned())
+                })?;
+                frontier.push(hash);
+                hashed.push((bytes, hash));
+                continue;
+            }
             let entry = LogEntry::decode(&bytes).map_err(|e| {
                 QuorumError::Malformed(format!(
                     "entry {}: {e}",
@@ -301,6 +336,11 @@ impl Witness {
             let hash = merkle::leaf_hash(&bytes);
             frontier.push(hash);
             hashed.push((bytes, hash));
+        }
+        if pruned.next().is_some() {
+            return Err(QuorumError::Malformed(
+                "more pruned_hashes than pruned entries".to_owned(),
+            ));
         }
         if frontier.root() != cp.root_hash {
             return Err(QuorumError::Malformed(

@@ -186,6 +186,64 @@ impl WitnessStore {
             .map_err(sql("count entries"))
     }
 
+    /// Up to `limit` stored leaves of `origin` from `from`, as `(index, bytes)`; pruned leaves
+    /// are empty.
+    pub fn entries(
+        &self,
+        origin: &str,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, entry FROM entries WHERE origin = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3",
+            )
+            .map_err(sql("read entries"))?;
+        let rows = stmt
+            .query_map(params![origin, to_i64(from), to_i64(limit)], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql("read entries"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read entries"))
+    }
+
+    /// Legal hold entries (kinds 3 and 4) of `origin`, in index order.
+    pub fn hold_entries(&self, origin: &str) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, entry FROM entries WHERE origin = ?1 AND hex(substr(entry, 1, 1)) IN ('03', '04') ORDER BY idx",
+            )
+            .map_err(sql("read holds"))?;
+        let rows = stmt
+            .query_map(params![origin], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql("read holds"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read holds"))
+    }
+
+    /// Remove the payloads of leaves `indexes` of `origin`, keeping their hashes.
+    pub fn prune(&mut self, origin: &str, indexes: &[u64]) -> Result<u64, QuorumError> {
+        let tx = self.conn.transaction().map_err(sql("begin prune"))?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE entries SET entry = x'' WHERE origin = ?1 AND idx = ?2 AND length(entry) > 0",
+                )
+                .map_err(sql("prune"))?;
+            for idx in indexes {
+                n += stmt
+                    .execute(params![origin, to_i64(*idx)])
+                    .map_err(sql("prune"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit prune"))?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
     /// Persist one accepted checkpoint atomically.
     pub fn accept(&mut self, a: &Accepted<'_>) -> Result<(), QuorumError> {
         let sig = serde_json::to_string(&a.checkpoint.signature)

@@ -1,0 +1,192 @@
+//! Legal holds as the API shows them, and the set of holds in force, gathered from the hold
+//! entries of this region's log and of every log it witnesses.
+
+use knhk_core::receipt::{HoldPlaced, HoldReleased, HoldSelector, LogEntry, Receipt};
+use serde::{Deserialize, Serialize};
+
+/// A hold selector in JSON: `{"by": "time", "from_ns", "to_ns"}`, `{"by": "leaves", "from",
+/// "to"}` (a receipt id is its leaf index: `from = id, to = id + 1`) or `{"by": "epochs",
+/// "from", "to"}` (a rollout is held through the config epochs it spans). Ranges are
+/// half-open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SelectorView {
+    /// Receipt decision time, ns since the epoch.
+    Time {
+        /// Start (inclusive).
+        from_ns: u64,
+        /// End (exclusive).
+        to_ns: u64,
+    },
+    /// Leaf indexes of the placing region's log.
+    Leaves {
+        /// First (inclusive).
+        from: u64,
+        /// Last (exclusive).
+        to: u64,
+    },
+    /// Config epochs.
+    Epochs {
+        /// First (inclusive).
+        from: u64,
+        /// Last (exclusive).
+        to: u64,
+    },
+}
+
+impl From<HoldSelector> for SelectorView {
+    fn from(s: HoldSelector) -> Self {
+        match s {
+            HoldSelector::Time { from_ns, to_ns } => SelectorView::Time { from_ns, to_ns },
+            HoldSelector::Leaves { from, to } => SelectorView::Leaves { from, to },
+            HoldSelector::Epochs { from, to } => SelectorView::Epochs { from, to },
+        }
+    }
+}
+
+impl From<SelectorView> for HoldSelector {
+    fn from(s: SelectorView) -> Self {
+        match s {
+            SelectorView::Time { from_ns, to_ns } => HoldSelector::Time { from_ns, to_ns },
+            SelectorView::Leaves { from, to } => HoldSelector::Leaves { from, to },
+            SelectorView::Epochs { from, to } => HoldSelector::Epochs { from, to },
+        }
+    }
+}
+
+/// A hold entry as shown in `GET /v1/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    /// `placed` or `released`.
+    pub action: String,
+    /// Hold id.
+    pub hold_id: String,
+    /// Reason.
+    pub reason: String,
+    /// When, ns.
+    pub time_ns: u64,
+    /// What it pins (placements only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<SelectorView>,
+    /// End date, ns (placements only, optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ns: Option<u64>,
+}
+
+impl HoldView {
+    /// The view of a hold entry (other entries give an empty `action`).
+    pub fn of(entry: &LogEntry) -> HoldView {
+        match entry {
+            LogEntry::HoldPlaced(h) => HoldView {
+                action: "placed".to_owned(),
+                hold_id: h.hold_id.clone(),
+                reason: h.reason.clone(),
+                time_ns: h.time_ns,
+                selector: Some(h.selector.into()),
+                until_ns: h.until_ns,
+            },
+            LogEntry::HoldReleased(h) => HoldView {
+                action: "released".to_owned(),
+                hold_id: h.hold_id.clone(),
+                reason: h.reason.clone(),
+                time_ns: h.time_ns,
+                selector: None,
+                until_ns: None,
+            },
+            _ => HoldView {
+                action: String::new(),
+                hold_id: String::new(),
+                reason: String::new(),
+                time_ns: 0,
+                selector: None,
+                until_ns: None,
+            },
+        }
+    }
+}
+
+/// A release of a hold, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Leaf index of the release entry.
+    pub leaf_index: u64,
+    /// When, ns.
+    pub time_ns: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// One hold with its state, as `GET /v1/holds` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Origin of the log that holds the placement entry.
+    pub origin: String,
+    /// Leaf index of the placement entry.
+    pub leaf_index: u64,
+    /// Hold id.
+    pub hold_id: String,
+    /// Reason.
+    pub reason: String,
+    /// What it pins.
+    pub selector: SelectorView,
+    /// When placed, ns.
+    pub placed_ns: u64,
+    /// End date, ns.
+    pub until_ns: Option<u64>,
+    /// The release, if released.
+    pub released: Option<Release>,
+}
+
+impl Hold {
+    /// In force at `now_ns`: not released and not past its end date.
+    pub fn active(&self, now_ns: u64) -> bool {
+        self.released.is_none() && !matches!(self.until_ns, Some(u) if u <= now_ns)
+    }
+
+    /// Whether it pins the receipt at leaf `index` of log `origin`.
+    pub fn pins(&self, origin: &str, index: u64, receipt: &Receipt) -> bool {
+        HoldSelector::from(self.selector).covers(index, receipt, origin == self.origin)
+    }
+}
+
+/// Fold the hold entries `(leaf index, bytes)` of log `origin` into holds.
+pub fn collect(origin: &str, entries: &[(u64, Vec<u8>)], out: &mut Vec<Hold>) {
+    let first = out.len();
+    for (index, bytes) in entries {
+        match LogEntry::decode(bytes) {
+            Ok(LogEntry::HoldPlaced(HoldPlaced {
+                time_ns,
+                hold_id,
+                reason,
+                selector,
+                until_ns,
+            })) => out.push(Hold {
+                origin: origin.to_owned(),
+                leaf_index: *index,
+                hold_id,
+                reason,
+                selector: selector.into(),
+                placed_ns: time_ns,
+                until_ns,
+                released: None,
+            }),
+            Ok(LogEntry::HoldReleased(HoldReleased {
+                time_ns,
+                hold_id,
+                reason,
+            })) => {
+                if let Some(h) = out[first..]
+                    .iter_mut()
+                    .find(|h| h.hold_id == hold_id && h.released.is_none())
+                {
+                    h.released = Some(Release {
+                        leaf_index: *index,
+                        time_ns,
+                        reason,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
