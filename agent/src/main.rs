@@ -1,4 +1,4 @@
-//! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`).
+//! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `holds`, `keys`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use knhk_agent::kms::build_signer;
 use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
 use knhk_agent::quorum::witness::open_witness_key;
+use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
 use knhk_agent::verify::quorum::verify_cosignatures_json;
 use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners};
@@ -51,6 +52,14 @@ enum Command {
         /// `knhk-agent keys witness` of each region).
         #[arg(long)]
         witness_keys: Option<PathBuf>,
+    },
+    /// Place, release or list legal holds on a running agent.
+    Holds {
+        /// Address of the running agent's API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        agent: String,
+        #[command(subcommand)]
+        action: HoldsAction,
     },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
@@ -191,6 +200,23 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
                 _ => Ok(code),
             };
+        }
+        Command::Holds { agent, action } => {
+            let (method, path, body) = holds_request(&action)?;
+            let url = format!("http://{agent}{path}");
+            let client = reqwest::Client::new();
+            let req = match (method, body) {
+                ("GET", _) => client.get(&url),
+                (_, Some(body)) => client.post(&url).json(&body),
+                (_, None) => client.post(&url),
+            };
+            let answer = req.send().await.with_context(|| format!("calling {url}"))?;
+            let status = answer.status();
+            let text = answer.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("agent at {agent} answered {status}: {text}");
+            }
+            println!("{text}");
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;

@@ -449,3 +449,128 @@ async fn legal_hold_survives_retention_on_every_region_until_released() {
     let k = kinds(&regions.json("eu", "/v1/receipts?limit=100").await);
     assert_eq!(k.iter().filter(|x| *x == "receipt").count(), 1, "{k:?}");
 }
+
+/// Seal-to-commit latency of 2-of-3 on loopback (run by `cargo xtask bench-quorum`): eu's log
+/// and replicator in-process, us and ap as full agents; each sample appends 100 receipts,
+/// seals (one signature) and runs one replication round to both witnesses. Prints one JSON
+/// line with p50/p99 of: `commit_us`, the latency quorum adds (round start to the k-th
+/// signature recorded); `round_us`, the whole round (until the slower witness answered);
+/// `seal_to_commit_us`, from the checkpoint's timestamp (before signing) to its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with cargo xtask bench-quorum"]
+async fn quorum_commit_latency() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use knhk_agent::quorum::Replicator;
+    use knhk_agent::receipts::ReceiptLog;
+    use knhk_core::receipt::encode_batch;
+
+    let iters: usize = std::env::var("KNHK_BENCH_QUORUM_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut regions = Regions::start(&["eu", "us", "ap"], 2).await;
+    regions.stop("eu").await;
+    let eu = &regions.regions[0].config;
+    let signer = Arc::new(LocalSigner::open(&eu.kms.key_dir, &eu.kms.key_id).unwrap());
+    let log = Arc::new(
+        ReceiptLog::open(&eu.database_path(), &eu.origin, signer)
+            .await
+            .unwrap(),
+    );
+    let replicator = Arc::new(
+        Replicator::open(
+            &eu.quorum,
+            &eu.data_dir,
+            log.clone(),
+            reqwest::Client::new(),
+        )
+        .unwrap(),
+    );
+    replicator.round().await.unwrap();
+    let mut round_us = Vec::with_capacity(iters);
+    let mut total_us = Vec::with_capacity(iters);
+    let mut commit_us = Vec::with_capacity(iters);
+    for i in 0..iters as u64 {
+        let batch =
+            encode_batch(&(i * 100..i * 100 + 100).map(receipt).collect::<Vec<_>>()).unwrap();
+        log.append_batch(&batch).unwrap();
+        let sealed = log
+            .seal(knhk_agent::receipts::log::now_ns())
+            .await
+            .unwrap()
+            .unwrap();
+        let start_ns = knhk_agent::receipts::log::now_ns();
+        let t1 = Instant::now();
+        let report = replicator.round().await.unwrap().unwrap();
+        round_us.push(t1.elapsed().as_micros() as u64);
+        assert!(report.committed, "{report:?}");
+        let commit = replicator
+            .state()
+            .unwrap()
+            .commit(report.tree_size)
+            .unwrap()
+            .unwrap();
+        let sealed_ns = Checkpoint::parse(&sealed.text)
+            .unwrap()
+            .timestamp_ns()
+            .unwrap();
+        commit_us.push(commit.committed_ns.saturating_sub(start_ns) / 1000);
+        total_us.push(commit.committed_ns.saturating_sub(sealed_ns) / 1000);
+    }
+    let pct = |v: &mut Vec<u64>, p: f64| {
+        v.sort_unstable();
+        v[((v.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(v.len() - 1)]
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "quorum_commit_latency",
+            "regions": 3, "threshold": 2, "iterations": iters, "receipts_per_checkpoint": 100,
+            "commit_us": {"p50": pct(&mut commit_us, 0.50), "p99": pct(&mut commit_us, 0.99), "max": pct(&mut commit_us, 1.0)},
+            "round_us": {"p50": pct(&mut round_us, 0.50), "p99": pct(&mut round_us, 0.99), "max": pct(&mut round_us, 1.0)},
+            "seal_to_commit_us": {"p50": pct(&mut total_us, 0.50), "p99": pct(&mut total_us, 0.99), "max": pct(&mut total_us, 1.0)},
+        })
+    );
+}
+
+/// A region's signing key rotated while its agent was down is adopted with a logged handover; its
+/// witnesses follow the rotation from the log and keep cosigning checkpoints signed by the
+/// new version, which they were never configured with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_follow_key_rotations_recorded_in_the_log() {
+    let mut regions = Regions::start(&["eu", "us", "ap"], 3).await;
+    let first = regions.post("eu", 0..5).await;
+    regions.wait_committed("eu", first).await;
+    // `knhk-agent keys rotate` while eu is stopped (local key files).
+    regions.stop("eu").await;
+    let eu = &regions.regions[0].config;
+    LocalSigner::open(&eu.kms.key_dir, &eu.kms.key_id)
+        .unwrap()
+        .rotate()
+        .await
+        .unwrap();
+    regions.restart("eu").await;
+    // The next seal logs the handover (signed by v1); the one after is signed by v2.
+    let second = regions.post("eu", 5..10).await;
+    regions.wait_committed("eu", second + 1).await;
+    let third = regions.post("eu", 10..15).await;
+    regions.wait_committed("eu", third).await;
+    let latest: Value = regions.json("eu", "/v1/checkpoints/latest").await;
+    assert_eq!(latest["signature"]["key_version"], 2, "{latest}");
+    let logs = regions.json("us", "/v1/witness/logs").await;
+    let eu_log = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["origin"] == "knhk.test/eu")
+        .unwrap();
+    assert_eq!(
+        eu_log["trusted_key_versions"],
+        serde_json::json!([1, 2]),
+        "{logs}"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod agent_process;
 mod bench;
+mod bench_quorum;
 mod bench_receipts;
 mod demo;
 mod setup;
@@ -40,6 +41,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Receipt ingest and sealing throughput of the release agent.
     BenchReceipts(bench_receipts::Args),
+    /// Seal-to-commit latency of a 2-of-3 cross-region quorum on loopback.
+    BenchQuorum(bench_quorum::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -80,5 +83,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
+        Cmd::BenchQuorum(args) => bench_quorum::run(&args),
     }
 }

@@ -155,10 +155,12 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Open a SQLite file in WAL mode with `synchronous=FULL`.
+/// Open a SQLite file in WAL mode; `full` selects `synchronous=FULL` (durable against power
+/// loss at each commit) over `NORMAL` (durable against a process crash).
 pub(crate) fn open_db(
     path: &std::path::Path,
     schema: &str,
+    full: bool,
 ) -> Result<rusqlite::Connection, QuorumError> {
     let conn = rusqlite::Connection::open(path).map_err(sql("open"))?;
     let mode: String = conn
@@ -169,8 +171,12 @@ pub(crate) fn open_db(
             "journal mode is {mode}, WAL required"
         )));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL;")
-        .map_err(sql("set pragmas"))?;
+    let sync = if full {
+        "PRAGMA synchronous=FULL;"
+    } else {
+        "PRAGMA synchronous=NORMAL;"
+    };
+    conn.execute_batch(sync).map_err(sql("set pragmas"))?;
     conn.execute_batch(schema).map_err(sql("create schema"))?;
     Ok(conn)
 }

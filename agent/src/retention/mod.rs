@@ -17,6 +17,7 @@
 //! ```
 
 pub mod api;
+pub mod cli;
 pub mod holds;
 
 use std::sync::Arc;

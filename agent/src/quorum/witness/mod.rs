@@ -15,6 +15,7 @@ pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, MutexGuard};
 
 use knhk_core::checkpoint::{verify_signature, Checkpoint, PublicKeyVersion};
 use knhk_core::cosignature::{signed_message, Cosignature, WitnessKey};
@@ -47,7 +48,7 @@ struct LogView {
 
 #[derive(Debug)]
 struct Inner {
-    store: WitnessStore,
+    store: Arc<std::sync::Mutex<WitnessStore>>,
     logs: HashMap<String, LogView>,
 }
 
@@ -98,6 +99,12 @@ pub async fn open_witness_key(
         public_key: newest.public_key,
     };
     Ok((signer, key))
+}
+
+fn lock(
+    store: &std::sync::Mutex<WitnessStore>,
+) -> Result<MutexGuard<'_, WitnessStore>, QuorumError> {
+    store.lock().map_err(|_| QuorumError::Poisoned)
 }
 
 fn load_view(
@@ -151,7 +158,10 @@ impl Witness {
         Ok(Witness {
             key,
             signer,
-            inner: tokio::sync::Mutex::new(Inner { store, logs }),
+            inner: tokio::sync::Mutex::new(Inner {
+                store: Arc::new(std::sync::Mutex::new(store)),
+                logs,
+            }),
         })
     }
 
@@ -165,7 +175,7 @@ impl Witness {
         let inner = self.inner.lock().await;
         let mut out = Vec::new();
         for (origin, view) in &inner.logs {
-            let latest = inner.store.latest(origin)?;
+            let latest = lock(&inner.store)?.latest(origin)?;
             out.push(WitnessedLog {
                 origin: origin.clone(),
                 size: view.frontier.size(),
@@ -190,17 +200,17 @@ impl Witness {
         from: u64,
         limit: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
-        self.inner.lock().await.store.entries(origin, from, limit)
+        lock(&self.inner.lock().await.store)?.entries(origin, from, limit)
     }
 
     /// Legal hold entries of `origin`.
     pub async fn hold_entries(&self, origin: &str) -> Result<Vec<(u64, Vec<u8>)>, QuorumError> {
-        self.inner.lock().await.store.hold_entries(origin)
+        lock(&self.inner.lock().await.store)?.hold_entries(origin)
     }
 
     /// Remove stored payloads of `origin` (retention), keeping hashes.
     pub async fn prune(&self, origin: &str, indexes: &[u64]) -> Result<u64, QuorumError> {
-        self.inner.lock().await.store.prune(origin, indexes)
+        lock(&self.inner.lock().await.store)?.prune(origin, indexes)
     }
 
     async fn cosign(&self, text: &str) -> Result<(String, u64), QuorumError> {
@@ -255,7 +265,8 @@ impl Witness {
         }
         let witnessed = view.frontier.size();
         if cp.tree_size <= witnessed {
-            if let Some(stored) = store.witnessed(&cp.origin, cp.tree_size)? {
+            let stored = lock(store)?.witnessed(&cp.origin, cp.tree_size)?;
+            if let Some(stored) = stored {
                 if stored.checkpoint.text == *text {
                     return Ok(Cosigned {
                         tree_size: cp.tree_size,
@@ -348,16 +359,30 @@ impl Witness {
             ));
         }
         let (cosignature, time_ns) = self.cosign(text).await?;
-        store.accept(&store::Accepted {
-            origin: &cp.origin,
+        let accepted = store::Accepted {
+            origin: cp.origin.clone(),
             first_index: witnessed,
-            entries: &hashed,
+            entries: hashed,
             tree_size: cp.tree_size,
-            checkpoint: &req.checkpoint,
-            cosignature: &cosignature,
-            learned: &learned,
+            checkpoint: req.checkpoint,
+            cosignature,
+            learned,
             time_ns,
-        })?;
+        };
+        // The durable write (an fsync) runs off the async workers; the witness lock is held
+        // across it, so check and persist stay atomic.
+        let shared = store.clone();
+        let accepted = tokio::task::spawn_blocking(move || {
+            shared
+                .lock()
+                .map_err(|_| QuorumError::Poisoned)?
+                .accept(&accepted)
+                .map(|()| accepted)
+        })
+        .await
+        .map_err(|e| QuorumError::Corrupt(format!("witness write task failed: {e}")))??;
+        let (hashed, learned, cosignature) =
+            (accepted.entries, accepted.learned, accepted.cosignature);
         view.leaves.extend(hashed.iter().map(|(_, h)| *h));
         view.frontier = frontier;
         view.keys.extend(learned);

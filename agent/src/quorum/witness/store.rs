@@ -49,21 +49,21 @@ pub struct Witnessed {
 
 /// Everything one accepted checkpoint changes, written in one transaction.
 #[derive(Debug)]
-pub struct Accepted<'a> {
+pub struct Accepted {
     /// The log origin.
-    pub origin: &'a str,
+    pub origin: String,
     /// Index of the first new leaf.
     pub first_index: u64,
-    /// New leaves with their hashes.
-    pub entries: &'a [(Vec<u8>, Hash)],
+    /// New leaves with their hashes (a pruned leaf has empty bytes).
+    pub entries: Vec<(Vec<u8>, Hash)>,
     /// Tree size cosigned.
     pub tree_size: u64,
     /// The checkpoint.
-    pub checkpoint: &'a SignedCheckpoint,
+    pub checkpoint: SignedCheckpoint,
     /// The cosignature line.
-    pub cosignature: &'a str,
+    pub cosignature: String,
     /// Key versions learned from rotation entries.
-    pub learned: &'a [PublicKeyVersion],
+    pub learned: Vec<PublicKeyVersion>,
     /// Witness clock, ns.
     pub time_ns: u64,
 }
@@ -78,7 +78,7 @@ impl WitnessStore {
     /// Open or create `path`.
     pub fn open(path: &Path) -> Result<Self, QuorumError> {
         Ok(WitnessStore {
-            conn: open_db(path, SCHEMA)?,
+            conn: open_db(path, SCHEMA, true)?,
         })
     }
 
@@ -245,7 +245,7 @@ impl WitnessStore {
     }
 
     /// Persist one accepted checkpoint atomically.
-    pub fn accept(&mut self, a: &Accepted<'_>) -> Result<(), QuorumError> {
+    pub fn accept(&mut self, a: &Accepted) -> Result<(), QuorumError> {
         let sig = serde_json::to_string(&a.checkpoint.signature)
             .map_err(|e| QuorumError::Corrupt(format!("signature encoding: {e}")))?;
         let tx = self.conn.transaction().map_err(sql("begin accept"))?;
@@ -260,7 +260,7 @@ impl WitnessStore {
                 stmt.execute(params![a.origin, to_i64(idx), bytes, hash.as_slice()])
                     .map_err(sql("store entries"))?;
             }
-            for k in a.learned {
+            for k in &a.learned {
                 let json = serde_json::to_string(k)
                     .map_err(|e| QuorumError::Corrupt(format!("key encoding: {e}")))?;
                 tx.execute(
