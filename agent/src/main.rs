@@ -95,7 +95,11 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
     })?)
 }
 
-fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+fn verify(
+    file: &PathBuf,
+    trusted_keys: Option<&PathBuf>,
+    quorum: Option<(usize, &PathBuf)>,
+) -> anyhow::Result<ExitCode> {
     let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let trusted: Option<Vec<PublicKeyVersion>> = match trusted_keys {
         Some(p) => {
@@ -107,7 +111,26 @@ fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<Exit
         }
         None => None,
     };
-    match verify_json(&json, trusted.as_deref()) {
+    let witnesses: Option<(usize, Vec<WitnessKey>)> = match quorum {
+        Some((k, p)) => {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Some((
+                k,
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("parsing witness keys {}", p.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let checked = verify_json(&json, trusted.as_deref()).and_then(|mut report| {
+        if let Some((k, witnesses)) = &witnesses {
+            report
+                .lines
+                .extend(verify_cosignatures_json(&json, *k, witnesses)?);
+        }
+        Ok(report)
+    });
+    match checked {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");
@@ -118,25 +141,6 @@ fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<Exit
                 );
             }
             println!("OK: {}", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("verification FAILED: {}: {e}", file.display());
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-fn verify_quorum(file: &PathBuf, k: usize, keys: &PathBuf) -> anyhow::Result<ExitCode> {
-    let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let text = std::fs::read(keys).with_context(|| format!("reading {}", keys.display()))?;
-    let witnesses: Vec<WitnessKey> = serde_json::from_slice(&text)
-        .with_context(|| format!("parsing witness keys {}", keys.display()))?;
-    match verify_cosignatures_json(&json, k, &witnesses) {
-        Ok(lines) => {
-            for line in lines {
-                println!("{line}");
-            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -193,13 +197,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             quorum,
             witness_keys,
         } => {
-            let code = verify(&file, trusted_keys.as_ref())?;
-            return match (quorum, witness_keys) {
-                (Some(k), Some(keys)) if code == ExitCode::SUCCESS => {
-                    verify_quorum(&file, k, &keys)
-                }
-                _ => Ok(code),
-            };
+            let quorum = quorum.zip(witness_keys.as_ref());
+            return verify(&file, trusted_keys.as_ref(), quorum);
         }
         Command::Holds { agent, action } => {
             let (method, path, body) = holds_request(&action)?;

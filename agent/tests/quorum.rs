@@ -59,6 +59,37 @@ async fn commits_with_two_of_three_and_bundles_verify_offline() {
         .text
         .replace("knhk.test/eu", "knhk.test/xx");
     assert!(verify_cosignatures(&forged, 2, &witnesses).is_err());
+    // The same checks with the command: `verify --quorum k --witness-keys`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, json: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, json).unwrap();
+        p
+    };
+    let bundle_file = file("bundle.json", serde_json::to_string(&bundle).unwrap());
+    let keys_file = file(
+        "keys.json",
+        serde_json::to_string(&regions.regions[0].log_keys).unwrap(),
+    );
+    let witness_file = file("witnesses.json", serde_json::to_string(&witnesses).unwrap());
+    let verify = |k: usize| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+            .arg("verify")
+            .arg(&bundle_file)
+            .arg("--trusted-keys")
+            .arg(&keys_file)
+            .args(["--quorum", &k.to_string(), "--witness-keys"])
+            .arg(&witness_file)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(2);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("quorum met"), "{out}");
+    let short = verify(4);
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("quorum not met"));
     // Every peer holds eu's receipts as a witness.
     for peer in ["us", "ap"] {
         let logs = regions.json(peer, "/v1/witness/logs").await;
@@ -101,7 +132,10 @@ async fn regions_down_stop_commits_and_catch_up_on_return() {
         "{stuck}"
     );
     for e in stuck["latest"]["errors"].as_array().unwrap() {
-        assert!(e[1].as_str().unwrap().contains("unreachable"), "{stuck}");
+        assert!(
+            e["error"].as_str().unwrap().contains("unreachable"),
+            "{stuck}"
+        );
     }
 
     regions.restart("us").await;

@@ -11,7 +11,6 @@
 //! during a catch-up is superseded, never lost.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use knhk_core::checkpoint::Checkpoint;
 use knhk_core::cosignature::Cosignature;
@@ -38,9 +37,18 @@ pub struct RoundReport {
     /// Regions that hold a cosignature of it (this one included: its own signature).
     pub acknowledged: Vec<String>,
     /// Regions that did not acknowledge it, with their errors.
-    pub errors: Vec<(String, String)>,
+    pub errors: Vec<PeerError>,
     /// Whether it is committed.
     pub committed: bool,
+}
+
+/// Why a region did not acknowledge a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerError {
+    /// The region.
+    pub region: String,
+    /// Its last error for this checkpoint (`not sent yet` before the first attempt).
+    pub error: String,
 }
 
 struct PeerOutcome {
@@ -221,13 +229,17 @@ impl Replicator {
         for peer in &self.config.peers {
             match acks.iter().find(|a| a.region == peer.region) {
                 Some(a) if a.cosignature.is_some() => acknowledged.push(peer.region.clone()),
-                Some(a) => errors.push((
-                    peer.region.clone(),
-                    a.error
+                Some(a) => errors.push(PeerError {
+                    region: peer.region.clone(),
+                    error: a
+                        .error
                         .clone()
                         .unwrap_or_else(|| "no answer yet".to_owned()),
-                )),
-                None => errors.push((peer.region.clone(), "not sent yet".to_owned())),
+                }),
+                None => errors.push(PeerError {
+                    region: peer.region.clone(),
+                    error: "not sent yet".to_owned(),
+                }),
             }
         }
         Ok(RoundReport {
@@ -372,9 +384,4 @@ impl Replicator {
 enum Step {
     Acked(u64, String),
     Resize(u64),
-}
-
-/// Time since `from_ns`, for latency reports.
-pub fn since(from_ns: u64, to_ns: u64) -> Duration {
-    Duration::from_nanos(to_ns.saturating_sub(from_ns))
 }

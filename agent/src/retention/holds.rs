@@ -190,3 +190,53 @@ pub fn collect(origin: &str, entries: &[(u64, Vec<u8>)], out: &mut Vec<Hold>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knhk_core::receipt::LogEntry;
+
+    fn place(id: &str, selector: HoldSelector, until_ns: Option<u64>) -> Vec<u8> {
+        LogEntry::HoldPlaced(HoldPlaced {
+            time_ns: 1,
+            hold_id: id.into(),
+            reason: "r".into(),
+            selector,
+            until_ns,
+        })
+        .encode()
+        .unwrap()
+    }
+
+    /// Releases close the open hold of the same id; end dates lapse holds; leaf holds pin only
+    /// the placing log, epoch holds every log.
+    #[test]
+    fn holds_fold_and_pin() {
+        let release = LogEntry::HoldReleased(HoldReleased {
+            time_ns: 2,
+            hold_id: "a".into(),
+            reason: "done".into(),
+        })
+        .encode()
+        .unwrap();
+        let entries = vec![
+            (3, place("a", HoldSelector::Epochs { from: 1, to: 2 }, None)),
+            (
+                4,
+                place("b", HoldSelector::Leaves { from: 0, to: 10 }, Some(100)),
+            ),
+            (5, release),
+        ];
+        let mut holds = Vec::new();
+        collect("knhk.test/eu", &entries, &mut holds);
+        assert_eq!(holds.len(), 2);
+        assert!(!holds[0].active(50));
+        assert_eq!(holds[0].released.as_ref().unwrap().leaf_index, 5);
+        assert!(holds[1].active(99) && !holds[1].active(100));
+        let mut r = crate::receipts::store::tests::sample(7);
+        r.config_epoch = 1;
+        assert!(holds[0].pins("knhk.test/us", 7, &r));
+        assert!(holds[1].pins("knhk.test/eu", 7, &r));
+        assert!(!holds[1].pins("knhk.test/us", 7, &r));
+    }
+}
