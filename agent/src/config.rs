@@ -83,7 +83,8 @@ pub enum ConfigError {
     Retention(#[from] RetentionError),
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Serde adapter: a duration written `"<n>s"`, `"<n>m"` or `"<n>h"`.
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).ok_or_else(|| {
         serde::de::Error::custom(format!(

@@ -24,10 +24,10 @@ use std::time::Duration;
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::cosignature::WitnessKey;
 use knhk_core::merkle::EMPTY_ROOT;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::QuorumError;
-use crate::kms::config::parse_duration;
+use crate::config::de_duration;
 
 /// Default per-request timeout towards a peer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,15 +37,6 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_THRESHOLD: usize = 1;
 /// Most peers accepted.
 pub const MAX_PEERS: usize = 32;
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
-}
 
 /// Another region's agent: where it listens, its log, and its witness key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

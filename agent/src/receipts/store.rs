@@ -270,13 +270,19 @@ impl ReceiptStore {
         Ok(())
     }
 
-    fn checkpoint_rows(&self, query: &str) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+    fn checkpoint_rows(
+        &self,
+        query: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
         let mut stmt = self
             .conn
             .prepare_cached(query)
             .map_err(sql("read checkpoints"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(args, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql("read checkpoints"))?;
         let mut out = Vec::new();
         for row in rows {
@@ -290,7 +296,7 @@ impl ReceiptStore {
 
     /// Every checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
-        self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq")
+        self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq", [])
     }
 
     /// Remove the payloads of leaves `indexes` (retention), keeping their hashes; a pruned
@@ -342,31 +348,19 @@ impl ReceiptStore {
 
     /// Checkpoints with a tree size above `size`, oldest first.
     pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT text, signature FROM checkpoints WHERE tree_size > ?1 ORDER BY seq",
-            )
-            .map_err(sql("read checkpoints"))?;
-        let rows = stmt
-            .query_map(params![to_i64(size)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(sql("read checkpoints"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (text, sig) = row.map_err(sql("read checkpoints"))?;
-            let signature = serde_json::from_str(&sig)
-                .map_err(|e| ReceiptsError::Corrupt(format!("stored signature: {e}")))?;
-            out.push(SignedCheckpoint { text, signature });
-        }
-        Ok(out)
+        self.checkpoint_rows(
+            "SELECT text, signature FROM checkpoints WHERE tree_size > ?1 ORDER BY seq",
+            params![to_i64(size)],
+        )
     }
 
     /// The newest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
         Ok(self
-            .checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT 1")?
+            .checkpoint_rows(
+                "SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+            )?
             .pop())
     }
 

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::{PlaceHold, ReleaseHold, RetentionError, SelectorView};
+use super::{HoldSelector, PlaceHold, ReleaseHold, RetentionError};
 
 /// What `knhk-agent holds` does.
 #[derive(Debug, Subcommand)]
@@ -70,15 +70,15 @@ pub fn request(
             let selector = match (time_ns, epochs, leaves) {
                 (Some(t), _, _) => {
                     let (from_ns, to_ns) = range(t)?;
-                    SelectorView::Time { from_ns, to_ns }
+                    HoldSelector::Time { from_ns, to_ns }
                 }
                 (_, Some(e), _) => {
                     let (from, to) = range(e)?;
-                    SelectorView::Epochs { from, to }
+                    HoldSelector::Epochs { from, to }
                 }
                 (_, _, Some(l)) => {
                     let (from, to) = range(l)?;
-                    SelectorView::Leaves { from, to }
+                    HoldSelector::Leaves { from, to }
                 }
                 _ => {
                     return Err(RetentionError::InvalidHold(

@@ -4,56 +4,6 @@
 use knhk_core::receipt::{HoldPlaced, HoldReleased, HoldSelector, LogEntry, Receipt};
 use serde::{Deserialize, Serialize};
 
-/// A hold selector in JSON: `{"by": "time", "from_ns", "to_ns"}`, `{"by": "leaves", "from",
-/// "to"}` (a receipt id is its leaf index: `from = id, to = id + 1`) or `{"by": "epochs",
-/// "from", "to"}` (a rollout is held through the config epochs it spans). Ranges are
-/// half-open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SelectorView {
-    /// Receipt decision time, ns since the epoch.
-    Time {
-        /// Start (inclusive).
-        from_ns: u64,
-        /// End (exclusive).
-        to_ns: u64,
-    },
-    /// Leaf indexes of the placing region's log.
-    Leaves {
-        /// First (inclusive).
-        from: u64,
-        /// Last (exclusive).
-        to: u64,
-    },
-    /// Config epochs.
-    Epochs {
-        /// First (inclusive).
-        from: u64,
-        /// Last (exclusive).
-        to: u64,
-    },
-}
-
-impl From<HoldSelector> for SelectorView {
-    fn from(s: HoldSelector) -> Self {
-        match s {
-            HoldSelector::Time { from_ns, to_ns } => SelectorView::Time { from_ns, to_ns },
-            HoldSelector::Leaves { from, to } => SelectorView::Leaves { from, to },
-            HoldSelector::Epochs { from, to } => SelectorView::Epochs { from, to },
-        }
-    }
-}
-
-impl From<SelectorView> for HoldSelector {
-    fn from(s: SelectorView) -> Self {
-        match s {
-            SelectorView::Time { from_ns, to_ns } => HoldSelector::Time { from_ns, to_ns },
-            SelectorView::Leaves { from, to } => HoldSelector::Leaves { from, to },
-            SelectorView::Epochs { from, to } => HoldSelector::Epochs { from, to },
-        }
-    }
-}
-
 /// A hold entry as shown in `GET /v1/receipts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldView {
@@ -67,7 +17,7 @@ pub struct HoldView {
     pub time_ns: u64,
     /// What it pins (placements only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<SelectorView>,
+    pub selector: Option<HoldSelector>,
     /// End date, ns (placements only, optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ns: Option<u64>,
@@ -82,7 +32,7 @@ impl HoldView {
                 hold_id: h.hold_id.clone(),
                 reason: h.reason.clone(),
                 time_ns: h.time_ns,
-                selector: Some(h.selector.into()),
+                selector: Some(h.selector),
                 until_ns: h.until_ns,
             },
             LogEntry::HoldReleased(h) => HoldView {
@@ -127,8 +77,9 @@ pub struct Hold {
     pub hold_id: String,
     /// Reason.
     pub reason: String,
-    /// What it pins.
-    pub selector: SelectorView,
+    /// What it pins (in JSON `{"by": "time" | "leaves" | "epochs", …}`, half-open ranges; a
+    /// receipt id is its leaf index; a rollout is held through its config epochs).
+    pub selector: HoldSelector,
     /// When placed, ns.
     pub placed_ns: u64,
     /// End date, ns.
@@ -145,7 +96,7 @@ impl Hold {
 
     /// Whether it pins the receipt at leaf `index` of log `origin`.
     pub fn pins(&self, origin: &str, index: u64, receipt: &Receipt) -> bool {
-        HoldSelector::from(self.selector).covers(index, receipt, origin == self.origin)
+        self.selector.covers(index, receipt, origin == self.origin)
     }
 }
 
@@ -165,7 +116,7 @@ pub fn collect(origin: &str, entries: &[(u64, Vec<u8>)], out: &mut Vec<Hold>) {
                 leaf_index: *index,
                 hold_id,
                 reason,
-                selector: selector.into(),
+                selector,
                 placed_ns: time_ns,
                 until_ns,
                 released: None,

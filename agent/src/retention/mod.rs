@@ -28,7 +28,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use holds::{Hold, HoldView, SelectorView};
+pub use holds::{Hold, HoldView};
+pub use knhk_core::receipt::HoldSelector;
 
 use crate::kms::config::parse_duration;
 use crate::quorum::{QuorumError, Witness};
@@ -130,7 +131,7 @@ pub struct PlaceHold {
     /// Why (case number, ticket): 1–255 bytes.
     pub reason: String,
     /// What it pins.
-    pub selector: SelectorView,
+    pub selector: HoldSelector,
     /// Optional end date, ns since the epoch.
     #[serde(default)]
     pub until_ns: Option<u64>,
@@ -232,7 +233,7 @@ impl Retention {
             time_ns: now,
             hold_id: req.hold_id,
             reason: req.reason,
-            selector: req.selector.into(),
+            selector: req.selector,
             until_ns: req.until_ns,
         });
         entry.encode()?;

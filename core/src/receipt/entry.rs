@@ -60,7 +60,11 @@ pub enum LogEntry {
     HoldReleased(HoldReleased),
 }
 
-fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), ReceiptError> {
+pub(super) fn put_text(
+    out: &mut Vec<u8>,
+    field: &'static str,
+    s: &str,
+) -> Result<(), ReceiptError> {
     let len = u8::try_from(s.len())
         .ok()
         .filter(|l| *l > 0)
@@ -73,10 +77,10 @@ fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), Recei
     Ok(())
 }
 
-fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
+pub(super) fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
     if buf.len() < pos + n {
         Err(ReceiptError::Truncated {
-            what: "key rotation entry",
+            what: "log entry",
             expected: pos + n,
             actual: buf.len(),
         })
@@ -85,7 +89,7 @@ fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
     }
 }
 
-fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
+pub(super) fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
     need(r.buf, r.pos, 1)?;
     let len = usize::from(r.u8());
     need(r.buf, r.pos, len)?;

@@ -10,10 +10,13 @@
 //! id is its leaf index), 3 config epoch (a rollout is held through the config epochs it
 //! spans).
 
+use super::entry::{get_text, need, put_text};
 use super::{Reader, Receipt, ReceiptError};
 
-/// What a hold pins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a hold pins. In JSON: `{"by": "time", "from_ns", "to_ns"}`, `{"by": "leaves",
+/// "from", "to"}` or `{"by": "epochs", "from", "to"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HoldSelector {
     /// Receipts whose decision time is in `from_ns..to_ns`.
     Time {
@@ -102,51 +105,6 @@ pub struct HoldReleased {
     pub hold_id: String,
     /// Why.
     pub reason: String,
-}
-
-fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), ReceiptError> {
-    let len = u8::try_from(s.len())
-        .ok()
-        .filter(|l| *l > 0)
-        .ok_or(ReceiptError::InvalidText {
-            field,
-            max: usize::from(u8::MAX),
-        })?;
-    out.push(len);
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
-    if buf.len() < pos + n {
-        Err(ReceiptError::Truncated {
-            what: "hold entry",
-            expected: pos + n,
-            actual: buf.len(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
-    need(r.buf, r.pos, 1)?;
-    let len = usize::from(r.u8());
-    need(r.buf, r.pos, len)?;
-    let bytes = &r.buf[r.pos..r.pos + len];
-    r.pos += len;
-    if len == 0 {
-        return Err(ReceiptError::InvalidText {
-            field,
-            max: usize::from(u8::MAX),
-        });
-    }
-    core::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| ReceiptError::InvalidText {
-            field,
-            max: usize::from(u8::MAX),
-        })
 }
 
 fn end(buf: &[u8], pos: usize) -> Result<(), ReceiptError> {
