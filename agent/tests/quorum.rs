@@ -152,6 +152,40 @@ async fn regions_down_stop_commits_and_catch_up_on_return() {
     let cosigned = Checkpoint::parse(eu["checkpoint"].as_str().unwrap()).unwrap();
     assert_eq!(eu["size"].as_u64().unwrap(), cosigned.tree_size, "{logs}");
     assert!(cosigned.tree_size >= third);
+    // The witness's copy is eu's log: every leaf once, in order, same hash and bytes.
+    let store = knhk_agent::quorum::witness::WitnessStore::open(
+        &regions.regions[regions.index("us")]
+            .config
+            .data_dir
+            .join("witness.db"),
+    )
+    .unwrap();
+    let copy = store.entries("knhk.test/eu", 0, 1000).unwrap();
+    let page = regions
+        .json("eu", &format!("/v1/receipts?limit={}", cosigned.tree_size))
+        .await;
+    let original: Vec<(u64, Vec<u8>)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            use base64::Engine as _;
+            let leaf = base64::engine::general_purpose::STANDARD
+                .decode(e["leaf"].as_str().unwrap())
+                .unwrap();
+            (e["index"].as_u64().unwrap(), leaf)
+        })
+        .collect();
+    // (us's retention ran at its restart and may have pruned expired payloads of the copy;
+    // their leaf hashes remain.)
+    let hashes = store.leaf_hashes("knhk.test/eu").unwrap();
+    assert_eq!(hashes.len(), original.len());
+    assert_eq!(copy.len(), original.len());
+    for (((i, kept), (j, leaf)), hash) in copy.iter().zip(&original).zip(&hashes) {
+        assert_eq!(i, j);
+        assert_eq!(*hash, merkle::leaf_hash(leaf), "leaf {i}");
+        assert!(kept.is_empty() || kept == leaf, "leaf {i} differs");
+    }
 
     // The returned region's own log commits again too (us + eu; ap still down).
     let us_size = regions.post("us", 100..105).await;

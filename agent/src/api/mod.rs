@@ -10,7 +10,9 @@
 //! | `GET /v1/log/export` | the whole log export |
 //!
 //! Config push routes (`/v1/policy`, `/v1/config`, `/v1/config/keys`, …) are in
-//! [`crate::policy::api`].
+//! [`crate::policy::api`]; legal holds and retention (`/v1/holds`, `/v1/retention/run`) in
+//! [`crate::retention::api`]; the witness and quorum status (`/v1/witness/…`, `/v1/quorum/…`),
+//! when `[quorum]` is enabled, in [`crate::quorum`].
 //!
 //! Every refusal is a 4xx with a JSON body `{"error": "<reason>"}` and changes nothing.
 
