@@ -13,10 +13,13 @@ use std::collections::HashSet;
 
 use knhk_core::checkpoint::{verify_signature, Checkpoint, CheckpointError, PublicKeyVersion};
 use knhk_core::merkle::{self, Frontier, Hash, MerkleError};
-use knhk_core::receipt::{KeyRotation, LogEntry, ReceiptError};
+use knhk_core::receipt::{LogEntry, ReceiptError};
 use serde::Deserialize;
 
+pub mod handover;
 pub mod quorum;
+
+pub use handover::handed_over_key;
 
 use crate::receipts::export::{BUNDLE_FORMAT, EXPORT_FORMAT};
 use crate::receipts::{LogExport, ProofBundle, SignedCheckpoint};
@@ -209,25 +212,6 @@ fn check_signature(
     verify_signature(cp.text.as_bytes(), &cp.signature, keys)
         .cloned()
         .map_err(|source| VerifyError::BadSignature { index, source })
-}
-
-/// The key version that rotation entry `rotation` introduces, when `signer` — the key of a
-/// trusted checkpoint covering the entry — may vouch for it (same provider and key id). This
-/// is the handover rule both offline verification and the quorum witness follow.
-pub fn handed_over_key(
-    signer: &PublicKeyVersion,
-    rotation: &KeyRotation,
-) -> Option<PublicKeyVersion> {
-    (rotation.provider == signer.provider && rotation.key_id == signer.key_id).then(|| {
-        PublicKeyVersion {
-            provider: rotation.provider.clone(),
-            key_id: rotation.key_id.clone(),
-            version: rotation.new_version,
-            alg: rotation.alg,
-            public_key: rotation.public_key.clone(),
-            retired: false,
-        }
-    })
 }
 
 fn untrusted(k: &PublicKeyVersion) -> VerifyError {
