@@ -364,6 +364,25 @@ mod tests {
         assert!(err.to_string().contains("\"sa\""), "{err}");
     }
 
+    /// The documented TOML shape parses into the agent config and validates.
+    #[test]
+    fn documented_toml_parses() {
+        let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let text = format!(
+            "origin = \"knhk.example/eu\"\n[quorum]\nenabled = true\nregion = \"eu\"\nthreshold = 2\ntimeout = \"2s\"\n\
+             [[quorum.peers]]\nregion = \"us\"\nurl = \"http://10.0.0.2:9901\"\norigin = \"knhk.example/us\"\n\
+             witness = {{ name = \"knhk/witness/us\", public_key = \"{key}\" }}\n\
+             log_keys = [{{ provider = \"local\", key_id = \"checkpoints\", version = 1, alg = \"ed25519\", public_key = \"{key}\", retired = false }}]\n\
+             [retention]\nmax_age = \"720h\"\n"
+        );
+        let cfg =
+            crate::config::AgentConfig::from_toml(&text, std::path::Path::new("a.toml")).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.quorum.peers[0].witness.public_key, vec![1; 32]);
+        assert_eq!(cfg.quorum.witness_name(), "knhk/witness/eu");
+        assert_eq!(cfg.retention.max_age, Some(Duration::from_secs(720 * 3600)));
+    }
+
     /// Repeated regions, shared origins and bad URLs are refused.
     #[test]
     fn peers_are_validated() {
