@@ -218,6 +218,8 @@ impl QuorumConfig {
             .map_err(|_| invalid("quorum.witness_name", "must hold no whitespace or '+'"))?;
         let mut seen = vec![self.region.as_str()];
         let mut origins = vec![origin];
+        let own_witness = self.witness_name();
+        let mut witnesses: Vec<&WitnessKey> = Vec::new();
         for p in &self.peers {
             if !valid_name(&p.region) || seen.contains(&p.region.as_str()) {
                 return Err(invalid(
@@ -256,6 +258,20 @@ impl QuorumConfig {
                     format!("region {} needs at least one trusted log key", p.region),
                 ));
             }
+            if p.witness.name == own_witness
+                || witnesses
+                    .iter()
+                    .any(|w| w.name == p.witness.name || w.public_key == p.witness.public_key)
+            {
+                return Err(invalid(
+                    "quorum.peers.witness",
+                    format!(
+                        "region {}: witness names and keys must be distinct, or one witness would count twice",
+                        p.region
+                    ),
+                ));
+            }
+            witnesses.push(&p.witness);
             if p.witness.public_key.len() != 32 {
                 return Err(invalid(
                     "quorum.peers.witness",
@@ -289,7 +305,7 @@ mod tests {
             }],
             witness: WitnessKey {
                 name: format!("knhk/witness/{region}"),
-                public_key: vec![2; 32],
+                public_key: vec![region.as_bytes()[0]; 32],
             },
         }
     }
@@ -383,7 +399,7 @@ mod tests {
         assert_eq!(cfg.retention.max_age, Some(Duration::from_secs(720 * 3600)));
     }
 
-    /// Repeated regions, shared origins and bad URLs are refused.
+    /// Repeated regions, shared origins, bad URLs and a witness key used twice are refused.
     #[test]
     fn peers_are_validated() {
         let mut cfg = three();
@@ -395,5 +411,11 @@ mod tests {
         let mut cfg = three();
         cfg.peers[0].url = "ftp://x".into();
         assert!(cfg.validate("knhk.test/eu").is_err());
+        let mut cfg = three();
+        cfg.peers[1].witness.name = "knhk/witness/x".into();
+        assert!(
+            cfg.validate("knhk.test/eu").is_err(),
+            "same witness key twice"
+        );
     }
 }
