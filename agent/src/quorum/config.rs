@@ -412,7 +412,7 @@ mod tests {
         cfg.peers[0].url = "ftp://x".into();
         assert!(cfg.validate("knhk.test/eu").is_err());
         let mut cfg = three();
-        cfg.peers[1].witness.name = "knhk/witness/x".into();
+        cfg.peers[1].witness.public_key = cfg.peers[0].witness.public_key.clone();
         assert!(
             cfg.validate("knhk.test/eu").is_err(),
             "same witness key twice"
