@@ -4,7 +4,9 @@
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
-//! `kms.rotation_interval`) and the policy file watcher. On shutdown held long-polls answer
+//! `kms.rotation_interval`), the policy file watcher, and when configured the quorum
+//! replicator (after every seal; its witness routes join the API) and the retention run (every
+//! `retention.interval`). On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
 //! seals what was acknowledged.
 
