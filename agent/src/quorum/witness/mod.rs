@@ -19,7 +19,7 @@ use std::sync::{Arc, MutexGuard};
 
 use knhk_core::checkpoint::{verify_signature, Checkpoint, PublicKeyVersion};
 use knhk_core::cosignature::{signed_message, Cosignature, WitnessKey};
-use knhk_core::merkle::{self, Frontier, Hash};
+use knhk_core::merkle::{self, Frontier, Tree};
 use knhk_core::receipt::LogEntry;
 use serde::Serialize;
 
@@ -41,7 +41,7 @@ pub const WITNESS_KEY_ID: &str = "witness";
 /// What the witness holds of one peer log.
 #[derive(Debug)]
 struct LogView {
-    leaves: Vec<Hash>,
+    tree: Tree,
     frontier: Frontier,
     keys: Vec<PublicKeyVersion>,
 }
@@ -112,10 +112,11 @@ fn load_view(
     origin: &str,
     configured: &[PublicKeyVersion],
 ) -> Result<LogView, QuorumError> {
-    let leaves = store.leaf_hashes(origin)?;
+    let mut tree = Tree::new();
     let mut frontier = Frontier::new();
-    for h in &leaves {
-        frontier.push(*h);
+    for h in store.leaf_hashes(origin)? {
+        frontier.push(h);
+        tree.push(h);
     }
     if let Some(latest) = store.latest(origin)? {
         let cp = Checkpoint::parse(&latest.checkpoint.text)
@@ -137,7 +138,7 @@ fn load_view(
         }
     }
     Ok(LogView {
-        leaves,
+        tree,
         frontier,
         keys,
     })
@@ -274,9 +275,7 @@ impl Witness {
                     });
                 }
             }
-            let n = usize::try_from(cp.tree_size).unwrap_or(usize::MAX);
-            let ours = view.leaves.get(..n).map(merkle::root).unwrap_or_default();
-            if ours != cp.root_hash {
+            if view.tree.root_at(cp.tree_size).ok() != Some(cp.root_hash) {
                 return Err(QuorumError::Fork {
                     size: cp.tree_size,
                     detail: format!(
@@ -383,7 +382,9 @@ impl Witness {
         .map_err(|e| QuorumError::Corrupt(format!("witness write task failed: {e}")))??;
         let (hashed, learned, cosignature) =
             (accepted.entries, accepted.learned, accepted.cosignature);
-        view.leaves.extend(hashed.iter().map(|(_, h)| *h));
+        for (_, h) in &hashed {
+            view.tree.push(*h);
+        }
         view.frontier = frontier;
         view.keys.extend(learned);
         Ok(Cosigned {
