@@ -229,9 +229,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 KeysAction::ListConfig => {
                     serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
                 }
-                KeysAction::Witness => serde_json::to_string_pretty(
-                    &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,
-                )?,
+                KeysAction::Witness => {
+                    if cfg.quorum.region.is_empty() && cfg.quorum.witness_name.is_none() {
+                        anyhow::bail!("set [quorum] region (or KGC_SIDECAR_REGION) first: the witness key is named after it");
+                    }
+                    serde_json::to_string_pretty(
+                        &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,
+                    )?
+                }
                 KeysAction::RotateConfig { agent } => {
                     let answer = client::call(&agent, "POST", "/v1/config/keys/rotate").await?;
                     let body = String::from_utf8_lossy(&answer.body);
