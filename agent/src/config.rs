@@ -21,6 +21,12 @@
 //!
 //! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
 //! enabled = false
+//!
+//! [quorum]                            # cross-region witnessing; see `quorum::config`
+//! enabled = false
+//!
+//! [retention]                         # payload retention and legal hold; see `retention`
+//! max_age = "720h"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +42,8 @@ use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
+use crate::quorum::{QuorumConfig, QuorumError};
+use crate::retention::{RetentionConfig, RetentionError};
 
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
@@ -88,9 +96,16 @@ pub enum ConfigError {
     /// The `[identity]` table or its environment overrides are invalid.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The `[quorum]` table or its legacy variables are invalid.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
+    /// The `[retention]` table is invalid.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Serde adapter: a duration written `"<n>s"`, `"<n>m"` or `"<n>h"`.
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).ok_or_else(|| {
         serde::de::Error::custom(format!(
@@ -123,6 +138,10 @@ pub struct AgentConfig {
     pub api: ApiConfig,
     /// SPIFFE identity and agent-to-agent mTLS; see `identity::config`.
     pub identity: IdentityConfig,
+    /// Cross-region quorum; see `quorum::config`.
+    pub quorum: QuorumConfig,
+    /// Retention of receipt payloads; see `retention`.
+    pub retention: RetentionConfig,
 }
 
 impl Default for AgentConfig {
@@ -137,6 +156,8 @@ impl Default for AgentConfig {
             gates: GatesConfig::default(),
             api: ApiConfig::default(),
             identity: IdentityConfig::default(),
+            quorum: QuorumConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -170,6 +191,7 @@ impl AgentConfig {
         cfg.gates.apply_env(&env)?;
         cfg.api.apply_env(&env);
         cfg.identity.apply_env(&env)?;
+        cfg.quorum.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -194,6 +216,8 @@ impl AgentConfig {
         self.gates.validate()?;
         self.api.token()?;
         self.identity.validate()?;
+        self.quorum.validate(&self.origin)?;
+        self.retention.validate()?;
         Ok(())
     }
 

@@ -3,10 +3,12 @@
 //!
 //! One module per subsystem, each with its own error type: [`config`] (file, environment,
 //! validation), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
-//! log), [`policy`] (signed config epochs pushed to the filters), [`api`] (HTTP), [`identity`]
-//! (SPIFFE SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`verify`]
-//! (offline checks) and [`run`](mod@run) (startup, background tasks, graceful shutdown).
-//! [`run()`] is what `main.rs` and the tests call.
+//! log), [`policy`] (signed config epochs pushed to the filters), [`gates`] (promotion gates),
+//! [`api`] (HTTP), [`identity`] (SPIFFE SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS
+//! agent-to-agent API), [`quorum`] (cross-region witnessing and k-of-n commits),
+//! [`retention`] (retention and legal hold), [`verify`] (offline checks) and [`run`](mod@run)
+//! (startup, background tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests
+//! call.
 
 pub mod api;
 pub mod config;
@@ -15,7 +17,9 @@ pub mod identity;
 pub mod kms;
 pub mod peer;
 pub mod policy;
+pub mod quorum;
 pub mod receipts;
+pub mod retention;
 pub mod run;
 pub mod verify;
 

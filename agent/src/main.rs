@@ -1,5 +1,5 @@
 //! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`,
-//! `rollout`).
+//! `rollout`, `holds`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +11,13 @@ use knhk_agent::config::AgentConfig;
 use knhk_agent::kms::build_signer;
 use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
+use knhk_agent::quorum::witness::open_witness_key;
+use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
+use knhk_agent::verify::quorum::verify_cosignatures_json;
 use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners};
 use knhk_core::checkpoint::PublicKeyVersion;
+use knhk_core::cosignature::WitnessKey;
 
 /// knhk control agent.
 #[derive(Debug, Parser)]
@@ -45,6 +49,22 @@ enum Command {
         /// JSON list of trusted public key versions (from `knhk-agent keys list`).
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
+        /// Require this many signatures on the bundle's checkpoint: the log's own plus
+        /// cosignatures of witnesses in `--witness-keys`.
+        #[arg(long, requires = "witness_keys")]
+        quorum: Option<usize>,
+        /// JSON list of trusted witness keys `{"name", "public_key"}` (from
+        /// `knhk-agent keys witness` of each region).
+        #[arg(long)]
+        witness_keys: Option<PathBuf>,
+    },
+    /// Place, release or list legal holds on a running agent.
+    Holds {
+        /// Address of the running agent's API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        agent: String,
+        #[command(subcommand)]
+        action: HoldsAction,
     },
     /// Start, inspect and steer a rollout on a running agent (promotion gates).
     Rollout {
@@ -75,6 +95,8 @@ enum KeysAction {
     Rotate,
     /// Print the config key set for the filter's static `control.trusted_keys` (JSON).
     ListConfig,
+    /// Print this region's witness key `{"name", "public_key"}` (created on first use).
+    Witness,
     /// Rotate the config signing key of a running agent and publish the handover epoch.
     RotateConfig {
         /// Address of the running agent's API.
@@ -191,7 +213,11 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
     })?)
 }
 
-fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+fn verify(
+    file: &PathBuf,
+    trusted_keys: Option<&PathBuf>,
+    quorum: Option<(usize, &PathBuf)>,
+) -> anyhow::Result<ExitCode> {
     let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let trusted: Option<Vec<PublicKeyVersion>> = match trusted_keys {
         Some(p) => {
@@ -203,7 +229,26 @@ fn verify(file: &PathBuf, trusted_keys: Option<&PathBuf>) -> anyhow::Result<Exit
         }
         None => None,
     };
-    match verify_json(&json, trusted.as_deref()) {
+    let witnesses: Option<(usize, Vec<WitnessKey>)> = match quorum {
+        Some((k, p)) => {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Some((
+                k,
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("parsing witness keys {}", p.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let checked = verify_json(&json, trusted.as_deref()).and_then(|mut report| {
+        if let Some((k, witnesses)) = &witnesses {
+            report
+                .lines
+                .extend(verify_cosignatures_json(&json, *k, witnesses)?);
+        }
+        Ok(report)
+    });
+    match checked {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");
@@ -276,8 +321,31 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             run(Listeners { api, peer }, cfg, shutdown_signal()).await?;
         }
-        Command::Verify { file, trusted_keys } => {
-            return verify(&file, trusted_keys.as_ref());
+        Command::Verify {
+            file,
+            trusted_keys,
+            quorum,
+            witness_keys,
+        } => {
+            let quorum = quorum.zip(witness_keys.as_ref());
+            return verify(&file, trusted_keys.as_ref(), quorum);
+        }
+        Command::Holds { agent, action } => {
+            let (method, path, body) = holds_request(&action)?;
+            let url = format!("http://{agent}{path}");
+            let client = reqwest::Client::new();
+            let req = match (method, body) {
+                ("GET", _) => client.get(&url),
+                (_, Some(body)) => client.post(&url).json(&body),
+                (_, None) => client.post(&url),
+            };
+            let answer = req.send().await.with_context(|| format!("calling {url}"))?;
+            let status = answer.status();
+            let text = answer.text().await?;
+            if !status.is_success() {
+                anyhow::bail!("agent at {agent} answered {status}: {text}");
+            }
+            println!("{text}");
         }
         Command::Rollout {
             agent,
@@ -298,6 +366,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
                 KeysAction::ListConfig => {
                     serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
+                }
+                KeysAction::Witness => {
+                    if cfg.quorum.region.is_empty() && cfg.quorum.witness_name.is_none() {
+                        anyhow::bail!("set [quorum] region (or KGC_SIDECAR_REGION) first: the witness key is named after it");
+                    }
+                    serde_json::to_string_pretty(
+                        &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,
+                    )?
                 }
                 KeysAction::RotateConfig { agent, token_file } => {
                     let token = read_token(token_file.as_ref())?;

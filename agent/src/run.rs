@@ -4,10 +4,12 @@
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
-//! `kms.rotation_interval`), the policy file watcher and the rollout evaluator (promotion
-//! gates, resuming a persisted rollout). With `[identity] enabled` the SPIFFE
-//! identity is opened before anything is served, and the peer listener (when given) serves
-//! [`crate::peer::router`] over mutual TLS. On shutdown held long-polls answer
+//! `kms.rotation_interval`), the policy file watcher, the rollout evaluator (promotion gates,
+//! resuming a persisted rollout), and when configured the quorum replicator (after every
+//! seal) and the retention run (every `retention.interval`). With `[identity] enabled` the
+//! SPIFFE identity is opened before anything is served, and the peer listener (when given)
+//! serves [`crate::peer::router`] and the witness routes over mutual TLS; the replicator then
+//! calls peers with the SVID. On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
 //! seals what was acknowledged.
 
@@ -24,8 +26,10 @@ use crate::gates::{Gates, GatesError};
 use crate::identity::{serve_mtls, Identity, IdentityError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
+use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
+use crate::retention::Retention;
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,9 @@ pub enum RunError {
     /// The SPIFFE identity could not be opened, or the peer listener failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The cross-region quorum (witness, replicator) could not be opened.
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -152,36 +159,68 @@ pub async fn run(
     );
     let rotator = spawn_every(
         config.kms.rotation_interval,
-        stop_rx,
+        stop_rx.clone(),
         log.clone(),
         "key rotation",
         true,
     );
-    if let Ok(addr) = listeners.api.local_addr() {
-        tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
-    }
-    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
-    // Held until `run` returns: the identity keeps following rotations while the agent runs.
-    let peer_server = match (listeners.peer, identity.clone()) {
-        (Some(peer), Some(identity)) => Some(tokio::spawn(serve_mtls(
-            peer,
-            identity,
-            crate::peer::router(),
-            async {
-                let _ = peer_stopped.await;
-            },
-        ))),
-        _ => None,
+    // Cross-region quorum. With the SPIFFE identity and a peer listener, the witness routes
+    // are served only there, over mutual TLS, and the replicator calls peers with the SVID;
+    // without, both use plain HTTP on the API listener (labs and tests; logged at start).
+    let peer_tls = identity.is_some() && listeners.peer.is_some();
+    let quorum = if config.quorum.enabled {
+        let client = match (&identity, peer_tls) {
+            (Some(identity), true) => crate::identity::https_client(identity.clone()),
+            _ => reqwest::Client::new(),
+        };
+        if !peer_tls {
+            tracing::warn!("[quorum] without [identity] and a peer listener: checkpoints and cosignatures travel over plain HTTP, peers are not authenticated");
+        }
+        Some(Quorum::open(&config.quorum, &config.data_dir, log.clone(), client).await?)
+    } else {
+        None
     };
-    let closing = policy.clone();
+    let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx.clone()));
+    let retention = Arc::new(Retention::new(
+        log.clone(),
+        &config.origin,
+        quorum.as_ref().map(|q| q.witness.clone()),
+        config.retention.clone(),
+    ));
+    let pruner = retention.spawn(stop_rx);
     let mut api = crate::api::router(log.clone(), policy.clone())
-        .merge(crate::gates::api::routes(gates.clone()));
+        .merge(crate::gates::api::routes(gates.clone()))
+        .merge(crate::retention::api::routes(retention));
+    let mut peer_api = crate::peer::router();
+    if let Some(q) = &quorum {
+        api = api.merge(crate::quorum::api::routes(q.replicator.clone()));
+        let witness = crate::quorum::witness_router(q.witness.clone());
+        if peer_tls {
+            peer_api = peer_api.merge(witness);
+        } else {
+            api = api.merge(witness);
+        }
+    }
     if let Some(token) = admin_token {
         api = api.layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             crate::api::auth::require_admin,
         ));
     }
+    if let Ok(addr) = listeners.api.local_addr() {
+        tracing::info!(%addr, origin = %config.origin, "knhk-agent serving");
+    }
+    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Held until `run` returns: the identity keeps following rotations while the agent runs.
+    let peer_server = match (listeners.peer, identity.clone()) {
+        (Some(peer), Some(identity)) => {
+            Some(tokio::spawn(serve_mtls(peer, identity, peer_api, async {
+                let _ = peer_stopped.await;
+            })))
+        }
+        _ => None,
+    };
+    let closing = policy.clone();
     let served = axum::serve(listeners.api, api)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -204,6 +243,9 @@ pub async fn run(
     let _ = sealer.await;
     let _ = rotator.await;
     let _ = evaluator.await;
+    for task in replicator.into_iter().chain(pruner) {
+        let _ = task.await;
+    }
     log.seal(now_ns()).await?;
     served.map_err(|source| RunError::Io {
         what: "serving the API",

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod checkpoint;
 pub mod class;
 pub mod config;
+pub mod cosignature;
 pub mod decision;
 pub mod envelope;
 pub mod flags;

@@ -7,9 +7,14 @@
 //! §2.1.4.2, so it needs only the proof, never the tree.
 //!
 //! [`Frontier`] keeps the O(log n) right edge of a growing tree so the agent can seal a
-//! checkpoint without re-reading every leaf.
+//! checkpoint without re-reading every leaf; [`Tree`] also caches complete subtrees so proofs
+//! against any size cost O(log² n) hashes.
 
 use sha2::{Digest, Sha256};
+
+mod tree;
+
+pub use tree::Tree;
 
 /// A SHA-256 digest: a leaf hash, node hash or root.
 pub type Hash = [u8; 32];

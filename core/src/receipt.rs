@@ -25,9 +25,14 @@
 
 mod entry;
 pub mod event;
+mod hold;
 
-pub use entry::{KeyRotation, LogEntry, ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT};
+pub use entry::{
+    KeyRotation, LogEntry, ENTRY_KIND_HOLD_PLACED, ENTRY_KIND_HOLD_RELEASED,
+    ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT,
+};
 pub use event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
+pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
 
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};

@@ -2,6 +2,7 @@
 
 mod agent_process;
 mod bench;
+mod bench_quorum;
 mod bench_receipts;
 mod bench_rollback;
 mod demo;
@@ -43,6 +44,8 @@ enum Cmd {
     BenchReceipts(bench_receipts::Args),
     /// Automatic rollback time, candidate bad → all traffic on stable (real Envoy and agent).
     BenchRollback(bench_rollback::Args),
+    /// Seal-to-commit latency of a 2-of-3 cross-region quorum on loopback.
+    BenchQuorum(bench_quorum::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -84,5 +87,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
         Cmd::BenchRollback(args) => bench_rollback::run(&args),
+        Cmd::BenchQuorum(args) => bench_quorum::run(&args),
     }
 }

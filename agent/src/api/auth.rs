@@ -1,7 +1,9 @@
 //! Admin authorisation of the API: with `[api] admin_token_file` set, every request that
-//! changes state — any method but `GET`/`HEAD`, except the filters' `POST /v1/receipts` —
-//! must carry `Authorization: Bearer <token>`. Reads and receipt ingest stay open (the
-//! filters cannot hold a secret the operator would rotate with the agent's).
+//! changes state — any method but `GET`/`HEAD`, except the filters' `POST /v1/receipts` and
+//! the witness routes of a plain-HTTP quorum (`/v1/witness/…`: a witness accepts only
+//! checkpoints signed by the peer's trusted keys; with `[identity]` they move to the mTLS peer
+//! listener) — must carry `Authorization: Bearer <token>`. Reads and receipt ingest stay open
+//! (the filters cannot hold a secret the operator would rotate with the agent's).
 //!
 //! The token is read once at start, must be at least [`MIN_TOKEN_BYTES`] of printable ASCII,
 //! and is compared through SHA-256 digests in constant time. A refusal is `401` with
@@ -116,7 +118,10 @@ impl AdminToken {
 }
 
 fn needs_admin(method: &Method, path: &str) -> bool {
-    !(method == Method::GET || method == Method::HEAD || path == "/v1/receipts")
+    !(method == Method::GET
+        || method == Method::HEAD
+        || path == "/v1/receipts"
+        || path.starts_with("/v1/witness/"))
 }
 
 fn refuse(message: &str) -> Response {
@@ -175,5 +180,7 @@ mod tests {
         assert!(needs_admin(&Method::POST, "/v1/rollouts/current/abort"));
         assert!(!needs_admin(&Method::POST, "/v1/receipts"));
         assert!(!needs_admin(&Method::GET, "/v1/config"));
+        assert!(!needs_admin(&Method::POST, "/v1/witness/add-checkpoint"));
+        assert!(needs_admin(&Method::POST, "/v1/holds"));
     }
 }

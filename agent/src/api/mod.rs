@@ -10,7 +10,9 @@
 //! | `GET /v1/log/export` | the whole log export |
 //!
 //! Config push routes (`/v1/policy`, `/v1/config`, `/v1/config/keys`, …) are in
-//! [`crate::policy::api`].
+//! [`crate::policy::api`]; legal holds and retention (`/v1/holds`, `/v1/retention/run`) in
+//! [`crate::retention::api`]; the witness and quorum status (`/v1/witness/…`, `/v1/quorum/…`),
+//! when `[quorum]` is enabled, in [`crate::quorum`].
 //!
 //! Every refusal is a 4xx with a JSON body `{"error": "<reason>"}` and changes nothing.
 
@@ -83,6 +85,7 @@ impl From<ReceiptsError> for ApiError {
             ReceiptsError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             ReceiptsError::OutOfRange { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             ReceiptsError::NotSealed { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ReceiptsError::Pruned { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
             other => {
                 tracing::error!(error = %other, "receipt log failure");
                 ApiError::new(
@@ -245,9 +248,23 @@ pub enum EntryBody {
         /// The event (see `gates::event`).
         event: serde_json::Value,
     },
+    /// A legal hold placement or release (see `crate::retention`).
+    Hold {
+        /// The decoded hold entry.
+        hold: crate::retention::HoldView,
+    },
+    /// A receipt whose payload retention removed; its leaf hash remains.
+    Pruned,
 }
 
 fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
+    if leaf.is_empty() {
+        return Ok(EntryView {
+            index,
+            leaf: String::new(),
+            entry: EntryBody::Pruned,
+        });
+    }
     let entry = LogEntry::decode(leaf).map_err(|e| {
         tracing::error!(index, error = %e, "stored entry does not decode");
         ApiError::new(
@@ -255,7 +272,7 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
             "internal error; see the agent log",
         )
     })?;
-    let body = match entry {
+    let body = match entry.clone() {
         LogEntry::Receipt(r) => EntryBody::Receipt {
             time_ns: r.time_ns,
             key_digest: hex::encode(r.key_digest),
@@ -282,6 +299,9 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
         LogEntry::RolloutEvent(e) => EntryBody::RolloutEvent {
             time_ns: e.time_ns,
             event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
+        },
+        LogEntry::HoldPlaced(_) | LogEntry::HoldReleased(_) => EntryBody::Hold {
+            hold: crate::retention::HoldView::of(&entry),
         },
     };
     Ok(EntryView {

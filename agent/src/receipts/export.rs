@@ -41,6 +41,10 @@ pub struct ProofBundle {
     pub checkpoint: SignedCheckpoint,
     /// The public key version that signed it.
     pub public_key: PublicKeyVersion,
+    /// C2SP `cosignature/v1` lines of other regions' witnesses over `checkpoint` (see
+    /// `crate::quorum`); absent when the bundle cites a checkpoint not yet witnessed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosignatures: Vec<String>,
 }
 
 /// A consistency proof between two consecutive checkpoints.
@@ -73,4 +77,8 @@ pub struct LogExport {
     pub consistency: Vec<ConsistencyStep>,
     /// Every key version that signed a checkpoint or was introduced by a rotation.
     pub public_keys: Vec<PublicKeyVersion>,
+    /// Leaf hashes of the entries pruned by retention (exported as empty bytes), in index
+    /// order: roots and proofs still verify without their payloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "b64::hashes")]
+    pub pruned_hashes: Vec<Hash>,
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
-use knhk_core::merkle::leaf_hash;
+use knhk_core::merkle::{leaf_hash, Hash};
 use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
 
 use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
@@ -36,6 +36,7 @@ pub struct ReceiptLog {
     signer: Arc<dyn Signer>,
     seal_lock: tokio::sync::Mutex<()>,
     observer: OnceLock<ReceiptObserver>,
+    sealed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ReceiptLog {
@@ -73,6 +74,7 @@ impl ReceiptLog {
             signer,
             seal_lock: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
+            sealed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -166,6 +168,7 @@ impl ReceiptLog {
         }
         let cp = SignedCheckpoint { text, signature };
         self.store()?.record_checkpoint(&cp)?;
+        self.notify_sealed(&cp);
         tracing::debug!(
             tree_size = Checkpoint::parse(&cp.text).map_or(0, |c| c.tree_size),
             key_version = cp.signature.key_version,
@@ -255,6 +258,8 @@ impl ReceiptLog {
         let mut store = self.store()?;
         store.record_checkpoint(&cp)?;
         store.record_public_keys(&keys)?;
+        drop(store);
+        self.notify_sealed(&cp);
         Ok(cp)
     }
 
@@ -282,15 +287,27 @@ impl ReceiptLog {
 
     /// Proof bundle for leaf `index` against the newest checkpoint.
     pub fn proof_bundle(&self, index: u64) -> Result<ProofBundle, ReceiptsError> {
-        let store = self.store()?;
-        let checkpoint = store
+        let checkpoint = self
             .latest_checkpoint()?
             .ok_or(ReceiptsError::NotSealed { index })?;
+        self.proof_bundle_for(index, checkpoint)
+    }
+
+    /// Proof bundle for leaf `index` against `checkpoint` (one of this log's checkpoints).
+    pub fn proof_bundle_for(
+        &self,
+        index: u64,
+        checkpoint: SignedCheckpoint,
+    ) -> Result<ProofBundle, ReceiptsError> {
+        let store = self.store()?;
         let cp = Checkpoint::parse(&checkpoint.text)?;
         if index >= cp.tree_size {
             return Err(ReceiptsError::NotSealed { index });
         }
         let entry = store.entry(index)?;
+        if entry.is_empty() {
+            return Err(ReceiptsError::Pruned { index });
+        }
         let inclusion_proof = store.inclusion_proof(index, cp.tree_size)?;
         let sig = &checkpoint.signature;
         let public_key = store
@@ -315,17 +332,72 @@ impl ReceiptLog {
             inclusion_proof,
             checkpoint,
             public_key,
+            cosignatures: Vec::new(),
         })
+    }
+
+    // --- Read access for cross-region replication (see `crate::quorum`). ---
+
+    /// Wake-ups after each recorded checkpoint; the value is its tree size.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sealed.subscribe()
+    }
+
+    fn notify_sealed(&self, cp: &SignedCheckpoint) {
+        let size = Checkpoint::parse(&cp.text).map_or(0, |c| c.tree_size);
+        self.sealed.send_replace(size);
+    }
+
+    /// Checkpoints with a tree size above `size`, oldest first.
+    pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.store()?.checkpoints_after(size)
+    }
+
+    /// The checkpoint of exactly `size` leaves, if one was sealed.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let Some(last) = size.checked_sub(1) else {
+            return Ok(None);
+        };
+        let found = self.store()?.checkpoint_covering(last)?;
+        Ok(found.filter(|c| Checkpoint::parse(&c.text).is_ok_and(|p| p.tree_size == size)))
+    }
+
+    /// Every legal hold entry of the log, as `(index, bytes)`.
+    pub fn hold_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
+        self.store()?.hold_entries()
+    }
+
+    /// Remove the payloads of leaves `indexes` (see [`ReceiptStore::prune`]).
+    pub fn prune(&self, indexes: &[u64]) -> Result<u64, ReceiptsError> {
+        self.store()?.prune(indexes)
+    }
+
+    /// Leaf hashes of the pruned leaves among `entries` (empty bytes), in order.
+    pub fn pruned_hashes(&self, entries: &[(u64, Vec<u8>)]) -> Result<Vec<Hash>, ReceiptsError> {
+        let store = self.store()?;
+        entries
+            .iter()
+            .filter(|(_, e)| e.is_empty())
+            .map(|(i, _)| store.leaf_hash_at(*i))
+            .collect()
+    }
+
+    /// Consistency proof from `first` to `second` leaves.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
+        self.store()?.consistency_proof(first, second)
     }
 
     /// The whole log, for offline verification.
     pub fn export(&self) -> Result<LogExport, ReceiptsError> {
         let store = self.store()?;
-        let entries = store
-            .entries(0, store.size())?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let rows = store.entries(0, store.size())?;
+        let mut pruned_hashes = Vec::new();
+        for (i, e) in &rows {
+            if e.is_empty() {
+                pruned_hashes.push(store.leaf_hash_at(*i)?);
+            }
+        }
+        let entries = rows.into_iter().map(|(_, e)| e).collect();
         let checkpoints = store.checkpoints()?;
         let mut sizes = Vec::with_capacity(checkpoints.len());
         for cp in &checkpoints {
@@ -348,6 +420,7 @@ impl ReceiptLog {
             checkpoints,
             consistency,
             public_keys: store.public_keys()?,
+            pruned_hashes,
         })
     }
 }
@@ -372,7 +445,7 @@ mod tests {
             .iter()
             .filter_map(|e| match LogEntry::decode(e).unwrap() {
                 LogEntry::KeyRotation(k) => Some((k.previous_version, k.new_version)),
-                LogEntry::Receipt(_) | LogEntry::RolloutEvent(_) => None,
+                _ => None,
             })
             .collect()
     }

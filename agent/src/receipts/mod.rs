@@ -73,6 +73,14 @@ pub enum ReceiptsError {
         /// The leaf.
         index: u64,
     },
+    /// The entry's payload was removed by retention (its leaf hash remains).
+    #[error(
+        "leaf {index} was pruned by retention: its payload is gone, its hash remains in the log"
+    )]
+    Pruned {
+        /// The leaf.
+        index: u64,
+    },
     /// A lock was poisoned by a panic elsewhere.
     #[error("receipt store lock poisoned")]
     Poisoned,

@@ -2,15 +2,15 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a committed transaction survives a
 //! crash or power loss once `COMMIT` returns. Each batch is one transaction: either every
-//! receipt of a batch gets a leaf index or none does. The in-memory copy of the leaf hashes
-//! (32 bytes per leaf) and the Merkle frontier are rebuilt at open, which also checks that
+//! receipt of a batch gets a leaf index or none does. The in-memory Merkle [`Tree`] (leaf hashes
+//! and complete subtrees, about 64 bytes per leaf) and the frontier are rebuilt at open, which also checks that
 //! indexes are contiguous and that the newest checkpoint's root matches the stored leaves.
 
 use std::ops::Range;
 use std::path::Path;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
-use knhk_core::merkle::{self, Frontier, Hash};
+use knhk_core::merkle::{self, Frontier, Hash, Tree};
 use knhk_core::receipt::LogEntry;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
@@ -54,7 +54,7 @@ fn to_u64(v: i64) -> u64 {
 pub struct ReceiptStore {
     conn: Connection,
     origin: String,
-    leaves: Vec<Hash>,
+    tree: Tree,
     frontier: Frontier,
 }
 
@@ -62,7 +62,7 @@ impl std::fmt::Debug for ReceiptStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiptStore")
             .field("origin", &self.origin)
-            .field("size", &self.leaves.len())
+            .field("size", &self.tree.size())
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +108,7 @@ impl ReceiptStore {
         let mut store = ReceiptStore {
             conn,
             origin: origin.to_owned(),
-            leaves: Vec::new(),
+            tree: Tree::new(),
             frontier: Frontier::new(),
         };
         store.load()?;
@@ -121,7 +121,7 @@ impl ReceiptStore {
             .prepare("SELECT idx, hash FROM leaves ORDER BY idx")
             .map_err(sql("load leaves"))?;
         let mut rows = stmt.query([]).map_err(sql("load leaves"))?;
-        let mut leaves = Vec::new();
+        let mut tree = Tree::new();
         let mut frontier = Frontier::new();
         while let Some(row) = rows.next().map_err(sql("load leaves"))? {
             let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
@@ -136,11 +136,11 @@ impl ReceiptStore {
                 .try_into()
                 .map_err(|_| ReceiptsError::Corrupt(format!("leaf {idx} hash is not 32 bytes")))?;
             frontier.push(hash);
-            leaves.push(hash);
+            tree.push(hash);
         }
         drop(rows);
         drop(stmt);
-        self.leaves = leaves;
+        self.tree = tree;
         self.frontier = frontier;
         if let Some(last) = self.latest_checkpoint()? {
             let cp = Checkpoint::parse(&last.text)?;
@@ -174,13 +174,14 @@ impl ReceiptStore {
         if size == self.size() {
             return Ok(self.root());
         }
-        Ok(merkle::root(self.prefix(size)?))
+        self.prefix(size)?;
+        Ok(self.tree.root_at(size)?)
     }
 
     fn prefix(&self, size: u64) -> Result<&[Hash], ReceiptsError> {
         usize::try_from(size)
             .ok()
-            .and_then(|n| self.leaves.get(..n))
+            .and_then(|n| self.tree.leaves().get(..n))
             .ok_or(ReceiptsError::OutOfRange {
                 index: size,
                 size: self.size(),
@@ -210,7 +211,7 @@ impl ReceiptStore {
         tx.commit().map_err(sql("commit batch"))?;
         for (_, hash) in encoded {
             self.frontier.push(hash);
-            self.leaves.push(hash);
+            self.tree.push(hash);
         }
         Ok(start..self.size())
     }
@@ -248,12 +249,14 @@ impl ReceiptStore {
 
     /// Inclusion proof of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReceiptsError> {
-        Ok(merkle::inclusion_proof(self.prefix(size)?, index)?)
+        self.prefix(size)?;
+        Ok(self.tree.inclusion_proof(index, size)?)
     }
 
     /// Consistency proof from `first` to `second` leaves.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
-        Ok(merkle::consistency_proof(self.prefix(second)?, first)?)
+        self.prefix(second)?;
+        Ok(self.tree.consistency_proof(first, second)?)
     }
 
     /// Persist a signed checkpoint (its tree size must exceed every earlier one).
@@ -270,13 +273,19 @@ impl ReceiptStore {
         Ok(())
     }
 
-    fn checkpoint_rows(&self, query: &str) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+    fn checkpoint_rows(
+        &self,
+        query: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
         let mut stmt = self
             .conn
             .prepare_cached(query)
             .map_err(sql("read checkpoints"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(args, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql("read checkpoints"))?;
         let mut out = Vec::new();
         for row in rows {
@@ -290,13 +299,71 @@ impl ReceiptStore {
 
     /// Every checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
-        self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq")
+        self.checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq", [])
+    }
+
+    /// Remove the payloads of leaves `indexes` (retention), keeping their hashes; a pruned
+    /// leaf reads back as empty bytes. Returns how many were pruned now.
+    pub fn prune(&mut self, indexes: &[u64]) -> Result<u64, ReceiptsError> {
+        let tx = self.conn.transaction().map_err(sql("begin prune"))?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE leaves SET entry = x'' WHERE idx = ?1 AND length(entry) > 0",
+                )
+                .map_err(sql("prune"))?;
+            for idx in indexes {
+                n += stmt.execute(params![to_i64(*idx)]).map_err(sql("prune"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit prune"))?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    /// Every legal hold entry (kinds 3 and 4), as `(index, bytes)` in index order.
+    pub fn hold_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, entry FROM leaves WHERE hex(substr(entry, 1, 1)) IN ('03', '04') ORDER BY idx",
+            )
+            .map_err(sql("read holds"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((to_u64(r.get::<_, i64>(0)?), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql("read holds"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read holds"))
+    }
+
+    /// Leaf hash at `index`.
+    pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, ReceiptsError> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.tree.leaves().get(i))
+            .copied()
+            .ok_or(ReceiptsError::OutOfRange {
+                index,
+                size: self.size(),
+            })
+    }
+
+    /// Checkpoints with a tree size above `size`, oldest first.
+    pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.checkpoint_rows(
+            "SELECT text, signature FROM checkpoints WHERE tree_size > ?1 ORDER BY seq",
+            params![to_i64(size)],
+        )
     }
 
     /// The newest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
         Ok(self
-            .checkpoint_rows("SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT 1")?
+            .checkpoint_rows(
+                "SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+            )?
             .pop())
     }
 

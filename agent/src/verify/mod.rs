@@ -16,6 +16,11 @@ use knhk_core::merkle::{self, Frontier, Hash, MerkleError};
 use knhk_core::receipt::{LogEntry, ReceiptError};
 use serde::Deserialize;
 
+pub mod handover;
+pub mod quorum;
+
+pub use handover::handed_over_key;
+
 use crate::receipts::export::{BUNDLE_FORMAT, EXPORT_FORMAT};
 use crate::receipts::{LogExport, ProofBundle, SignedCheckpoint};
 
@@ -159,6 +164,19 @@ pub enum VerifyError {
         /// What failed.
         source: MerkleError,
     },
+    /// The pruned leaf hashes do not pair up with the pruned (empty) entries.
+    #[error("the export's pruned_hashes do not match its pruned (empty) entries")]
+    PrunedHashes,
+    /// Fewer signatures than `--quorum` asks for (the log's own plus trusted cosignatures).
+    #[error("quorum not met: {found} of {needed} signatures ({detail})")]
+    QuorumNotMet {
+        /// Signatures required.
+        needed: usize,
+        /// Valid signatures found.
+        found: usize,
+        /// Why others did not count.
+        detail: String,
+    },
     /// A rotation entry's public key differs from the exported key of that version.
     #[error("rotation entry at leaf {index} announces a key that differs from exported version {version}")]
     RotationKeyMismatch {
@@ -259,6 +277,8 @@ pub fn verify_bundle(
         LogEntry::Receipt(_) => "receipt",
         LogEntry::KeyRotation(_) => "key rotation entry",
         LogEntry::RolloutEvent(_) => "rollout event",
+        LogEntry::HoldPlaced(_) => "legal hold placement",
+        LogEntry::HoldReleased(_) => "legal hold release",
     };
     let mut lines = vec![
         format!(
@@ -291,15 +311,25 @@ pub fn verify_export(
     let mut rotations = Vec::new();
     let mut events = Vec::new();
     let mut hashes: Vec<Hash> = Vec::with_capacity(export.entries.len());
+    let mut pruned = export.pruned_hashes.iter();
     for (i, bytes) in export.entries.iter().enumerate() {
         let index = u64::try_from(i).unwrap_or(u64::MAX);
+        if bytes.is_empty() {
+            // Pruned by retention: only its leaf hash remains.
+            let hash = pruned.next().ok_or(VerifyError::PrunedHashes)?;
+            hashes.push(*hash);
+            continue;
+        }
         match LogEntry::decode(bytes) {
             Ok(LogEntry::KeyRotation(k)) => rotations.push((index, k)),
-            Ok(LogEntry::Receipt(_)) => {}
             Ok(LogEntry::RolloutEvent(e)) => events.push((index, e)),
+            Ok(_) => {}
             Err(source) => return Err(VerifyError::MalformedEntry { index, source }),
         }
         hashes.push(merkle::leaf_hash(bytes));
+    }
+    if pruned.next().is_some() {
+        return Err(VerifyError::PrunedHashes);
     }
     for (index, k) in &rotations {
         let exported = export.public_keys.iter().find(|p| {
@@ -376,7 +406,7 @@ pub fn verify_export(
             }
             // Rotations covered by this trusted checkpoint hand trust to their new versions.
             for (leaf, k) in &rotations {
-                if *leaf < cp.tree_size && k.provider == key.provider && k.key_id == key.key_id {
+                if *leaf < cp.tree_size && handed_over_key(&key, k).is_some() {
                     if let Some(p) = export.public_keys.iter().find(|p| {
                         p.provider == k.provider
                             && p.key_id == k.key_id
@@ -433,6 +463,12 @@ pub fn verify_export(
     ];
     for (index, event) in &events {
         lines.push(format!("rollout event at leaf {index}: {}", event.body));
+    }
+    if !export.pruned_hashes.is_empty() {
+        lines.push(format!(
+            "{} receipt payload(s) pruned by retention; their leaf hashes still verify",
+            export.pruned_hashes.len()
+        ));
     }
     if sealed < available {
         lines.push(format!(

@@ -25,6 +25,16 @@ impl InProcessAgent {
     /// Start with `config` and wait until `GET ready_path` answers 200.
     pub async fn start(config: AgentConfig, http: reqwest::Client, ready_path: &str) -> Self {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(api, config, http, ready_path).await
+    }
+
+    /// Start on a listener bound by the caller (to know or reuse its port).
+    pub async fn start_on(
+        api: tokio::net::TcpListener,
+        config: AgentConfig,
+        http: reqwest::Client,
+        ready_path: &str,
+    ) -> Self {
         let addr = api.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(Listeners { api, peer: None }, config, async {

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod in_process;
+pub mod regions;
 
 /// A running `bao server -dev` with Transit enabled: the e2e harness's
 /// [`knhk_e2e::openbao::Bao`], plus the skip rule of these crate-local tests.

@@ -7,11 +7,14 @@
 //! the old version can learn the new one from the log itself (the checkpoint that covers the
 //! rotation entry is signed by the old version).
 //!
+//! Kinds 3 and 4 place and release a legal hold (see [`super::hold`]); kind 2 is reserved.
+//!
 //! Key rotation layout (little-endian): `time_ns` u64, provider (u8 length + UTF-8), key id
 //! (u8 length + UTF-8), algorithm u8 (see [`Alg::code`]), previous version u32, new version
 //! u32, public key (u16 length + bytes).
 
 use super::event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
+use super::hold::{HoldPlaced, HoldReleased};
 use super::{Reader, Receipt, ReceiptError, RECORD_LEN};
 use crate::checkpoint::Alg;
 
@@ -19,6 +22,11 @@ use crate::checkpoint::Alg;
 pub const ENTRY_KIND_RECEIPT: u8 = 0;
 /// Leaf kind byte of a key rotation.
 pub const ENTRY_KIND_KEY_ROTATION: u8 = 1;
+// Kind 2 is reserved (rollout events).
+/// Leaf kind byte of a legal hold being placed (see [`super::hold`]).
+pub const ENTRY_KIND_HOLD_PLACED: u8 = 3;
+/// Leaf kind byte of a legal hold being released.
+pub const ENTRY_KIND_HOLD_RELEASED: u8 = 4;
 
 /// Longest public key a rotation entry may carry (an uncompressed SEC1 P-256 point is 65).
 const MAX_PUBLIC_KEY_LEN: usize = 1024;
@@ -51,9 +59,17 @@ pub enum LogEntry {
     KeyRotation(KeyRotation),
     /// A rollout promotion, pause, resume, abort, rollback or flag change.
     RolloutEvent(RolloutEvent),
+    /// A legal hold was placed.
+    HoldPlaced(HoldPlaced),
+    /// A legal hold was released.
+    HoldReleased(HoldReleased),
 }
 
-fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), ReceiptError> {
+pub(super) fn put_text(
+    out: &mut Vec<u8>,
+    field: &'static str,
+    s: &str,
+) -> Result<(), ReceiptError> {
     let len = u8::try_from(s.len())
         .ok()
         .filter(|l| *l > 0)
@@ -66,10 +82,10 @@ fn put_text(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), Recei
     Ok(())
 }
 
-fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
+pub(super) fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
     if buf.len() < pos + n {
         Err(ReceiptError::Truncated {
-            what: "key rotation entry",
+            what: "log entry",
             expected: pos + n,
             actual: buf.len(),
         })
@@ -78,7 +94,7 @@ fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
     }
 }
 
-fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
+pub(super) fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
     need(r.buf, r.pos, 1)?;
     let len = usize::from(r.u8());
     need(r.buf, r.pos, len)?;
@@ -181,6 +197,16 @@ impl LogEntry {
                 e.encode_into(&mut out)?;
                 Ok(out)
             }
+            LogEntry::HoldPlaced(h) => {
+                let mut out = vec![ENTRY_KIND_HOLD_PLACED];
+                h.encode_into(&mut out)?;
+                Ok(out)
+            }
+            LogEntry::HoldReleased(h) => {
+                let mut out = vec![ENTRY_KIND_HOLD_RELEASED];
+                h.encode_into(&mut out)?;
+                Ok(out)
+            }
         }
     }
 
@@ -198,6 +224,12 @@ impl LogEntry {
             }
             Some((&ENTRY_KIND_ROLLOUT_EVENT, rest)) => {
                 RolloutEvent::decode(rest).map(LogEntry::RolloutEvent)
+            }
+            Some((&ENTRY_KIND_HOLD_PLACED, rest)) => {
+                HoldPlaced::decode(rest).map(LogEntry::HoldPlaced)
+            }
+            Some((&ENTRY_KIND_HOLD_RELEASED, rest)) => {
+                HoldReleased::decode(rest).map(LogEntry::HoldReleased)
             }
             Some((&kind, _)) => Err(ReceiptError::UnknownEntryKind(kind)),
         }
