@@ -35,9 +35,20 @@ impl InProcessAgent {
         http: reqwest::Client,
         ready_path: &str,
     ) -> Self {
+        Self::start_with_peer(api, None, config, http, ready_path).await
+    }
+
+    /// Start on caller-bound listeners, the mTLS peer listener included when given.
+    pub async fn start_with_peer(
+        api: tokio::net::TcpListener,
+        peer: Option<tokio::net::TcpListener>,
+        config: AgentConfig,
+        http: reqwest::Client,
+        ready_path: &str,
+    ) -> Self {
         let addr = api.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Listeners { api, peer: None }, config, async {
+        let task = tokio::spawn(run(Listeners { api, peer }, config, async {
             let _ = rx.await;
         }));
         let agent = InProcessAgent {
