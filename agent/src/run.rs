@@ -197,6 +197,9 @@ pub async fn run(
         let witness = crate::quorum::witness_router(q.witness.clone());
         if peer_tls {
             peer_api = peer_api.merge(witness);
+            api = api.merge(crate::quorum::witness::api::witness_status_router(
+                q.witness.clone(),
+            ));
         } else {
             api = api.merge(witness);
         }

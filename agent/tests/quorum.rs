@@ -357,7 +357,8 @@ async fn legal_hold_survives_retention_on_every_region_until_released() {
 }
 
 /// Seal-to-commit latency of 2-of-3 on loopback (run by `cargo xtask bench-quorum`): eu's log
-/// and replicator in-process, us and ap as full agents; each sample appends 100 receipts,
+/// and replicator in-process, us and ap as full agents, over mutual TLS with SVIDs (connections
+/// are reused, so a handshake is paid once per witness); each sample appends 100 receipts,
 /// seals (one signature) and runs one replication round to both witnesses. Prints one JSON
 /// line with p50/p99 of: `commit_us`, the latency quorum adds (round start to the k-th
 /// signature recorded); `round_us`, the whole round (until the slower witness answered);
@@ -385,12 +386,16 @@ async fn quorum_commit_latency() {
             .await
             .unwrap(),
     );
+    // The witnesses only answer over mutual TLS: call them with eu's SVID, as the agent does.
+    let identity = knhk_agent::identity::Identity::open(&eu.identity)
+        .await
+        .unwrap();
     let replicator = Arc::new(
         Replicator::open(
             &eu.quorum,
             &eu.data_dir,
             log.clone(),
-            reqwest::Client::new(),
+            knhk_agent::identity::https_client(identity),
         )
         .unwrap(),
     );

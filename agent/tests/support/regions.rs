@@ -1,12 +1,14 @@
 //! Several in-process agents, one per region, on free loopback ports, each witnessing the
-//! others: keys are created before start so every config can name its peers' keys, a region
-//! can be stopped and restarted on the same port and data, and failures print what each
-//! region saw.
+//! others over mutual TLS with SPIFFE SVIDs from its own Workload API test double
+//! (`knhk_e2e::spiffe_workload`, the real gRPC protocol): keys are created before start so
+//! every config can name its peers' keys, a region can be stopped and restarted on the same
+//! ports and data, and failures print what each region saw.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use knhk_agent::config::AgentConfig;
+use knhk_agent::identity::IdentityConfig;
 use knhk_agent::kms::local::LocalSigner;
 use knhk_agent::kms::Signer as _;
 use knhk_agent::quorum::witness::open_witness_key;
@@ -16,9 +18,17 @@ use knhk_core::class::{Class, Route};
 use knhk_core::cosignature::WitnessKey;
 use knhk_core::decision::Admission;
 use knhk_core::receipt::{encode_batch, Receipt};
+use knhk_e2e::spiffe_workload::{TestCas, WorkloadApi};
 use serde_json::Value;
 
 use super::in_process::InProcessAgent;
+
+/// Trust domain of the regions' SVIDs.
+pub const TRUST_DOMAIN: &str = "knhk.test";
+/// The regions' allow-list entry.
+pub const ALLOW: &str = "spiffe://knhk.test/region/*";
+/// Lifetime of the SVIDs the doubles mint.
+const SVID_TTL: Duration = Duration::from_secs(3600);
 
 /// What one region is made of.
 pub struct Region {
@@ -26,8 +36,12 @@ pub struct Region {
     pub name: String,
     /// Its agent config (peers filled in).
     pub config: AgentConfig,
-    /// Its listen address.
+    /// Its API listen address (plain HTTP: receipts, status, admin).
     pub addr: std::net::SocketAddr,
+    /// Its mTLS peer listen address (witness routes).
+    pub peer_addr: std::net::SocketAddr,
+    /// Its SPIFFE Workload API (test double).
+    pub workload: WorkloadApi,
     /// Its log's public keys.
     pub log_keys: Vec<PublicKeyVersion>,
     /// Its witness key.
@@ -42,6 +56,8 @@ pub struct Regions {
     pub regions: Vec<Region>,
     /// The HTTP client of the tests.
     pub http: reqwest::Client,
+    /// The test CA that minted every SVID.
+    pub cas: TestCas,
     _dir: tempfile::TempDir,
 }
 
@@ -99,26 +115,47 @@ impl Regions {
     /// Prepare `names` with threshold `k`, all peers of each other, and start them all.
     pub async fn start(names: &[&str], k: usize) -> Regions {
         let dir = tempfile::tempdir().unwrap();
+        let cas = TestCas::new();
         let mut regions = Vec::new();
         let mut listeners = Vec::new();
         for name in names {
-            let (config, log_keys, witness) = prepare(dir.path(), name, k).await;
+            let (mut config, log_keys, witness) = prepare(dir.path(), name, k).await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let socket_dir = dir.path().join(name).join("workload");
+            std::fs::create_dir_all(&socket_dir).unwrap();
+            let workload = WorkloadApi::start(
+                &socket_dir,
+                &cas,
+                &format!("spiffe://{TRUST_DOMAIN}/region/{name}"),
+                SVID_TTL,
+            )
+            .await
+            .unwrap();
+            config.identity = IdentityConfig {
+                enabled: true,
+                socket: Some(workload.endpoint()),
+                trust_domain: Some(TRUST_DOMAIN.to_owned()),
+                allow: vec![ALLOW.to_owned()],
+                ..IdentityConfig::default()
+            };
             regions.push(Region {
                 name: (*name).to_owned(),
                 addr: listener.local_addr().unwrap(),
+                peer_addr: peer.local_addr().unwrap(),
+                workload,
                 config,
                 log_keys,
                 witness,
                 agent: None,
             });
-            listeners.push(listener);
+            listeners.push((listener, peer));
         }
         let peers: Vec<PeerConfig> = regions
             .iter()
             .map(|r| PeerConfig {
                 region: r.name.clone(),
-                url: format!("http://{}", r.addr),
+                url: format!("https://{}", r.peer_addr),
                 origin: r.config.origin.clone(),
                 log_keys: r.log_keys.clone(),
                 witness: r.witness.clone(),
@@ -134,19 +171,30 @@ impl Regions {
         let mut set = Regions {
             regions,
             http: reqwest::Client::new(),
+            cas,
             _dir: dir,
         };
-        for (i, listener) in listeners.into_iter().enumerate() {
-            set.start_on(i, listener).await;
+        for (i, (listener, peer)) in listeners.into_iter().enumerate() {
+            set.start_on(i, listener, peer).await;
         }
         set
     }
 
-    async fn start_on(&mut self, i: usize, listener: tokio::net::TcpListener) {
+    async fn start_on(
+        &mut self,
+        i: usize,
+        listener: tokio::net::TcpListener,
+        peer: tokio::net::TcpListener,
+    ) {
         let config = self.regions[i].config.clone();
-        let agent =
-            InProcessAgent::start_on(listener, config, self.http.clone(), "/v1/quorum/status")
-                .await;
+        let agent = InProcessAgent::start_with_peer(
+            listener,
+            Some(peer),
+            config,
+            self.http.clone(),
+            "/v1/quorum/status",
+        )
+        .await;
         self.regions[i].agent = Some(agent);
     }
 
@@ -169,7 +217,10 @@ impl Regions {
         let listener = tokio::net::TcpListener::bind(self.regions[i].addr)
             .await
             .unwrap();
-        self.start_on(i, listener).await;
+        let peer = tokio::net::TcpListener::bind(self.regions[i].peer_addr)
+            .await
+            .unwrap();
+        self.start_on(i, listener, peer).await;
     }
 
     /// URL of `path` on region `name`.

@@ -14,6 +14,14 @@ use super::Witness;
 use crate::quorum::protocol::{AddCheckpoint, Refusal, ADD_CHECKPOINT_PATH, MAX_REQUEST_LEN};
 use crate::quorum::QuorumError;
 
+/// The read-only witness route (`GET /v1/witness/logs`) for the operators' API listener when
+/// the full witness is served on the mTLS peer listener.
+pub fn witness_status_router(witness: Arc<Witness>) -> Router {
+    Router::new()
+        .route("/v1/witness/logs", get(logs))
+        .with_state(witness)
+}
+
 /// The witness routes over `witness` (transport-agnostic: serve on any listener).
 pub fn witness_router(witness: Arc<Witness>) -> Router {
     Router::new()
