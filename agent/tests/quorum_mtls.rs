@@ -258,7 +258,11 @@ async fn outsiders_are_refused_and_expired_regions_stop_serving() {
         peer(&xx_status, "eu")["acked_size"].as_u64().unwrap_or(0) < xx_size,
         "{xx_status:#}"
     );
-    println!("xx -> eu: {}", peer(&xx_status, "eu")["last_error"]);
+    let refused = peer(&xx_status, "eu")["last_error"].to_string();
+    assert!(
+        refused.contains("AccessDenied"),
+        "eu's server refuses xx's SVID: {refused}"
+    );
     let eu_status = eu
         .wait("xx refused by eu", |s| {
             !peer(s, "xx")["last_error"].is_null()
@@ -268,7 +272,11 @@ async fn outsiders_are_refused_and_expired_regions_stop_serving() {
         peer(&eu_status, "xx")["acked_size"].as_u64().unwrap_or(0) < size,
         "{eu_status:#}"
     );
-    println!("eu -> xx: {}", peer(&eu_status, "xx")["last_error"]);
+    let refused = peer(&eu_status, "xx")["last_error"].to_string();
+    assert!(
+        refused.contains("invalid peer certificate"),
+        "eu's client refuses xx's SVID: {refused}"
+    );
     // ap's SVID expires: it stops serving; eu commits on with us.
     ap.workload.push_expired().unwrap();
     let before = eu.status().await;

@@ -26,6 +26,21 @@ use super::{PeerConfig, QuorumConfig, QuorumError};
 use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, SignedCheckpoint};
 
+/// An error and its sources on one line (reqwest's own text hides the TLS or connect cause).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Most requests to one peer in one round (catch-up steps plus size corrections).
 const MAX_STEPS: usize = 64;
 
@@ -343,7 +358,7 @@ impl Replicator {
         let response = tokio::time::timeout(self.config.timeout, send)
             .await
             .map_err(|_| peer_err(peer, format!("no answer within {:?}", self.config.timeout)))?
-            .map_err(|e| peer_err(peer, format!("unreachable: {e}")))?;
+            .map_err(|e| peer_err(peer, format!("unreachable: {}", error_chain(&e))))?;
         let status = response.status();
         let bytes = tokio::time::timeout(self.config.timeout, response.bytes())
             .await
