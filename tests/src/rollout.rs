@@ -34,6 +34,8 @@ pub struct Record {
     pub upstream: Option<String>,
     /// Config epoch the filter decided under (debug header `version`).
     pub epoch: Option<u64>,
+    /// The filter's decision as its debug header reports it (`route=…;reason=…;bucket=…`).
+    pub decision: Option<String>,
     /// HTTP status.
     pub status: u16,
 }
@@ -69,12 +71,14 @@ impl Recorder {
                             let epoch = reply
                                 .decision()
                                 .and_then(|d| d.get("version").and_then(|v| v.parse().ok()));
+                            let decision = reply.header("x-knhk-decision").map(str::to_owned);
                             if let Ok(mut r) = records.lock() {
                                 r.push(Record {
                                     sent,
                                     key,
                                     upstream: reply.upstream().map(str::to_owned),
                                     epoch,
+                                    decision,
                                     status: reply.status,
                                 });
                             }
@@ -119,9 +123,16 @@ impl Recorder {
     }
 }
 
-/// The base policy of rollout rigs: debug headers on (they carry the epoch), admission off.
+/// Consecutive fresh-connection replies that must show an epoch before a rig counts it as in
+/// force on every worker.
+const CONFIRM: usize = 16;
+
+/// The base policy of rollout rigs: debug headers on (they carry the epoch), admission off,
+/// version label 0 so that decisions under the static configuration cannot be mistaken for
+/// ones under a pushed epoch (pushed configs report their epoch, ≥ 1).
 pub fn base_policy() -> Value {
     let mut p = base_config();
+    p["version"] = 0.into();
     p["routing"]["canary_basis_points"] = 0.into();
     p["routing"]["salt"] = "rollout".into();
     p["debug_headers"] = true.into();
@@ -167,12 +178,44 @@ impl RolloutRig {
             .join(format!("rollout-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let agent = AgentProcess::start(&dir, None).await?;
-        agent.put_policy(&base_policy()).await?;
+        let epoch = agent.put_policy(&base_policy()).await?;
         let keys = agent.config_keys().await?;
         let mut static_config = base_policy();
         static_config["control"] = control_section(&keys);
         let rig = ControlledRig::start(name, &static_config, agent.port()).await?;
-        Ok(RolloutRig { agent, rig })
+        let rig = RolloutRig { agent, rig };
+        rig.wait_epoch(epoch).await?;
+        Ok(rig)
+    }
+
+    /// Poll until [`CONFIRM`] consecutive fresh-connection requests were decided under
+    /// `epoch` or later (both workers have it).
+    pub async fn wait_epoch(&self, epoch: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let mut streak = 0;
+        let mut n = 0u64;
+        while streak < CONFIRM {
+            ensure!(
+                Instant::now() < deadline,
+                "epoch {epoch} did not reach every worker\nagent log:\n{}",
+                tail(&self.agent.log(), 40)
+            );
+            n += 1;
+            let reply = self
+                .rig
+                .client
+                .get("/api", &[("x-user-id", &format!("probe-{n}"))])
+                .await?;
+            let seen: Option<u64> = reply
+                .decision()
+                .and_then(|d| d.get("version").and_then(|v| v.parse().ok()));
+            if seen.is_some_and(|s| s >= epoch) {
+                streak += 1;
+            } else {
+                streak = 0;
+            }
+        }
+        Ok(())
     }
 
     /// Call the agent; a non-2xx answer is an error carrying the agent's log tail.
