@@ -3,6 +3,8 @@
 //! Normalization happens once, at configure time: header names are lowercased, budgets become
 //! nanoseconds, fractions become basis points. The per-request code then does no parsing.
 
+use serde::Deserialize;
+
 use crate::bucket::BUCKETS;
 use crate::checkpoint::{Alg, PublicKeyVersion};
 use crate::class::Class;
@@ -11,6 +13,7 @@ use crate::config::{
     KeySource, ReceiptOverflow, Strategy, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
 };
 
+mod error_path;
 mod staging;
 pub use staging::{Audience, AudienceMatch, MAX_MATCH_VALUE_BYTES};
 
@@ -179,18 +182,13 @@ impl Policy {
             return Err(ConfigError::new("<document>", "must be a JSON object"));
         }
         let mut de = serde_json::Deserializer::from_slice(doc);
-        let parsed: Result<FilterConfig, _> = serde_path_to_error::deserialize(&mut de);
-        let config = parsed.map_err(|e| {
-            let path = e.path().to_string();
-            // `.` is the root; `?` is where a syntax error left no path.
-            let field = if path == "." || path == "?" {
-                "<document>".to_string()
-            } else {
-                path
-            };
+        let config = FilterConfig::deserialize(&mut de).map_err(|e| {
+            let reason = e.to_string();
+            let variant = reason.starts_with("unknown variant");
+            let field = error_path::path_at(doc, e.line(), e.column(), variant);
             ConfigError {
-                field,
-                reason: e.into_inner().to_string(),
+                field: field.unwrap_or_else(|| "<document>".to_string()),
+                reason,
             }
         })?;
         de.end().map_err(|e| {
