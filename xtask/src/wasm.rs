@@ -1,26 +1,68 @@
-//! Release builds of the proxy-wasm modules for `wasm32-wasip1`.
+//! Builds of the proxy-wasm modules for `wasm32-wasip1`: cargo's `wasm` profile (size-optimised,
+//! see the workspace `Cargo.toml`), then binaryen's `wasm-opt -Oz`, into `target/wasm/`.
 
 use crate::setup::WASM_TARGET;
 use crate::util::{cargo, repo_root, run, run_output};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
+use std::process::Command;
 
-/// Build `package` for `wasm32-wasip1` in release mode and return the path of `<artifact>.wasm`
-/// (e.g. `knhk-filter` → `knhk_filter`, `knhk-empty-filter` → `knhk_empty_filter`).
+/// The cargo profile the shipped modules are built with.
+pub const PROFILE: &str = "wasm";
+
+/// The wasm features rustc's `wasm32-wasip1` target emits (its defaults since Rust 1.82), which
+/// `wasm-opt` must accept in its input and may use in its output; V8 in Envoy runs all of them.
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-sign-ext",
+    "--enable-nontrapping-float-to-int",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
+
+/// Build `package` for `wasm32-wasip1` with the `wasm` profile, shrink it with `wasm-opt -Oz`,
+/// and return the path of `target/wasm/<artifact>.wasm` (e.g. `knhk-filter` → `knhk_filter`,
+/// `knhk-empty-filter` → `knhk_empty_filter`).
 pub fn build(package: &str, artifact: &str) -> anyhow::Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", package, "--target", WASM_TARGET]))?;
-    let wasm = target_dir()?
+    run(cargo().args([
+        "build",
+        "--profile",
+        PROFILE,
+        "-p",
+        package,
+        "--target",
+        WASM_TARGET,
+    ]))?;
+    let target = target_dir()?;
+    let built = target
         .join(WASM_TARGET)
-        .join("release")
+        .join(PROFILE)
         .join(format!("{artifact}.wasm"));
-    if !wasm.is_file() {
+    if !built.is_file() {
         bail!(
             "build of {package} succeeded but {} does not exist",
-            wasm.display()
+            built.display()
         );
     }
-    let size = std::fs::metadata(&wasm)?.len();
-    println!("wasm: {} ({} KiB)", wasm.display(), size / 1024);
+    let out_dir = target.join("wasm");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let wasm = out_dir.join(format!("{artifact}.wasm"));
+    let wasm_opt = crate::setup::which("wasm-opt")
+        .context("wasm-opt not found: `cargo xtask setup` installs it (Debian package binaryen)")?;
+    run(Command::new(wasm_opt)
+        .arg("-Oz")
+        .args(WASM_FEATURES)
+        .arg(&built)
+        .arg("-o")
+        .arg(&wasm))?;
+    let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len() / 1024).unwrap_or(0);
+    println!(
+        "wasm: {} ({} KiB; {} KiB before wasm-opt)",
+        wasm.display(),
+        size(&wasm),
+        size(&built)
+    );
     Ok(wasm)
 }
 
