@@ -3,7 +3,7 @@
 //!
 //! `cargo xtask test` sets all three variables and `KNHK_REQUIRE_REAL=1`, under which a missing
 //! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
-//! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/wasm/knhk_filter.wasm` (what `cargo xtask
+//! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/dist/knhk_filter.wasm` (what `cargo xtask
 //! build-wasm` writes) when those exist, so a developer who ran `cargo xtask setup` once can
 //! iterate with `cargo test`.
 
@@ -61,7 +61,7 @@ pub fn filter_wasm() -> anyhow::Result<PathBuf> {
     resolve(
         "KNHK_WASM",
         "knhk_filter.wasm",
-        target_dir().join("wasm/knhk_filter.wasm"),
+        target_dir().join("dist/knhk_filter.wasm"),
     )
 }
 

@@ -1,5 +1,5 @@
 //! Builds of the proxy-wasm modules for `wasm32-wasip1`: cargo's `wasm` profile (size-optimised,
-//! see the workspace `Cargo.toml`), then binaryen's `wasm-opt -Oz`, into `target/wasm/`.
+//! see the workspace `Cargo.toml`), then binaryen's `wasm-opt -Oz`, into `target/dist/`.
 
 use crate::setup::WASM_TARGET;
 use crate::util::{cargo, repo_root, run, run_output};
@@ -22,7 +22,7 @@ const WASM_FEATURES: [&str; 6] = [
 ];
 
 /// Build `package` for `wasm32-wasip1` with the `wasm` profile, shrink it with `wasm-opt -Oz`,
-/// and return the path of `target/wasm/<artifact>.wasm` (e.g. `knhk-filter` → `knhk_filter`,
+/// and return the path of `target/dist/<artifact>.wasm` (e.g. `knhk-filter` → `knhk_filter`,
 /// `knhk-empty-filter` → `knhk_empty_filter`).
 pub fn build(package: &str, artifact: &str) -> anyhow::Result<PathBuf> {
     run(cargo().args([
@@ -45,7 +45,8 @@ pub fn build(package: &str, artifact: &str) -> anyhow::Result<PathBuf> {
             built.display()
         );
     }
-    let out_dir = target.join("wasm");
+    // Not `target/wasm/`: that is cargo's own directory for the `wasm` profile's host builds.
+    let out_dir = target.join("dist");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
     let wasm = out_dir.join(format!("{artifact}.wasm"));
     let wasm_opt = crate::setup::which("wasm-opt")
