@@ -2,9 +2,9 @@
 //!
 //! A thin adapter: every decision is made by `knhk-core`; this crate only moves bytes between
 //! Envoy and the core through the small traits of `knhk_core::host`. Per request it makes as
-//! few host calls as it can: one read of all request headers, one write of the route header,
-//! one clock read at each end, and nothing else unless a header must change. Counters live in
-//! VM memory and reach Envoy's stats on the timer tick.
+//! few host calls as it can: one read per request header the policy needs (each at most once),
+//! one write of the route header, one clock read at each end, and nothing else unless a header
+//! must change. Counters live in VM memory and reach Envoy's stats on the timer tick.
 
 mod control;
 mod host;
