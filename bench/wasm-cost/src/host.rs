@@ -16,8 +16,23 @@ const CAS_MISMATCH: i32 = 8;
 /// `MapType` values.
 const REQUEST_HEADERS: i32 = 0;
 const RESPONSE_HEADERS: i32 = 2;
+/// `MapType::HttpCallResponseHeaders`.
+const CALL_RESPONSE_HEADERS: i32 = 6;
+/// `BufferType::HttpCallResponseBody`.
+const CALL_RESPONSE_BODY: i32 = 4;
 /// `BufferType::PluginConfiguration`.
 const PLUGIN_CONFIGURATION: i32 = 7;
+
+/// An HTTP call the module dispatched (`dispatch_http_call`), not yet answered.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    /// Token the host returned for it.
+    pub token: u32,
+    /// Its `:path` header.
+    pub path: String,
+    /// Body length, bytes.
+    pub body_len: usize,
+}
 
 /// Everything the stand-in host knows, and what it counted.
 #[derive(Default)]
@@ -42,6 +57,14 @@ pub struct Host {
     pub shared: HashMap<Vec<u8>, (Vec<u8>, u32)>,
     /// Defined metrics; the index is the metric id.
     pub metrics: Vec<Vec<u8>>,
+    /// Calls dispatched and not answered yet.
+    pub pending_calls: Vec<HttpCall>,
+    /// Headers of the call response being delivered.
+    pub call_response_headers: Vec<(String, Vec<u8>)>,
+    /// Body of the call response being delivered.
+    pub call_response_body: Vec<u8>,
+    /// The last token handed out.
+    pub next_token: u32,
 }
 
 impl Host {
@@ -53,6 +76,7 @@ impl Host {
         match map {
             REQUEST_HEADERS => Some(&mut self.request_headers),
             RESPONSE_HEADERS => Some(&mut self.response_headers),
+            CALL_RESPONSE_HEADERS => Some(&mut self.call_response_headers),
             _ => None,
         }
     }
@@ -113,6 +137,29 @@ fn serialize_pairs(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The pairs of a serialized header map (the inverse of [`serialize_pairs`]); `None` if malformed.
+fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let word = |at: usize| -> Option<usize> {
+        let raw = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize)
+    };
+    let count = word(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        sizes.push((word(4 + 8 * i)?, word(8 + 8 * i)?));
+    }
+    let mut at = 4 + 8 * count;
+    let mut pairs = Vec::with_capacity(sizes.len());
+    for (k, v) in sizes {
+        let key = String::from_utf8_lossy(bytes.get(at..at + k)?).into_owned();
+        at += k + 1;
+        let value = bytes.get(at..at + v)?.to_vec();
+        at += v + 1;
+        pairs.push((key, value));
+    }
+    Some(pairs)
+}
+
 /// A linker with every import of `module`: the modelled calls, and a loud failure for the rest.
 pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
     let mut l = Linker::<Host>::new(module.engine());
@@ -149,10 +196,11 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "proxy_get_buffer_bytes",
         |mut c: Ctx<'_>, kind: i32, start: i32, max: i32, ret_p: i32, ret_n: i32| {
             c.data_mut().count("proxy_get_buffer_bytes");
-            if kind != PLUGIN_CONFIGURATION {
-                return Ok::<i32, Error>(NOT_FOUND);
-            }
-            let cfg = c.data().plugin_config.clone();
+            let cfg = match kind {
+                PLUGIN_CONFIGURATION => c.data().plugin_config.clone(),
+                CALL_RESPONSE_BODY => c.data().call_response_body.clone(),
+                _ => return Ok::<i32, Error>(NOT_FOUND),
+            };
             let from = (start as u32 as usize).min(cfg.len());
             let to = from.saturating_add(max as u32 as usize).min(cfg.len());
             hand_over(&mut c, &cfg[from..to], ret_p, ret_n)
@@ -296,6 +344,48 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
             c.data_mut().count("proxy_send_local_response");
             c.data_mut().local_replies += 1;
             OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: Ctx<'_>, _ctx: i32| {
+            c.data_mut().count("proxy_set_effective_context");
+            OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_http_call",
+        |mut c: Ctx<'_>,
+         _up: i32,
+         _up_n: i32,
+         hp: i32,
+         hn: i32,
+         _bp: i32,
+         bn: i32,
+         _tp: i32,
+         _tn: i32,
+         _timeout: i32,
+         ret_token: i32| {
+            c.data_mut().count("proxy_http_call");
+            let headers = deserialize_pairs(&read(&c, hp, hn)?)
+                .ok_or_else(|| Error::new("malformed header map in proxy_http_call"))?;
+            let path = headers
+                .iter()
+                .find(|(k, _)| k == ":path")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            let host = c.data_mut();
+            host.next_token += 1;
+            let token = host.next_token;
+            host.pending_calls.push(HttpCall {
+                token,
+                path,
+                body_len: bn as u32 as usize,
+            });
+            write(&mut c, ret_token, &token.to_le_bytes())?;
+            Ok::<i32, Error>(OK)
         },
     )?;
     l.func_wrap(

@@ -19,6 +19,8 @@ use host::Host;
 
 /// The `knhk` variant's plugin configuration in `cargo xtask bench`.
 pub const BENCH_CONFIG: &str = r#"{"routing":{"salt":"knhk","canary_basis_points":1000,"key_sources":[{"header":"x-user-id"}]},"admission":{"enabled":true},"debug_headers":false}"#;
+/// The root context's id.
+const ROOT: i32 = 1;
 /// Fuel given to the store: far more than any run uses.
 const FUEL: u64 = 1 << 60;
 
@@ -59,6 +61,17 @@ pub struct Cost {
     pub calls_per_request: BTreeMap<String, f64>,
     /// Local replies sent during the measured requests.
     pub local_replies: u64,
+    /// Receipt batches posted (and acknowledged) during the measured requests.
+    pub receipt_batches: u64,
+    /// Bytes of receipt batches posted during the measured requests.
+    pub receipt_bytes: u64,
+}
+
+impl Cost {
+    /// Fuel per request with the ticks' share (stats flush, admission sync, receipt batches).
+    pub fn per_request_amortized(&self, tick_every: u64) -> f64 {
+        self.per_request + self.per_tick / tick_every.max(1) as f64
+    }
 }
 
 struct Exports {
@@ -69,6 +82,7 @@ struct Exports {
     done: TypedFunc<i32, i32>,
     delete: TypedFunc<i32, ()>,
     tick: TypedFunc<i32, ()>,
+    call_response: TypedFunc<(i32, i32, i32, i32, i32), ()>,
 }
 
 fn exports(instance: &Instance, store: &Store<Host>) -> anyhow::Result<Exports> {
@@ -80,6 +94,7 @@ fn exports(instance: &Instance, store: &Store<Host>) -> anyhow::Result<Exports> 
         done: instance.get_typed_func(store, "proxy_on_done")?,
         delete: instance.get_typed_func(store, "proxy_on_delete")?,
         tick: instance.get_typed_func(store, "proxy_on_tick")?,
+        call_response: instance.get_typed_func(store, "proxy_on_http_call_response")?,
     })
 }
 
@@ -97,6 +112,31 @@ fn request_headers(i: u64) -> Vec<(String, Vec<u8>)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.into_bytes()))
     .collect()
+}
+
+/// Answer every pending receipt post with 200, as an agent that committed it would, until the
+/// module sends no further batch; config long-polls stay pending, as the agent holds them.
+/// Returns the batches and bytes acknowledged.
+fn acknowledge_receipts(store: &mut Store<Host>, f: &Exports) -> anyhow::Result<(u64, u64)> {
+    let (mut batches, mut bytes) = (0u64, 0u64);
+    loop {
+        let pending = std::mem::take(&mut store.data_mut().pending_calls);
+        let (posts, polls): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|c| c.path.starts_with("/v1/receipts"));
+        store.data_mut().pending_calls = polls;
+        if posts.is_empty() {
+            return Ok((batches, bytes));
+        }
+        for post in posts {
+            batches += 1;
+            bytes += post.body_len as u64;
+            store.data_mut().call_response_headers = vec![(":status".into(), b"200".to_vec())];
+            store.data_mut().call_response_body.clear();
+            f.call_response
+                .call(&mut *store, (ROOT, post.token as i32, 1, 0, 0))?;
+        }
+    }
 }
 
 fn fuel(store: &Store<Host>) -> anyhow::Result<u64> {
@@ -135,7 +175,6 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
         instance.get_typed_func(&store, "proxy_on_vm_start")?;
     let configure: TypedFunc<(i32, i32), i32> =
         instance.get_typed_func(&store, "proxy_on_configure")?;
-    const ROOT: i32 = 1;
     f.context_create.call(&mut store, (ROOT, 0))?;
     vm_start.call(&mut store, (ROOT, 0))?;
     let config_len = args.config.len() as i32;
@@ -150,6 +189,7 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
     let mut per_phase = [0u64; PHASES.len()];
     let mut tick_fuel = 0u64;
     let mut ticks = 0u64;
+    let (mut receipt_batches, mut receipt_bytes) = (0u64, 0u64);
     let total = args.warmup + args.requests;
     for i in 0..total {
         let measured = i >= args.warmup;
@@ -191,7 +231,10 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
         if (i + 1) % args.tick_every == 0 {
             let before = fuel(&store)?;
             f.tick.call(&mut store, ROOT)?;
+            let (batches, bytes) = acknowledge_receipts(&mut store, &f)?;
             if measured {
+                receipt_batches += batches;
+                receipt_bytes += bytes;
                 tick_fuel += before - fuel(&store)?;
                 ticks += 1;
             }
@@ -215,5 +258,7 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
             .map(|(k, v)| (k.clone(), *v as f64 / n))
             .collect(),
         local_replies: store.data().local_replies,
+        receipt_batches,
+        receipt_bytes,
     })
 }

@@ -51,6 +51,18 @@ fn main() -> anyhow::Result<()> {
         for (call, per) in &cost.calls_per_request {
             println!("  host call {call:<36} {per:>6.3}/request");
         }
+        println!(
+            "  {:<18} {:>10.1} fuel/request with the ticks' share",
+            "amortized",
+            cost.per_request_amortized(args.tick_every)
+        );
+        if cost.receipt_batches > 0 {
+            println!(
+                "  receipt batches: {} posted and acknowledged, {} bytes each on average",
+                cost.receipt_batches,
+                cost.receipt_bytes / cost.receipt_batches
+            );
+        }
         if cost.local_replies > 0 {
             println!(
                 "  local replies: {} (shed or refused requests)",
