@@ -185,3 +185,40 @@ async fn witness_refuses_forks_rollbacks_and_hostile_requests() {
     );
     agent.stop().await;
 }
+
+/// Past the 256-leaf groups a witness keeps in memory only as subtree roots, a genuine prefix
+/// of what it witnessed is still told apart from a fork of the same size: both are decided on
+/// the root at that size, rebuilt from leaf hashes it reads back from its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_tells_rollback_from_fork_inside_pruned_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _, _) = prepare(dir.path(), "us", 1).await;
+    let (eu_config, eu_keys, eu_witness) = prepare(dir.path(), "eu", 1).await;
+    config.quorum.peers = vec![knhk_agent::quorum::PeerConfig {
+        region: "eu".into(),
+        url: "http://127.0.0.1:9".into(),
+        origin: eu_config.origin.clone(),
+        log_keys: eu_keys,
+        witness: eu_witness,
+    }];
+    let agent = InProcessAgent::start(config, reqwest::Client::new(), "/v1/witness/logs").await;
+    let eu_signer = LocalSigner::open(&eu_config.kms.key_dir, &eu_config.kms.key_id).unwrap();
+    let url = agent.url(ADD_CHECKPOINT_PATH);
+    let post = |body: &AddCheckpoint| agent.http.post(&url).json(body).send();
+
+    let log = FakeLog::new("knhk.test/eu", 600, 0);
+    for (old, n) in [(0, 300), (300, 600)] {
+        let r = post(&log.request(&eu_signer, old, n).await).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{old}..{n}");
+    }
+    let (s, code, _) = refusal(post(&log.request(&eu_signer, 0, 280).await).await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (StatusCode::CONFLICT, "rollback"));
+    let fork = FakeLog::new("knhk.test/eu", 600, 7);
+    let (s, code, _) = refusal(post(&fork.request(&eu_signer, 0, 280).await).await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (StatusCode::CONFLICT, "fork"));
+    // The witnessed checkpoint itself is still recognised and cosigned again.
+    let r = post(&log.request(&eu_signer, 300, 600).await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

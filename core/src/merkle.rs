@@ -8,13 +8,14 @@
 //!
 //! [`Frontier`] keeps the O(log n) right edge of a growing tree so the agent can seal a
 //! checkpoint without re-reading every leaf; [`Tree`] also caches complete subtrees so proofs
-//! against any size cost O(log² n) hashes.
+//! against any size cost O(log² n) hashes, and can keep only the larger subtrees in memory,
+//! reading older leaf hashes from a [`LeafSource`].
 
 use sha2::{Digest, Sha256};
 
 mod tree;
 
-pub use tree::Tree;
+pub use tree::{LeafSource, Tree};
 
 /// A SHA-256 digest: a leaf hash, node hash or root.
 pub type Hash = [u8; 32];
@@ -54,6 +55,9 @@ pub enum MerkleError {
     /// A consistency proof's recomputed old root differs from the claimed old root.
     #[error("proof does not lead to the claimed earlier root hash")]
     FirstRootMismatch,
+    /// A pruned tree could not read the leaf hashes a proof needed.
+    #[error("leaf hashes unavailable: {0}")]
+    LeavesUnavailable(String),
 }
 
 /// `SHA-256(0x00 || data)`: the hash of one log entry.

@@ -9,6 +9,7 @@
 //! - [`export`]: the JSON proof bundle and whole-log export formats.
 
 pub mod export;
+pub(crate) mod leaf_source;
 pub mod log;
 pub mod store;
 

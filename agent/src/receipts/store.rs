@@ -2,17 +2,21 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a committed transaction survives a
 //! crash or power loss once `COMMIT` returns. Each batch is one transaction: either every
-//! receipt of a batch gets a leaf index or none does. The in-memory Merkle [`Tree`] (leaf hashes
-//! and complete subtrees, about 64 bytes per leaf) and the frontier are rebuilt at open, which also checks that
-//! indexes are contiguous and that the newest checkpoint's root matches the stored leaves.
+//! receipt of a batch gets a leaf index or none does. The in-memory Merkle [`Tree`] is pruned:
+//! it keeps complete subtrees of 256 leaves and up (about 0.25 bytes per leaf) and reads older
+//! leaf hashes back from the `leaves` table when a proof needs them. It and the frontier are
+//! rebuilt at open, which also checks that indexes are contiguous and that the newest
+//! checkpoint's root matches the stored leaves.
 
 use std::ops::Range;
 use std::path::Path;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
-use knhk_core::merkle::{self, Frontier, Hash, Tree};
+use knhk_core::merkle::{self, Frontier, Hash, LeafSource as _, Tree};
 use knhk_core::receipt::LogEntry;
 use rusqlite::{params, Connection, OptionalExtension as _};
+
+use super::leaf_source::{SqlLeaves, LEAF_GROUP_LOG2};
 
 use super::{ReceiptsError, SignedCheckpoint};
 
@@ -108,7 +112,7 @@ impl ReceiptStore {
         let mut store = ReceiptStore {
             conn,
             origin: origin.to_owned(),
-            tree: Tree::new(),
+            tree: Tree::pruned(LEAF_GROUP_LOG2),
             frontier: Frontier::new(),
         };
         store.load()?;
@@ -121,7 +125,7 @@ impl ReceiptStore {
             .prepare("SELECT idx, hash FROM leaves ORDER BY idx")
             .map_err(sql("load leaves"))?;
         let mut rows = stmt.query([]).map_err(sql("load leaves"))?;
-        let mut tree = Tree::new();
+        let mut tree = Tree::pruned(LEAF_GROUP_LOG2);
         let mut frontier = Frontier::new();
         while let Some(row) = rows.next().map_err(sql("load leaves"))? {
             let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
@@ -174,18 +178,19 @@ impl ReceiptStore {
         if size == self.size() {
             return Ok(self.root());
         }
-        self.prefix(size)?;
-        Ok(self.tree.root_at(size)?)
+        self.in_range(size)?;
+        Ok(self.tree.root_at_with(size, &SqlLeaves::own(&self.conn))?)
     }
 
-    fn prefix(&self, size: u64) -> Result<&[Hash], ReceiptsError> {
-        usize::try_from(size)
-            .ok()
-            .and_then(|n| self.tree.leaves().get(..n))
-            .ok_or(ReceiptsError::OutOfRange {
+    fn in_range(&self, size: u64) -> Result<(), ReceiptsError> {
+        if size <= self.size() {
+            Ok(())
+        } else {
+            Err(ReceiptsError::OutOfRange {
                 index: size,
                 size: self.size(),
             })
+        }
     }
 
     /// Append entries as one transaction; returns the leaf indexes they received.
@@ -249,14 +254,18 @@ impl ReceiptStore {
 
     /// Inclusion proof of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReceiptsError> {
-        self.prefix(size)?;
-        Ok(self.tree.inclusion_proof(index, size)?)
+        self.in_range(size)?;
+        Ok(self
+            .tree
+            .inclusion_proof_with(index, size, &SqlLeaves::own(&self.conn))?)
     }
 
     /// Consistency proof from `first` to `second` leaves.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ReceiptsError> {
-        self.prefix(second)?;
-        Ok(self.tree.consistency_proof(first, second)?)
+        self.in_range(second)?;
+        Ok(self
+            .tree
+            .consistency_proof_with(first, second, &SqlLeaves::own(&self.conn))?)
     }
 
     /// Persist a signed checkpoint (its tree size must exceed every earlier one).
@@ -339,14 +348,25 @@ impl ReceiptStore {
 
     /// Leaf hash at `index`.
     pub fn leaf_hash_at(&self, index: u64) -> Result<Hash, ReceiptsError> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.tree.leaves().get(i))
-            .copied()
-            .ok_or(ReceiptsError::OutOfRange {
+        if index >= self.size() {
+            return Err(ReceiptsError::OutOfRange {
                 index,
                 size: self.size(),
-            })
+            });
+        }
+        let (from, held) = self.tree.held_leaves();
+        if let Some(hash) = index
+            .checked_sub(from)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| held.get(i))
+        {
+            return Ok(*hash);
+        }
+        let found = SqlLeaves::own(&self.conn).leaf_hashes(index, index + 1)?;
+        found.first().copied().ok_or(ReceiptsError::OutOfRange {
+            index,
+            size: self.size(),
+        })
     }
 
     /// Checkpoints with a tree size above `size`, oldest first.

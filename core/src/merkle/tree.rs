@@ -1,50 +1,225 @@
-//! [`Tree`]: every leaf hash plus the root of every complete, aligned power-of-two subtree, so
-//! roots at any size and inclusion and consistency proofs cost O(log² n) hashes instead of
-//! re-hashing every leaf (what the slice functions of [`super`] do).
+//! [`Tree`]: the root of every complete, aligned power-of-two subtree of a growing log, so roots
+//! at any size and inclusion and consistency proofs cost O(log² n) hashes instead of re-hashing
+//! every leaf (what the slice functions of [`super`] do).
 //!
 //! RFC 6962's recursion only ever splits a range `[start, end)` into a left part of `k` leaves
 //! (the largest power of two below its size) starting at a multiple of `k`, so every left part
 //! is one cached node, and the right part recurses: O(log n) cached nodes per range root.
+//!
+//! A tree may be *pruned*: it then keeps subtrees of `2^low` leaves and above (a *group*), plus
+//! the leaves of the last, incomplete group, and reads the leaf hashes of an older group from a
+//! [`LeafSource`] (the agent's SQLite store) when a proof needs a node inside it. Memory falls
+//! from about 64 bytes per leaf to about `64 / 2^low` (0.25 bytes at `low = 8`), and a proof
+//! reads at most two groups.
 
-use super::{node_hash, split, MerkleError, EMPTY_ROOT};
+use std::cell::RefCell;
+
+use super::{node_hash, root, split, MerkleError, EMPTY_ROOT};
 use crate::merkle::Hash;
 
-/// A growing Merkle tree with cached complete subtrees (about twice the leaf hashes' memory).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where a pruned [`Tree`] reads the leaf hashes it no longer holds.
+pub trait LeafSource {
+    /// The leaf hashes `start..end` (one complete group), in order.
+    fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError>;
+}
+
+/// The source of a tree that holds every leaf: never asked.
+struct Unpruned;
+
+impl LeafSource for Unpruned {
+    fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError> {
+        Err(MerkleError::LeavesUnavailable(format!(
+            "leaves {start}..{end} of a pruned tree were asked without a leaf source"
+        )))
+    }
+}
+
+/// A growing Merkle tree with cached complete subtrees.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
-    /// `levels[h][i]`: root of leaves `i * 2^h .. (i + 1) * 2^h`; `levels[0]` are the leaves.
+    /// log2 of the group size: subtrees of fewer leaves are not kept (0: every leaf is kept).
+    low: u32,
+    /// `levels[h][i]`: root of leaves `i * 2^(low+h) .. (i + 1) * 2^(low+h)`.
     levels: Vec<Vec<Hash>>,
+    /// Leaves of the last, incomplete group.
+    tail: Vec<Hash>,
+    /// Number of leaves.
+    size: u64,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
 }
 
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// One proof's view of the tree: the tree, its leaf source, and the groups read so far.
+struct Resolver<'a> {
+    tree: &'a Tree,
+    source: &'a dyn LeafSource,
+    groups: RefCell<Vec<(u64, Vec<Hash>)>>,
+}
+
+impl Resolver<'_> {
+    fn group_size(&self) -> u64 {
+        1u64 << self.tree.low
+    }
+
+    /// MTH of leaves `start..end` inside one group: the newest group's from memory, an older
+    /// one's from the source (read once per proof).
+    fn leaves_root(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
+        let g = self.group_size();
+        let group = start / g;
+        let (from, to) = (to_usize(start - group * g), to_usize(end - group * g));
+        let missing =
+            || MerkleError::LeavesUnavailable(format!("leaves {start}..{end} are not all stored"));
+        if group == to_u64(self.tree.complete_groups()) {
+            return self.tree.tail.get(from..to).map(root).ok_or_else(missing);
+        }
+        let mut groups = self.groups.borrow_mut();
+        if !groups.iter().any(|(n, _)| *n == group) {
+            let leaves = self.source.leaf_hashes(group * g, group * g + g)?;
+            if to_u64(leaves.len()) != g {
+                return Err(MerkleError::LeavesUnavailable(format!(
+                    "{} leaf hashes for group {group}, {g} expected",
+                    leaves.len()
+                )));
+            }
+            groups.push((group, leaves));
+        }
+        groups
+            .iter()
+            .find(|(n, _)| *n == group)
+            .and_then(|(_, leaves)| leaves.get(from..to))
+            .map(root)
+            .ok_or_else(missing)
+    }
+
+    /// MTH of leaves `start..end` where the range arises from RFC 6962's recursion from 0
+    /// (every power-of-two range is aligned); `end > start`.
+    fn range_root(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
+        let n = end - start;
+        let low = self.tree.low;
+        if n.is_power_of_two() && n.trailing_zeros() >= low {
+            let h = (n.trailing_zeros() - low) as usize;
+            if let Some(node) = self
+                .tree
+                .levels
+                .get(h)
+                .and_then(|l| l.get(to_usize(start >> n.trailing_zeros())))
+            {
+                return Ok(*node);
+            }
+        }
+        let g = self.group_size();
+        if start / g == (end - 1) / g {
+            return self.leaves_root(start, end);
+        }
+        let k = to_u64(split(to_usize(n)));
+        Ok(node_hash(
+            &self.range_root(start, start + k)?,
+            &self.range_root(start + k, end)?,
+        ))
+    }
+
+    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) -> Result<(), MerkleError> {
+        let n = end - start;
+        if n <= 1 {
+            return Ok(());
+        }
+        let k = to_u64(split(to_usize(n)));
+        if m < k {
+            self.path(m, start, start + k, out)?;
+            out.push(self.range_root(start + k, end)?);
+        } else {
+            self.path(m - k, start + k, end, out)?;
+            out.push(self.range_root(start, start + k)?);
+        }
+        Ok(())
+    }
+
+    fn subproof(
+        &self,
+        m: u64,
+        start: u64,
+        end: u64,
+        complete: bool,
+        out: &mut Vec<Hash>,
+    ) -> Result<(), MerkleError> {
+        let n = end - start;
+        if m == n {
+            if !complete {
+                out.push(self.range_root(start, end)?);
+            }
+            return Ok(());
+        }
+        let k = to_u64(split(to_usize(n)));
+        if m <= k {
+            self.subproof(m, start, start + k, complete, out)?;
+            out.push(self.range_root(start + k, end)?);
+        } else {
+            self.subproof(m - k, start + k, end, false, out)?;
+            out.push(self.range_root(start, start + k)?);
+        }
+        Ok(())
+    }
+}
+
 impl Tree {
-    /// The empty tree.
+    /// The empty tree that keeps every leaf hash.
     pub fn new() -> Self {
+        Tree::pruned(0)
+    }
+
+    /// The empty tree that keeps only subtrees of `2^low` leaves and more (and the newest,
+    /// incomplete group's leaves); proofs into older groups read their leaves from a
+    /// [`LeafSource`]. `low` is capped at 20.
+    pub fn pruned(low: u32) -> Self {
         Tree {
-            levels: vec![Vec::new()],
+            low: low.min(20),
+            levels: Vec::new(),
+            tail: Vec::new(),
+            size: 0,
         }
     }
 
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        to_u64(self.leaves().len())
+        self.size
     }
 
-    /// The leaf hashes.
-    pub fn leaves(&self) -> &[Hash] {
-        self.levels.first().map_or(&[], Vec::as_slice)
+    fn complete_groups(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    /// Leaf hashes held in memory: all of them when the tree is not pruned, else the newest
+    /// incomplete group's.
+    pub fn held_leaves(&self) -> (u64, &[Hash]) {
+        if self.low == 0 {
+            (0, self.levels.first().map_or(&[], Vec::as_slice))
+        } else {
+            (self.size - to_u64(self.tail.len()), &self.tail)
+        }
     }
 
     /// Append a leaf hash, completing the subtrees it closes.
     pub fn push(&mut self, leaf: Hash) {
-        if self.levels.is_empty() {
-            self.levels.push(Vec::new());
+        self.size += 1;
+        self.tail.push(leaf);
+        if self.tail.len() < 1usize << self.low {
+            return;
         }
+        let mut node = root(&self.tail);
+        self.tail.clear();
         let mut h = 0;
-        let mut node = leaf;
         loop {
             if self.levels.len() == h {
                 self.levels.push(Vec::new());
@@ -60,104 +235,85 @@ impl Tree {
         }
     }
 
-    /// MTH of leaves `start..end` where the range arises from RFC 6962's recursion from 0
-    /// (every power-of-two range is aligned); `end > start`.
-    fn range_root(&self, start: usize, end: usize) -> Hash {
-        let n = end - start;
-        if n.is_power_of_two() {
-            let h = n.trailing_zeros() as usize;
-            if let Some(node) = self.levels.get(h).and_then(|l| l.get(start >> h)) {
-                return *node;
-            }
-        }
-        if n == 1 {
-            return self.leaves().get(start).copied().unwrap_or(EMPTY_ROOT);
-        }
-        let k = split(n);
-        node_hash(
-            &self.range_root(start, start + k),
-            &self.range_root(start + k, end),
-        )
-    }
-
-    fn checked(&self, size: u64) -> Result<usize, MerkleError> {
-        usize::try_from(size)
-            .ok()
-            .filter(|s| *s <= self.leaves().len())
-            .ok_or(MerkleError::SizeOrder {
+    fn checked(&self, size: u64) -> Result<u64, MerkleError> {
+        if size <= self.size {
+            Ok(size)
+        } else {
+            Err(MerkleError::SizeOrder {
                 first: size,
-                second: self.size(),
+                second: self.size,
             })
+        }
     }
 
-    /// Root over the first `size` leaves.
+    fn resolver<'a>(&'a self, source: &'a dyn LeafSource) -> Resolver<'a> {
+        Resolver {
+            tree: self,
+            source,
+            groups: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Root over the first `size` leaves (a tree that keeps every leaf).
     pub fn root_at(&self, size: u64) -> Result<Hash, MerkleError> {
-        let n = self.checked(size)?;
-        Ok(if n == 0 {
-            EMPTY_ROOT
-        } else {
-            self.range_root(0, n)
-        })
+        self.root_at_with(size, &Unpruned)
     }
 
-    /// Audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1).
+    /// Root over the first `size` leaves, reading pruned leaves from `source`.
+    pub fn root_at_with(&self, size: u64, source: &dyn LeafSource) -> Result<Hash, MerkleError> {
+        let n = self.checked(size)?;
+        if n == 0 {
+            return Ok(EMPTY_ROOT);
+        }
+        self.resolver(source).range_root(0, n)
+    }
+
+    /// Audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1), for
+    /// a tree that keeps every leaf.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
-        let n = self.checked(size)?;
-        let m = usize::try_from(index)
-            .ok()
-            .filter(|m| *m < n)
-            .ok_or(MerkleError::IndexOutOfRange { index, size })?;
-        let mut out = Vec::new();
-        self.path(m, 0, n, &mut out);
-        Ok(out)
+        self.inclusion_proof_with(index, size, &Unpruned)
     }
 
-    fn path(&self, m: usize, start: usize, end: usize, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
+    /// Audit path of leaf `index` in the tree of the first `size` leaves, reading pruned leaves
+    /// from `source`.
+    pub fn inclusion_proof_with(
+        &self,
+        index: u64,
+        size: u64,
+        source: &dyn LeafSource,
+    ) -> Result<Vec<Hash>, MerkleError> {
+        let n = self.checked(size)?;
+        if index >= n {
+            return Err(MerkleError::IndexOutOfRange { index, size });
         }
-        let k = split(n);
-        if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.range_root(start + k, end));
-        } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.range_root(start, start + k));
-        }
+        let mut out = Vec::new();
+        self.resolver(source).path(index, 0, n, &mut out)?;
+        Ok(out)
     }
 
     /// Consistency proof from the first `first` leaves to the first `second` (RFC 6962
-    /// §2.1.2); empty when `first` is 0 or equals `second`.
+    /// §2.1.2), for a tree that keeps every leaf; empty when `first` is 0 or equals `second`.
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, MerkleError> {
-        let n = self.checked(second)?;
-        let m = usize::try_from(first)
-            .ok()
-            .filter(|m| *m <= n)
-            .ok_or(MerkleError::SizeOrder { first, second })?;
-        let mut out = Vec::new();
-        if m > 0 {
-            self.subproof(m, 0, n, true, &mut out);
-        }
-        Ok(out)
+        self.consistency_proof_with(first, second, &Unpruned)
     }
 
-    fn subproof(&self, m: usize, start: usize, end: usize, complete: bool, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !complete {
-                out.push(self.range_root(start, end));
-            }
-            return;
+    /// Consistency proof from `first` to `second` leaves, reading pruned leaves from `source`.
+    pub fn consistency_proof_with(
+        &self,
+        first: u64,
+        second: u64,
+        source: &dyn LeafSource,
+    ) -> Result<Vec<Hash>, MerkleError> {
+        let n = self.checked(second)?;
+        if first > n {
+            return Err(MerkleError::SizeOrder { first, second });
         }
-        let k = split(n);
-        if m <= k {
-            self.subproof(m, start, start + k, complete, out);
-            out.push(self.range_root(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_root(start, start + k));
+        let mut out = Vec::new();
+        if first > 0 {
+            self.resolver(source)
+                .subproof(first, 0, n, true, &mut out)?;
         }
+        Ok(out)
     }
 }
 
@@ -165,6 +321,54 @@ impl Tree {
 mod tests {
     use super::*;
     use crate::merkle::{consistency_proof, inclusion_proof, leaf_hash, root};
+    use std::cell::Cell;
+
+    /// A leaf source over a slice that counts what it was asked.
+    struct Slice<'a>(&'a [Hash], Cell<usize>);
+
+    impl LeafSource for Slice<'_> {
+        fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError> {
+            self.1.set(self.1.get() + 1);
+            let (start, end) = (start as usize, end as usize);
+            Ok(self
+                .0
+                .iter()
+                .skip(start)
+                .take(end - start)
+                .copied()
+                .collect())
+        }
+    }
+
+    fn check_against_slices(tree: &Tree, leaves: &[Hash], source: &dyn LeafSource) {
+        let total = leaves.len();
+        assert_eq!(tree.size(), total as u64);
+        for n in 0..=total {
+            let size = n as u64;
+            assert_eq!(
+                tree.root_at_with(size, source).unwrap(),
+                root(&leaves[..n]),
+                "root {n}"
+            );
+            for i in 0..n {
+                assert_eq!(
+                    tree.inclusion_proof_with(i as u64, size, source).unwrap(),
+                    inclusion_proof(&leaves[..n], i as u64).unwrap(),
+                    "inclusion {i} in {n}"
+                );
+            }
+            for m in 0..=n {
+                assert_eq!(
+                    tree.consistency_proof_with(m as u64, size, source).unwrap(),
+                    consistency_proof(&leaves[..n], m as u64).unwrap(),
+                    "consistency {m} to {n}"
+                );
+            }
+        }
+        assert!(tree.root_at_with(total as u64 + 1, source).is_err());
+        assert!(tree.inclusion_proof_with(5, 5, source).is_err());
+        assert!(tree.consistency_proof_with(6, 5, source).is_err());
+    }
 
     /// Roots and proofs equal the slice functions' for every size, index and pair of sizes
     /// up to 70 leaves.
@@ -176,27 +380,48 @@ mod tests {
         for leaf in &leaves {
             tree.push(*leaf);
         }
-        assert_eq!(tree.size(), 70);
-        for n in 0..=70usize {
-            let size = n as u64;
-            assert_eq!(tree.root_at(size).unwrap(), root(&leaves[..n]), "root {n}");
-            for i in 0..n {
-                assert_eq!(
-                    tree.inclusion_proof(i as u64, size).unwrap(),
-                    inclusion_proof(&leaves[..n], i as u64).unwrap(),
-                    "inclusion {i} in {n}"
-                );
+        check_against_slices(&tree, &leaves, &Unpruned);
+        assert_eq!(tree.held_leaves(), (0, leaves.as_slice()));
+    }
+
+    /// Pruned trees (groups of 2, 8 and 16 leaves) give the same roots and proofs at every size,
+    /// hold only the newest group's leaves, and read at most two groups per proof.
+    #[test]
+    fn pruned_trees_match_and_read_little() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        for low in [1u32, 3, 4] {
+            let mut tree = Tree::pruned(low);
+            for leaf in &leaves {
+                tree.push(*leaf);
             }
-            for m in 0..=n {
-                assert_eq!(
-                    tree.consistency_proof(m as u64, size).unwrap(),
-                    consistency_proof(&leaves[..n], m as u64).unwrap(),
-                    "consistency {m} to {n}"
-                );
-            }
+            let source = Slice(&leaves, Cell::new(0));
+            check_against_slices(&tree, &leaves, &source);
+            let (from, held) = tree.held_leaves();
+            let g = 1usize << low;
+            assert_eq!(from as usize, 70 / g * g, "low {low}");
+            assert_eq!(held, &leaves[70 / g * g..], "low {low}");
+            source.1.set(0);
+            tree.inclusion_proof_with(3, 61, &source).unwrap();
+            assert!(source.1.get() <= 2, "low {low}: {} reads", source.1.get());
         }
-        assert!(tree.root_at(71).is_err());
-        assert!(tree.inclusion_proof(5, 5).is_err());
-        assert!(tree.consistency_proof(6, 5).is_err());
+    }
+
+    /// A pruned tree without a source, or with a source that returns too few hashes, fails
+    /// with a clear error instead of a wrong proof.
+    #[test]
+    fn missing_leaves_are_an_error() {
+        let leaves: Vec<Hash> = (0u32..20).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut tree = Tree::pruned(3);
+        for leaf in &leaves {
+            tree.push(*leaf);
+        }
+        assert!(matches!(
+            tree.inclusion_proof(1, 20),
+            Err(MerkleError::LeavesUnavailable(_))
+        ));
+        let short = Slice(&leaves[..4], Cell::new(0));
+        assert!(tree.inclusion_proof_with(1, 20, &short).is_err());
+        // The root at the full size needs no old group.
+        assert_eq!(tree.root_at(16).unwrap(), root(&leaves[..16]));
     }
 }

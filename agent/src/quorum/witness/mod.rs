@@ -112,7 +112,7 @@ fn load_view(
     origin: &str,
     configured: &[PublicKeyVersion],
 ) -> Result<LogView, QuorumError> {
-    let mut tree = Tree::new();
+    let mut tree = Tree::pruned(crate::receipts::leaf_source::LEAF_GROUP_LOG2);
     let mut frontier = Frontier::new();
     for h in store.leaf_hashes(origin)? {
         frontier.push(h);
@@ -275,7 +275,14 @@ impl Witness {
                     });
                 }
             }
-            if view.tree.root_at(cp.tree_size).ok() != Some(cp.root_hash) {
+            // cp.tree_size ≤ witnessed, so only unreadable stored leaves make this fail.
+            let root = {
+                let guard = lock(store)?;
+                view.tree
+                    .root_at_with(cp.tree_size, &guard.leaf_source(&cp.origin))
+            }
+            .map_err(|e| QuorumError::Corrupt(format!("{}: witnessed leaves: {e}", cp.origin)))?;
+            if root != cp.root_hash {
                 return Err(QuorumError::Fork {
                     size: cp.tree_size,
                     detail: format!(

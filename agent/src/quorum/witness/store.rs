@@ -82,6 +82,14 @@ impl WitnessStore {
         })
     }
 
+    /// The stored leaf hashes of `origin`'s log, for its pruned in-memory tree.
+    pub(crate) fn leaf_source<'a>(
+        &'a self,
+        origin: &'a str,
+    ) -> crate::receipts::leaf_source::SqlLeaves<'a> {
+        crate::receipts::leaf_source::SqlLeaves::witnessed(&self.conn, origin)
+    }
+
     /// Leaf hashes of `origin`, in index order (checking contiguity).
     pub fn leaf_hashes(&self, origin: &str) -> Result<Vec<Hash>, QuorumError> {
         let mut stmt = self

@@ -57,6 +57,65 @@ fn append_assigns_indexes_and_root() {
     ));
 }
 
+/// Past several 256-leaf groups (which the in-memory tree no longer holds leaf by leaf), roots,
+/// inclusion and consistency proofs at old sizes and leaf hashes equal the recomputation from
+/// the entries, before and after a reopen.
+#[test]
+fn proofs_into_pruned_groups_match_after_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("r.db");
+    let total = 1_000u64;
+    let hashes: Vec<_> = (0..total)
+        .map(|i| merkle::leaf_hash(&LogEntry::Receipt(sample(i)).encode().unwrap()))
+        .collect();
+    let check = |s: &ReceiptStore| {
+        assert_eq!(s.size(), total);
+        for size in [1u64, 255, 256, 300, 512, 777, total] {
+            let n = size as usize;
+            assert_eq!(
+                s.root_at(size).unwrap(),
+                merkle::root(&hashes[..n]),
+                "root {size}"
+            );
+            for index in [0u64, 100, 255, 256, 299, 511, 700, 999] {
+                if index >= size {
+                    continue;
+                }
+                assert_eq!(
+                    s.inclusion_proof(index, size).unwrap(),
+                    merkle::inclusion_proof(&hashes[..n], index).unwrap(),
+                    "inclusion {index} in {size}"
+                );
+            }
+            for first in [0u64, 1, 200, 256, 301, 512] {
+                if first > size {
+                    continue;
+                }
+                assert_eq!(
+                    s.consistency_proof(first, size).unwrap(),
+                    merkle::consistency_proof(&hashes[..n], first).unwrap(),
+                    "consistency {first} to {size}"
+                );
+            }
+        }
+        for i in [0u64, 255, 256, 767, 768, 999] {
+            assert_eq!(s.leaf_hash_at(i).unwrap(), hashes[i as usize], "leaf {i}");
+        }
+        assert!(matches!(
+            s.leaf_hash_at(total),
+            Err(ReceiptsError::OutOfRange { .. })
+        ));
+    };
+    {
+        let mut s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+        for start in (0..total).step_by(97) {
+            s.append(&entries(start..(start + 97).min(total))).unwrap();
+        }
+        check(&s);
+    }
+    check(&ReceiptStore::open(&path, "knhk.test/log").unwrap());
+}
+
 /// The database runs in WAL mode with synchronous=FULL.
 #[test]
 fn durability_pragmas_are_set() {
