@@ -148,6 +148,21 @@ impl Agent {
         stat_cpu_seconds(&text).with_context(|| format!("parse {path}"))
     }
 
+    /// Resident memory now and at its peak, KiB: `VmRSS` and `VmHWM` of `/proc/<pid>/status`.
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self.pid().context("the agent is not running")?;
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .with_context(|| format!("no {name} in {path}"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// The binary it runs.
     pub fn binary(&self) -> &Path {
         &self.binary

@@ -405,6 +405,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
     }
 
     let store_mib = agent.store_bytes() as f64 / (1024.0 * 1024.0);
+    let (rss_kib, peak_rss_kib) = agent.memory_kib()?;
     Ok(json!({
         "date_utc_ns": started_ns,
         "machine": machine(),
@@ -434,6 +435,8 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         "checkpoints": seen.len(),
         "final_log_size": sealed.tree_size,
         "store_mib": store_mib,
+        "agent_rss_mib": rss_kib as f64 / 1024.0,
+        "agent_peak_rss_mib": peak_rss_kib as f64 / 1024.0,
         "last_checkpoint": {
             "tree_size": sealed.tree_size,
             "signature_verified": true,
@@ -466,6 +469,7 @@ fn table(r: &Value) -> String {
          | seal duration p50 / p99 / max (n = {sn}) | {sp50:.2} / {sp99:.2} / {smax2:.2} ms |\n\
          | acknowledged → covered by a checkpoint p50 / p99 | {ap50:.0} / {ap99:.0} ms |\n\
          | final log size | {size} leaves, {mib:.0} MiB (db + WAL) |\n\
+         | agent resident memory at the end / peak | {rss:.0} / {peak:.0} MiB |\n\
          | last checkpoint signature / proof bundles | verified ({key}) / {bundles} of 3 verified by `knhk-agent verify` |",
         secs = r["settings"]["seconds"],
         posters = r["settings"]["posters"],
@@ -484,6 +488,8 @@ fn table(r: &Value) -> String {
         ap99 = num(r, &["ack_to_checkpoint_ms", "p99"]),
         size = r["final_log_size"],
         mib = num(r, &["store_mib"]),
+        rss = num(r, &["agent_rss_mib"]),
+        peak = num(r, &["agent_peak_rss_mib"]),
         key = r["last_checkpoint"]["key"].as_str().unwrap_or("?"),
         bundles = r["proof_bundles_verified"],
     )
