@@ -12,7 +12,7 @@ use knhk_agent::kms::Signer as _;
 use knhk_agent::quorum::protocol::{AddCheckpoint, ADD_CHECKPOINT_PATH, MAX_REQUEST_LEN};
 use knhk_agent::receipts::SignedCheckpoint;
 use knhk_core::checkpoint::Checkpoint;
-use knhk_core::cosignature::Cosignature;
+use knhk_core::cosignature::{Cosignature, WitnessKey};
 use knhk_core::merkle::{self, Hash};
 use knhk_core::receipt::LogEntry;
 use reqwest::StatusCode;
@@ -67,6 +67,23 @@ impl FakeLog {
     }
 }
 
+/// Region `us` as an in-process agent that witnesses region `eu`'s log (whose peer URL leads
+/// nowhere), with `us`'s witness key and `eu`'s log signer.
+async fn us_witnessing_eu(dir: &std::path::Path) -> (InProcessAgent, WitnessKey, LocalSigner) {
+    let (mut config, _, witness) = prepare(dir, "us", 1).await;
+    let (eu_config, eu_keys, eu_witness) = prepare(dir, "eu", 1).await;
+    config.quorum.peers = vec![knhk_agent::quorum::PeerConfig {
+        region: "eu".into(),
+        url: "http://127.0.0.1:9".into(),
+        origin: eu_config.origin.clone(),
+        log_keys: eu_keys,
+        witness: eu_witness,
+    }];
+    let agent = InProcessAgent::start(config, reqwest::Client::new(), "/v1/witness/logs").await;
+    let eu_signer = LocalSigner::open(&eu_config.kms.key_dir, &eu_config.kms.key_id).unwrap();
+    (agent, witness, eu_signer)
+}
+
 async fn refusal(r: reqwest::Response) -> (StatusCode, String, Value) {
     let status = r.status();
     let body: Value = r.json().await.unwrap();
@@ -79,17 +96,7 @@ async fn refusal(r: reqwest::Response) -> (StatusCode, String, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn witness_refuses_forks_rollbacks_and_hostile_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut config, _, witness) = prepare(dir.path(), "us", 1).await;
-    let (eu_config, eu_keys, eu_witness) = prepare(dir.path(), "eu", 1).await;
-    config.quorum.peers = vec![knhk_agent::quorum::PeerConfig {
-        region: "eu".into(),
-        url: "http://127.0.0.1:9".into(),
-        origin: eu_config.origin.clone(),
-        log_keys: eu_keys,
-        witness: eu_witness,
-    }];
-    let agent = InProcessAgent::start(config, reqwest::Client::new(), "/v1/witness/logs").await;
-    let eu_signer = LocalSigner::open(&eu_config.kms.key_dir, &eu_config.kms.key_id).unwrap();
+    let (agent, witness, eu_signer) = us_witnessing_eu(dir.path()).await;
     let url = agent.url(ADD_CHECKPOINT_PATH);
     let post = |body: &AddCheckpoint| agent.http.post(&url).json(body).send();
 
@@ -192,17 +199,7 @@ async fn witness_refuses_forks_rollbacks_and_hostile_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn witness_tells_rollback_from_fork_inside_pruned_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut config, _, _) = prepare(dir.path(), "us", 1).await;
-    let (eu_config, eu_keys, eu_witness) = prepare(dir.path(), "eu", 1).await;
-    config.quorum.peers = vec![knhk_agent::quorum::PeerConfig {
-        region: "eu".into(),
-        url: "http://127.0.0.1:9".into(),
-        origin: eu_config.origin.clone(),
-        log_keys: eu_keys,
-        witness: eu_witness,
-    }];
-    let agent = InProcessAgent::start(config, reqwest::Client::new(), "/v1/witness/logs").await;
-    let eu_signer = LocalSigner::open(&eu_config.kms.key_dir, &eu_config.kms.key_id).unwrap();
+    let (agent, _, eu_signer) = us_witnessing_eu(dir.path()).await;
     let url = agent.url(ADD_CHECKPOINT_PATH);
     let post = |body: &AddCheckpoint| agent.http.post(&url).json(body).send();
 
