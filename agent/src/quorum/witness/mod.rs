@@ -114,10 +114,10 @@ fn load_view(
 ) -> Result<LogView, QuorumError> {
     let mut tree = Tree::pruned(crate::receipts::leaf_source::LEAF_GROUP_LOG2);
     let mut frontier = Frontier::new();
-    for h in store.leaf_hashes(origin)? {
+    store.for_each_leaf_hash(origin, |h| {
         frontier.push(h);
         tree.push(h);
-    }
+    })?;
     if let Some(latest) = store.latest(origin)? {
         let cp = Checkpoint::parse(&latest.checkpoint.text)
             .map_err(|e| QuorumError::Corrupt(format!("stored checkpoint: {e}")))?;

@@ -90,8 +90,13 @@ impl WitnessStore {
         crate::receipts::leaf_source::SqlLeaves::witnessed(&self.conn, origin)
     }
 
-    /// Leaf hashes of `origin`, in index order (checking contiguity).
-    pub fn leaf_hashes(&self, origin: &str) -> Result<Vec<Hash>, QuorumError> {
+    /// Feed the leaf hashes of `origin` to `each`, in index order (checking contiguity),
+    /// without holding them all: a witnessed log can be far larger than memory should be.
+    pub fn for_each_leaf_hash(
+        &self,
+        origin: &str,
+        mut each: impl FnMut(Hash),
+    ) -> Result<u64, QuorumError> {
         let mut stmt = self
             .conn
             .prepare("SELECT idx, hash FROM entries WHERE origin = ?1 ORDER BY idx")
@@ -101,20 +106,20 @@ impl WitnessStore {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(sql("load leaves"))?;
-        let mut out: Vec<Hash> = Vec::new();
+        let mut count = 0u64;
         for row in rows {
             let (idx, hash) = row.map_err(sql("load leaves"))?;
-            if usize::try_from(idx).ok() != Some(out.len()) {
+            if u64::try_from(idx).ok() != Some(count) {
                 return Err(QuorumError::Corrupt(format!(
-                    "{origin}: leaf {idx} where {} was expected",
-                    out.len()
+                    "{origin}: leaf {idx} where {count} was expected"
                 )));
             }
-            out.push(hash.try_into().map_err(|_| {
+            each(hash.try_into().map_err(|_| {
                 QuorumError::Corrupt(format!("{origin}: leaf {idx} hash is not 32 bytes"))
             })?);
+            count += 1;
         }
-        Ok(out)
+        Ok(count)
     }
 
     /// Key versions learned for `origin`.
