@@ -388,9 +388,14 @@ impl ReceiptLog {
     }
 
     /// The whole log, for offline verification.
+    ///
+    /// Only copying the in-memory tree holds the store's lock; the reads run on a reader of
+    /// their own, so an export of a large log does not stall receipt ingest. The export covers
+    /// the log as it was when it started, and the checkpoints up to that size.
     pub fn export(&self) -> Result<LogExport, ReceiptsError> {
-        let store = self.store()?;
-        let rows = store.entries(0, store.size())?;
+        let store = self.store()?.reader()?;
+        let size = store.size();
+        let rows = store.entries(0, size)?;
         let mut pruned_hashes = Vec::new();
         for (i, e) in &rows {
             if e.is_empty() {
@@ -398,10 +403,15 @@ impl ReceiptLog {
             }
         }
         let entries = rows.into_iter().map(|(_, e)| e).collect();
-        let checkpoints = store.checkpoints()?;
-        let mut sizes = Vec::with_capacity(checkpoints.len());
-        for cp in &checkpoints {
-            sizes.push(Checkpoint::parse(&cp.text)?.tree_size);
+        let mut checkpoints = Vec::new();
+        let mut sizes = Vec::new();
+        for cp in store.checkpoints()? {
+            let tree_size = Checkpoint::parse(&cp.text)?.tree_size;
+            // Sealed after the export began: outside the rows read.
+            if tree_size <= size {
+                sizes.push(tree_size);
+                checkpoints.push(cp);
+            }
         }
         let mut consistency = Vec::with_capacity(sizes.len().saturating_sub(1));
         for pair in sizes.windows(2) {

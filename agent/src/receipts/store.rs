@@ -14,7 +14,7 @@ use std::path::Path;
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::{self, Frontier, Hash, LeafSource as _, Tree};
 use knhk_core::receipt::LogEntry;
-use rusqlite::{params, Connection, OptionalExtension as _};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 
 use super::leaf_source::{SqlLeaves, LEAF_GROUP_LOG2};
 
@@ -156,6 +156,33 @@ impl ReceiptStore {
             }
         }
         Ok(())
+    }
+
+    /// A read-only view of the log as it is now, for long reads (exports) that must not hold
+    /// the writer's lock: its own SQLite connection in one read transaction (a WAL reader does
+    /// not block the writer) and a copy of the in-memory tree, which is small since it is
+    /// pruned. Its [`ReceiptStore::size`] stays what it was here; rows appended later are
+    /// outside it.
+    pub fn reader(&self) -> Result<ReceiptStore, ReceiptsError> {
+        let path =
+            self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
+                ReceiptsError::Corrupt("the store has no file to read from".into())
+            })?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql("open reader"))?;
+        // The snapshot starts at the first read: take it now, while the caller holds the writer.
+        conn.execute_batch("BEGIN").map_err(sql("begin read"))?;
+        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .map_err(sql("begin read"))?;
+        Ok(ReceiptStore {
+            conn,
+            origin: self.origin.clone(),
+            tree: self.tree.clone(),
+            frontier: self.frontier.clone(),
+        })
     }
 
     /// The log origin.

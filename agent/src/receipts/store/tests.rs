@@ -116,6 +116,27 @@ fn proofs_into_pruned_groups_match_after_reopen() {
     check(&ReceiptStore::open(&path, "knhk.test/log").unwrap());
 }
 
+/// A reader keeps the log as it was when taken — rows, root and proofs — while the writer goes
+/// on appending (a WAL reader never blocks it).
+#[test]
+fn reader_is_a_snapshot_that_does_not_block_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = ReceiptStore::open(&tmp.path().join("r.db"), "knhk.test/log").unwrap();
+    s.append(&entries(0..600)).unwrap();
+    let root = s.root();
+    let reader = s.reader().unwrap();
+    assert_eq!(s.append(&entries(600..900)).unwrap(), 600..900);
+    assert_eq!(s.size(), 900);
+    assert_eq!(reader.size(), 600);
+    assert_eq!(reader.root(), root);
+    assert_eq!(reader.entries(0, 10_000).unwrap().len(), 600);
+    assert_eq!(
+        reader.consistency_proof(300, 600).unwrap(),
+        s.consistency_proof(300, 600).unwrap()
+    );
+    assert!(reader.consistency_proof(300, 700).is_err());
+}
+
 /// The database runs in WAL mode with synchronous=FULL.
 #[test]
 fn durability_pragmas_are_set() {
