@@ -206,7 +206,7 @@ impl ReceiptStore {
             return Ok(self.root());
         }
         self.in_range(size)?;
-        Ok(self.tree.root_at_with(size, &SqlLeaves::own(&self.conn))?)
+        Ok(self.tree.root_at(size, &SqlLeaves::own(&self.conn))?)
     }
 
     fn in_range(&self, size: u64) -> Result<(), ReceiptsError> {
@@ -284,7 +284,7 @@ impl ReceiptStore {
         self.in_range(size)?;
         Ok(self
             .tree
-            .inclusion_proof_with(index, size, &SqlLeaves::own(&self.conn))?)
+            .inclusion_proof(index, size, &SqlLeaves::own(&self.conn))?)
     }
 
     /// Consistency proof from `first` to `second` leaves.
@@ -292,7 +292,7 @@ impl ReceiptStore {
         self.in_range(second)?;
         Ok(self
             .tree
-            .consistency_proof_with(first, second, &SqlLeaves::own(&self.conn))?)
+            .consistency_proof(first, second, &SqlLeaves::own(&self.conn))?)
     }
 
     /// Persist a signed checkpoint (its tree size must exceed every earlier one).

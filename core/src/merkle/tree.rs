@@ -23,17 +23,6 @@ pub trait LeafSource {
     fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError>;
 }
 
-/// The source of a tree that holds every leaf: never asked.
-struct Unpruned;
-
-impl LeafSource for Unpruned {
-    fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError> {
-        Err(MerkleError::LeavesUnavailable(format!(
-            "leaves {start}..{end} of a pruned tree were asked without a leaf source"
-        )))
-    }
-}
-
 /// A growing Merkle tree with cached complete subtrees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tree {
@@ -254,13 +243,9 @@ impl Tree {
         }
     }
 
-    /// Root over the first `size` leaves (a tree that keeps every leaf).
-    pub fn root_at(&self, size: u64) -> Result<Hash, MerkleError> {
-        self.root_at_with(size, &Unpruned)
-    }
-
-    /// Root over the first `size` leaves, reading pruned leaves from `source`.
-    pub fn root_at_with(&self, size: u64, source: &dyn LeafSource) -> Result<Hash, MerkleError> {
+    /// Root over the first `size` leaves, reading pruned leaves from `source` (never asked when
+    /// the tree keeps every leaf).
+    pub fn root_at(&self, size: u64, source: &dyn LeafSource) -> Result<Hash, MerkleError> {
         let n = self.checked(size)?;
         if n == 0 {
             return Ok(EMPTY_ROOT);
@@ -268,15 +253,9 @@ impl Tree {
         self.resolver(source).range_root(0, n)
     }
 
-    /// Audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1), for
-    /// a tree that keeps every leaf.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
-        self.inclusion_proof_with(index, size, &Unpruned)
-    }
-
-    /// Audit path of leaf `index` in the tree of the first `size` leaves, reading pruned leaves
-    /// from `source`.
-    pub fn inclusion_proof_with(
+    /// Audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1),
+    /// reading pruned leaves from `source`.
+    pub fn inclusion_proof(
         &self,
         index: u64,
         size: u64,
@@ -292,13 +271,8 @@ impl Tree {
     }
 
     /// Consistency proof from the first `first` leaves to the first `second` (RFC 6962
-    /// §2.1.2), for a tree that keeps every leaf; empty when `first` is 0 or equals `second`.
-    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, MerkleError> {
-        self.consistency_proof_with(first, second, &Unpruned)
-    }
-
-    /// Consistency proof from `first` to `second` leaves, reading pruned leaves from `source`.
-    pub fn consistency_proof_with(
+    /// §2.1.2), reading pruned leaves from `source`; empty when `first` is 0 or equals `second`.
+    pub fn consistency_proof(
         &self,
         first: u64,
         second: u64,
@@ -323,6 +297,17 @@ mod tests {
     use crate::merkle::{consistency_proof, inclusion_proof, leaf_hash, root};
     use std::cell::Cell;
 
+    /// The source of a tree that keeps every leaf: must never be asked.
+    struct Unpruned;
+
+    impl LeafSource for Unpruned {
+        fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError> {
+            Err(MerkleError::LeavesUnavailable(format!(
+                "leaves {start}..{end} asked of a tree that keeps every leaf"
+            )))
+        }
+    }
+
     /// A leaf source over a slice that counts what it was asked.
     struct Slice<'a>(&'a [Hash], Cell<usize>);
 
@@ -346,28 +331,28 @@ mod tests {
         for n in 0..=total {
             let size = n as u64;
             assert_eq!(
-                tree.root_at_with(size, source).unwrap(),
+                tree.root_at(size, source).unwrap(),
                 root(&leaves[..n]),
                 "root {n}"
             );
             for i in 0..n {
                 assert_eq!(
-                    tree.inclusion_proof_with(i as u64, size, source).unwrap(),
+                    tree.inclusion_proof(i as u64, size, source).unwrap(),
                     inclusion_proof(&leaves[..n], i as u64).unwrap(),
                     "inclusion {i} in {n}"
                 );
             }
             for m in 0..=n {
                 assert_eq!(
-                    tree.consistency_proof_with(m as u64, size, source).unwrap(),
+                    tree.consistency_proof(m as u64, size, source).unwrap(),
                     consistency_proof(&leaves[..n], m as u64).unwrap(),
                     "consistency {m} to {n}"
                 );
             }
         }
-        assert!(tree.root_at_with(total as u64 + 1, source).is_err());
-        assert!(tree.inclusion_proof_with(5, 5, source).is_err());
-        assert!(tree.consistency_proof_with(6, 5, source).is_err());
+        assert!(tree.root_at(total as u64 + 1, source).is_err());
+        assert!(tree.inclusion_proof(5, 5, source).is_err());
+        assert!(tree.consistency_proof(6, 5, source).is_err());
     }
 
     /// Roots and proofs equal the slice functions' for every size, index and pair of sizes
@@ -376,7 +361,7 @@ mod tests {
     fn matches_the_slice_functions() {
         let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_le_bytes())).collect();
         let mut tree = Tree::new();
-        assert_eq!(tree.root_at(0), Ok(EMPTY_ROOT));
+        assert_eq!(tree.root_at(0, &Unpruned), Ok(EMPTY_ROOT));
         for leaf in &leaves {
             tree.push(*leaf);
         }
@@ -401,7 +386,7 @@ mod tests {
             assert_eq!(from as usize, 70 / g * g, "low {low}");
             assert_eq!(held, &leaves[70 / g * g..], "low {low}");
             source.1.set(0);
-            tree.inclusion_proof_with(3, 61, &source).unwrap();
+            tree.inclusion_proof(3, 61, &source).unwrap();
             assert!(source.1.get() <= 2, "low {low}: {} reads", source.1.get());
         }
     }
@@ -416,12 +401,12 @@ mod tests {
             tree.push(*leaf);
         }
         assert!(matches!(
-            tree.inclusion_proof(1, 20),
+            tree.inclusion_proof(1, 20, &Unpruned),
             Err(MerkleError::LeavesUnavailable(_))
         ));
         let short = Slice(&leaves[..4], Cell::new(0));
-        assert!(tree.inclusion_proof_with(1, 20, &short).is_err());
+        assert!(tree.inclusion_proof(1, 20, &short).is_err());
         // The root at the full size needs no old group.
-        assert_eq!(tree.root_at(16).unwrap(), root(&leaves[..16]));
+        assert_eq!(tree.root_at(16, &Unpruned).unwrap(), root(&leaves[..16]));
     }
 }

@@ -279,7 +279,7 @@ impl Witness {
             let root = {
                 let guard = lock(store)?;
                 view.tree
-                    .root_at_with(cp.tree_size, &guard.leaf_source(&cp.origin))
+                    .root_at(cp.tree_size, &guard.leaf_source(&cp.origin))
             }
             .map_err(|e| QuorumError::Corrupt(format!("{}: witnessed leaves: {e}", cp.origin)))?;
             if root != cp.root_hash {
