@@ -104,9 +104,42 @@ impl RequestHeaders for LazyHeaders {
     }
 }
 
+/// The `:status` of a response header map (a response's, or an HTTP call's), when it is there
+/// and is three ASCII digits.
+pub fn status_header(map: MapType) -> Option<u16> {
+    let bytes = hostcalls::get_map_value_bytes(map, ":status").ok()??;
+    parse_status(&bytes)
+}
+
+/// A `:status` value as a number, if it is three ASCII digits.
+fn parse_status(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 /// Host time in nanoseconds since the Unix epoch; `None` if the host cannot tell.
 pub fn now_ns() -> Option<u64> {
     let now = hostcalls::get_current_time().ok()?;
     let since = now.duration_since(UNIX_EPOCH).ok()?;
     u64::try_from(since.as_nanos()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_status;
+
+    /// Three ASCII digits parse; anything else is no status.
+    #[test]
+    fn status_header_parsing() {
+        assert_eq!(parse_status(b"200"), Some(200));
+        assert_eq!(parse_status(b"503"), Some(503));
+        assert_eq!(parse_status(b"099"), Some(99));
+        for bad in [&b""[..], b"20", b"2000", b"2x0", b" 200", b"\xff\xff\xff"] {
+            assert_eq!(parse_status(bad), None, "{bad:?}");
+        }
+    }
 }

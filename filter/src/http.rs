@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::host::{now_ns, LazyHeaders};
+use crate::host::{now_ns, status_header, LazyHeaders};
 use crate::root::VmState;
 
 /// Response header naming the admission outcome of a shed or degraded request.
@@ -102,20 +102,7 @@ impl Context for KnhkHttp {}
 /// three guest allocations (path vector, serialized path, value) against the header's one,
 /// ≈ 5,000 wasm instructions per request (`cargo xtask bench-wasm-cost`).
 fn response_status() -> u16 {
-    match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status") {
-        Ok(Some(bytes)) => parse_status(&bytes),
-        _ => 0,
-    }
-}
-
-/// A `:status` value as a number; 0 unless it is three ASCII digits.
-fn parse_status(bytes: &[u8]) -> u16 {
-    match bytes {
-        [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
-            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
-        }
-        _ => 0,
-    }
+    status_header(MapType::HttpResponseHeaders).unwrap_or(0)
 }
 
 impl HttpContext for KnhkHttp {
@@ -233,22 +220,6 @@ impl HttpContext for KnhkHttp {
         };
         if let Some(buffer) = state.receipts.as_mut() {
             buffer.push(Receipt::of(&decision, done));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_status;
-
-    /// Three ASCII digits parse; anything else is "no status".
-    #[test]
-    fn status_header_parsing() {
-        assert_eq!(parse_status(b"200"), 200);
-        assert_eq!(parse_status(b"503"), 503);
-        assert_eq!(parse_status(b"099"), 99);
-        for bad in [&b""[..], b"20", b"2000", b"2x0", b" 200", b"\xff\xff\xff"] {
-            assert_eq!(parse_status(bad), 0, "{bad:?}");
         }
     }
 }

@@ -13,7 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::control::{ConfigPoll, PollOutcome};
-use crate::host::{now_ns, EnvoySharedData};
+use crate::host::{now_ns, status_header, EnvoySharedData};
 use crate::http::KnhkHttp;
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptBuffer;
@@ -213,8 +213,7 @@ fn call_status(num_headers: usize) -> Option<u16> {
     if num_headers == 0 {
         return None;
     }
-    let raw = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok()??;
-    raw.parse().ok()
+    status_header(MapType::HttpCallResponseHeaders)
 }
 
 impl Context for KnhkRoot {
