@@ -19,3 +19,9 @@ proxy_wasm::main! {{
         Box::new(root::KnhkRoot::new())
     });
 }}
+
+/// The module's allocator: talc instead of std's dlmalloc. Every header value the host hands
+/// the filter is a fresh allocation, so allocation is on the per-request path.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();

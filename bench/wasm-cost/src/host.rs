@@ -65,6 +65,10 @@ pub struct Host {
     pub call_response_body: Vec<u8>,
     /// The last token handed out.
     pub next_token: u32,
+    /// When set, every host call appends (its name, the fuel left at the call, the fuel left
+    /// after the module's allocator served the host's copy), so the module's work between two
+    /// host calls can be read off as differences (`--trace`).
+    pub trace: Option<Vec<(String, u64, u64)>>,
 }
 
 impl Host {
@@ -83,6 +87,16 @@ impl Host {
 }
 
 type Ctx<'a> = Caller<'a, Host>;
+
+/// Count a host call, and trace it with the fuel left when tracing.
+fn note(c: &mut Ctx<'_>, name: &str) {
+    let fuel = c.get_fuel().unwrap_or(0);
+    let host = c.data_mut();
+    host.count(name);
+    if let Some(trace) = host.trace.as_mut() {
+        trace.push((name.to_string(), fuel, fuel));
+    }
+}
 
 fn memory(caller: &Ctx<'_>) -> Result<wasmi::Memory, Error> {
     caller
@@ -114,6 +128,10 @@ fn hand_over(caller: &mut Ctx<'_>, data: &[u8], ret_ptr: i32, ret_len: i32) -> R
         .ok_or_else(|| Error::new("module exports no proxy_on_memory_allocate"))?
         .typed::<i32, i32>(&*caller)?;
     let ptr = alloc.call(&mut *caller, data.len() as i32)?;
+    let fuel = caller.get_fuel().unwrap_or(0);
+    if let Some(last) = caller.data_mut().trace.as_mut().and_then(|t| t.last_mut()) {
+        last.2 = fuel;
+    }
     write(caller, ptr, data)?;
     write(caller, ret_ptr, &(ptr as u32).to_le_bytes())?;
     write(caller, ret_len, &(data.len() as u32).to_le_bytes())?;
@@ -168,7 +186,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "proxy_log",
         |mut c: Ctx<'_>, level: i32, p: i32, n: i32| {
             let text = String::from_utf8_lossy(&read(&c, p, n)?).into_owned();
-            c.data_mut().count("proxy_log");
+            note(&mut c, "proxy_log");
             c.data_mut().logs.push((level, text));
             Ok::<i32, Error>(OK)
         },
@@ -177,7 +195,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: Ctx<'_>, ret: i32| {
-            c.data_mut().count("proxy_get_current_time_nanoseconds");
+            note(&mut c, "proxy_get_current_time_nanoseconds");
             let now = c.data().now_ns;
             write(&mut c, ret, &now.to_le_bytes())?;
             Ok::<i32, Error>(OK)
@@ -189,7 +207,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "proxy_set_effective_context",
     ] {
         l.func_wrap("env", name, move |mut c: Ctx<'_>, _arg: i32| {
-            c.data_mut().count(name);
+            note(&mut c, name);
             OK
         })?;
     }
@@ -197,7 +215,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: Ctx<'_>, kind: i32, start: i32, max: i32, ret_p: i32, ret_n: i32| {
-            c.data_mut().count("proxy_get_buffer_bytes");
+            note(&mut c, "proxy_get_buffer_bytes");
             let cfg = match kind {
                 PLUGIN_CONFIGURATION => c.data().plugin_config.clone(),
                 CALL_RESPONSE_BODY => c.data().call_response_body.clone(),
@@ -212,7 +230,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_header_map_value",
         |mut c: Ctx<'_>, map: i32, kp: i32, kn: i32, ret_p: i32, ret_n: i32| {
-            c.data_mut().count("proxy_get_header_map_value");
+            note(&mut c, "proxy_get_header_map_value");
             let key = read(&c, kp, kn)?;
             let value = c.data_mut().headers(map).and_then(|h| {
                 h.iter()
@@ -229,7 +247,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: Ctx<'_>, map: i32, ret_p: i32, ret_n: i32| {
-            c.data_mut().count("proxy_get_header_map_pairs");
+            note(&mut c, "proxy_get_header_map_pairs");
             let pairs = c.data_mut().headers(map).map(|h| serialize_pairs(h));
             let bytes = pairs.unwrap_or_else(|| serialize_pairs(&[]));
             hand_over(&mut c, &bytes, ret_p, ret_n)
@@ -244,7 +262,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
             "env",
             name,
             move |mut c: Ctx<'_>, map: i32, kp: i32, kn: i32, vp: i32, vn: i32| {
-                c.data_mut().count(name);
+                note(&mut c, name);
                 let key = String::from_utf8_lossy(&read(&c, kp, kn)?).into_owned();
                 let value = read(&c, vp, vn)?;
                 if let Some(h) = c.data_mut().headers(map) {
@@ -261,7 +279,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: Ctx<'_>, map: i32, kp: i32, kn: i32| {
-            c.data_mut().count("proxy_remove_header_map_value");
+            note(&mut c, "proxy_remove_header_map_value");
             let key = String::from_utf8_lossy(&read(&c, kp, kn)?).into_owned();
             if let Some(h) = c.data_mut().headers(map) {
                 h.retain(|(k, _)| *k != key);
@@ -273,7 +291,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_property",
         |mut c: Ctx<'_>, pp: i32, pn: i32, ret_p: i32, ret_n: i32| {
-            c.data_mut().count("proxy_get_property");
+            note(&mut c, "proxy_get_property");
             if read(&c, pp, pn)?.as_slice() == b"response\0code" {
                 let code = c.data().response_code;
                 return hand_over(&mut c, &code.to_le_bytes(), ret_p, ret_n);
@@ -285,7 +303,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_get_shared_data",
         |mut c: Ctx<'_>, kp: i32, kn: i32, ret_p: i32, ret_n: i32, ret_cas: i32| {
-            c.data_mut().count("proxy_get_shared_data");
+            note(&mut c, "proxy_get_shared_data");
             let key = read(&c, kp, kn)?;
             let Some((value, cas)) = c.data().shared.get(&key).cloned() else {
                 return Ok::<i32, Error>(NOT_FOUND);
@@ -298,7 +316,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_set_shared_data",
         |mut c: Ctx<'_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32| {
-            c.data_mut().count("proxy_set_shared_data");
+            note(&mut c, "proxy_set_shared_data");
             let key = read(&c, kp, kn)?;
             let value = read(&c, vp, vn)?;
             let shared = &mut c.data_mut().shared;
@@ -314,7 +332,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
         "env",
         "proxy_define_metric",
         |mut c: Ctx<'_>, _kind: i32, np: i32, nn: i32, ret_id: i32| {
-            c.data_mut().count("proxy_define_metric");
+            note(&mut c, "proxy_define_metric");
             let name = read(&c, np, nn)?;
             let metrics = &mut c.data_mut().metrics;
             let id = metrics.iter().position(|m| *m == name).unwrap_or_else(|| {
@@ -327,7 +345,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
     )?;
     for name in ["proxy_increment_metric", "proxy_record_metric"] {
         l.func_wrap("env", name, move |mut c: Ctx<'_>, _id: i32, _v: i64| {
-            c.data_mut().count(name);
+            note(&mut c, name);
             OK
         })?;
     }
@@ -343,7 +361,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
          _hp: i32,
          _hn: i32,
          _g: i32| {
-            c.data_mut().count("proxy_send_local_response");
+            note(&mut c, "proxy_send_local_response");
             c.data_mut().local_replies += 1;
             OK
         },
@@ -362,7 +380,7 @@ pub fn linker(module: &Module) -> Result<Linker<Host>, Error> {
          _tn: i32,
          _timeout: i32,
          ret_token: i32| {
-            c.data_mut().count("proxy_http_call");
+            note(&mut c, "proxy_http_call");
             let headers = deserialize_pairs(&read(&c, hp, hn)?)
                 .ok_or_else(|| Error::new("malformed header map in proxy_http_call"))?;
             let path = headers

@@ -65,6 +65,10 @@ pub struct Cost {
     pub receipt_batches: u64,
     /// Bytes of receipt batches posted during the measured requests.
     pub receipt_bytes: u64,
+    /// Where the last request's fuel went, in order: the module's work before each host call,
+    /// its allocator's work for the host's copy of a value, and its work after the last call of
+    /// each callback (label, fuel).
+    pub last_request: Vec<(String, u64)>,
 }
 
 impl Cost {
@@ -189,6 +193,7 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
     let mut per_phase = [0u64; PHASES.len()];
     let mut tick_fuel = 0u64;
     let mut ticks = 0u64;
+    let mut last_request = Vec::new();
     let (mut receipt_batches, mut receipt_bytes) = (0u64, 0u64);
     let total = args.warmup + args.requests;
     for i in 0..total {
@@ -206,9 +211,28 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
                          run: &dyn Fn(&mut Store<Host>) -> anyhow::Result<()>|
          -> anyhow::Result<()> {
             let before = fuel(store)?;
+            let last = i + 1 == total;
+            if last {
+                store.data_mut().trace = Some(Vec::new());
+            }
             run(store)?;
+            let after = fuel(store)?;
             if measured {
-                per_phase[n] += before - fuel(store)?;
+                per_phase[n] += before - after;
+            }
+            if let Some(trace) = store.data_mut().trace.take() {
+                let mut at = before;
+                for (call, at_call, after_alloc) in trace {
+                    last_request.push((format!("{} → {call}", PHASES[n]), at - at_call));
+                    if after_alloc != at_call {
+                        last_request.push((
+                            format!("{}   allocation for {call}", PHASES[n]),
+                            at_call - after_alloc,
+                        ));
+                    }
+                    at = after_alloc;
+                }
+                last_request.push((format!("{} → return", PHASES[n]), at - after));
             }
             // 250 µs between callbacks: far under every class budget, so nothing sheds.
             store.data_mut().now_ns += 250_000;
@@ -260,5 +284,6 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
         local_replies: store.data().local_replies,
         receipt_batches,
         receipt_bytes,
+        last_request,
     })
 }

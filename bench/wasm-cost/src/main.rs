@@ -26,6 +26,9 @@ struct Args {
     /// Requests between two timer ticks (Envoy: `tick_ms` × request rate).
     #[arg(long, default_value_t = 1_000)]
     tick_every: u64,
+    /// Also print where the last request's fuel went, host call by host call.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +71,12 @@ fn main() -> anyhow::Result<()> {
                 "  local replies: {} (shed or refused requests)",
                 cost.local_replies
             );
+        }
+        if args.trace {
+            println!("  the last request, between host calls:");
+            for (what, fuel) in &cost.last_request {
+                println!("    {what:<60} {fuel:>8}");
+            }
         }
         results.push((path.clone(), cost));
     }

@@ -98,3 +98,32 @@ fn refused_configuration_is_an_error() {
     assert!(err.contains("refused the configuration"), "{err}");
     assert!(err.contains("routing.canary_basis_points"), "{err}");
 }
+
+/// The trace of the last request names its host calls in order, and its parts add up to about
+/// one request's mean fuel (requests of the bench configuration all take the same path).
+#[test]
+fn last_request_trace_follows_the_host_calls() {
+    let Some(wasm) = module() else { return };
+    let cost = measure(&wasm, &settings(BENCH_CONFIG)).unwrap();
+    let labels: Vec<&str> = cost.last_request.iter().map(|(l, _)| l.as_str()).collect();
+    let reads = labels
+        .iter()
+        .filter(|l| **l == "request_headers → proxy_get_header_map_value")
+        .count();
+    assert_eq!(reads, 2, "{labels:#?}");
+    let first_read = labels
+        .iter()
+        .position(|l| l.contains("proxy_get_header_map_value"));
+    let write = labels
+        .iter()
+        .position(|l| l.contains("proxy_replace_header_map_value"));
+    assert!(first_read < write, "{labels:#?}");
+    assert_eq!(labels.last(), Some(&"done+delete → return"), "{labels:#?}");
+    let total: u64 = cost.last_request.iter().map(|(_, f)| f).sum();
+    let ratio = total as f64 / cost.per_request;
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "trace {total} vs mean {}",
+        cost.per_request
+    );
+}
