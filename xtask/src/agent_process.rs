@@ -127,6 +127,31 @@ impl Agent {
         Ok(())
     }
 
+    /// Kill the agent with SIGKILL, as a crash would, and start `command` (the same binary)
+    /// again on the same configuration, store, keys and port. Returns when the new process
+    /// is spawned; wait for it with [`Agent::wait_ready`]. The log is appended to.
+    pub fn crash_and_restart(&mut self, mut command: Command) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("kill the agent")?;
+            child.wait().context("reap the agent")?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("agent.log"))?;
+        let child = command
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("restarting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port

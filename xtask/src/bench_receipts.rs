@@ -273,7 +273,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             })
             .collect::<Result<_, _>>()?,
     );
-    let agent = Agent::start(Launch {
+    let mut agent = Agent::start(Launch {
         binary,
         command: Command::new(binary),
         dir: std::env::temp_dir().join(format!("knhk-bench-receipts-{}", std::process::id())),
@@ -406,6 +406,18 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
 
     let store_mib = agent.store_bytes() as f64 / (1024.0 * 1024.0);
     let (rss_kib, peak_rss_kib) = agent.memory_kib()?;
+
+    // Crash and restart on the full store: how long until it serves again (it re-reads every
+    // leaf hash and checks the last checkpoint), and that every acknowledged receipt is there.
+    agent.crash_and_restart(Command::new(binary))?;
+    let restart_started = Instant::now();
+    agent.wait_ready(&http).await?;
+    let restart_s = restart_started.elapsed().as_secs_f64();
+    let size_after_restart = agent.log_size(&http).await?;
+    anyhow::ensure!(
+        size_after_restart >= final_size,
+        "after a crash the log holds {size_after_restart} receipts, {final_size} were acknowledged"
+    );
     Ok(json!({
         "date_utc_ns": started_ns,
         "machine": machine(),
@@ -436,6 +448,8 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         "final_log_size": sealed.tree_size,
         "store_mib": store_mib,
         "agent_rss_mib": rss_kib as f64 / 1024.0,
+        "restart_after_crash_s": restart_s,
+        "log_size_after_restart": size_after_restart,
         "agent_peak_rss_mib": peak_rss_kib as f64 / 1024.0,
         "last_checkpoint": {
             "tree_size": sealed.tree_size,
@@ -470,6 +484,7 @@ fn table(r: &Value) -> String {
          | acknowledged → covered by a checkpoint p50 / p99 | {ap50:.0} / {ap99:.0} ms |\n\
          | final log size | {size} leaves, {mib:.0} MiB (db + WAL) |\n\
          | agent resident memory at the end / peak | {rss:.0} / {peak:.0} MiB |\n\
+         | restart after SIGKILL on this store: until it serves / receipts kept | {restart:.2} s / {kept} of {size} |\n\
          | last checkpoint signature / proof bundles | verified ({key}) / {bundles} of 3 verified by `knhk-agent verify` |",
         secs = r["settings"]["seconds"],
         posters = r["settings"]["posters"],
@@ -491,6 +506,8 @@ fn table(r: &Value) -> String {
         rss = num(r, &["agent_rss_mib"]),
         peak = num(r, &["agent_peak_rss_mib"]),
         key = r["last_checkpoint"]["key"].as_str().unwrap_or("?"),
+        restart = num(r, &["restart_after_crash_s"]),
+        kept = r["log_size_after_restart"],
         bundles = r["proof_bundles_verified"],
     )
 }
