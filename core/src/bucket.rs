@@ -31,13 +31,18 @@ pub struct Buckets {
 
 /// Hash `key` under `salt` into its routing and priority buckets.
 pub fn buckets(salt: &[u8], key: &[u8]) -> Buckets {
-    let mut hasher = Sha256::new();
     // A salt longer than u32::MAX cannot come from validated config; saturate rather than panic.
     let salt_len = u32::try_from(salt.len()).unwrap_or(u32::MAX);
-    hasher.update(salt_len.to_be_bytes());
-    hasher.update(salt);
-    hasher.update(key);
-    let digest = hasher.finalize();
+    let digest = match one_block(salt_len, salt, key) {
+        Some(digest) => digest,
+        None => {
+            let mut hasher = Sha256::new();
+            hasher.update(salt_len.to_be_bytes());
+            hasher.update(salt);
+            hasher.update(key);
+            hasher.finalize().into()
+        }
+    };
     let mut key_digest = [0u8; 16];
     key_digest.copy_from_slice(&digest[0..16]);
     let mut first = [0u8; 8];
@@ -52,6 +57,42 @@ pub fn buckets(salt: &[u8], key: &[u8]) -> Buckets {
         key_digest,
         flag_seed: u64::from_be_bytes(third),
     }
+}
+
+/// SHA-256 initial state (FIPS 180-4, 5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// The digest of `len || salt || key` when the message fits one padded block (at most 55
+/// bytes, the common case for a salt and a user id): the block is built on the stack and
+/// compressed once, skipping the streaming hasher's buffering. `None` for longer messages.
+fn one_block(salt_len: u32, salt: &[u8], key: &[u8]) -> Option<[u8; 32]> {
+    let len = 4 + salt.len() + key.len();
+    if len > 55 {
+        return None;
+    }
+    let mut block = [0u8; 64];
+    block[..4].copy_from_slice(&salt_len.to_be_bytes());
+    block[4..4 + salt.len()].copy_from_slice(salt);
+    block[4 + salt.len()..len].copy_from_slice(key);
+    block[len] = 0x80;
+    // len ≤ 55, so the bit length fits easily.
+    block[56..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
+    let mut state = SHA256_IV;
+    sha2::compress256(&mut state, &[block.into()]);
+    let mut digest = [0u8; 32];
+    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&word.to_be_bytes());
+    }
+    Some(digest)
 }
 
 /// Map a uniform u64 onto `0..BUCKETS`. The modulo bias is 2^64 mod 10^4 / 2^64 < 1e-15.
@@ -93,6 +134,27 @@ mod tests {
     }
 
     /// The length prefix separates salt from key: moving a byte across the boundary changes the digest.
+    /// Every message length around the one-block limit (55 bytes) hashes as SHA-256 does.
+    #[test]
+    fn every_length_around_one_block_matches_sha256() {
+        for salt_len in [0usize, 1, 4, 16, 51, 52, 60] {
+            let salt = vec![b's'; salt_len];
+            for key_len in 0..=70 {
+                let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
+                let mut input = (salt_len as u32).to_be_bytes().to_vec();
+                input.extend_from_slice(&salt);
+                input.extend_from_slice(&key);
+                let digest = Sha256::digest(&input);
+                let b = buckets(&salt, &key);
+                assert_eq!(
+                    b.key_digest[..],
+                    digest[..16],
+                    "salt {salt_len} key {key_len}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn salt_key_boundary_is_unambiguous() {
         let mut same = 0;
@@ -189,6 +251,23 @@ mod tests {
         }
 
         /// Buckets are always in range and the function is deterministic.
+        #[test]
+        fn one_block_path_is_the_documented_digest(
+            salt in proptest::collection::vec(any::<u8>(), 0..80),
+            key in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            // Short messages take the single-block path, long ones the streaming hasher: both
+            // must be exactly SHA-256(len || salt || key), at every length around 55 bytes.
+            let mut input = (salt.len() as u32).to_be_bytes().to_vec();
+            input.extend_from_slice(&salt);
+            input.extend_from_slice(&key);
+            let digest = Sha256::digest(&input);
+            let b = buckets(&salt, &key);
+            prop_assert_eq!(&b.key_digest[..], &digest[..16]);
+            let third = u64::from_be_bytes(digest[16..24].try_into().unwrap());
+            prop_assert_eq!(b.flag_seed, third);
+        }
+
         #[test]
         fn buckets_in_range_and_deterministic(key in proptest::collection::vec(any::<u8>(), 0..256)) {
             let b = buckets(b"salt", &key);
