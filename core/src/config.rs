@@ -1,12 +1,15 @@
 //! Filter configuration: the JSON an operator writes, its named defaults, and validation into a [`Policy`](crate::policy::Policy).
 //!
-//! Parsing is strict (`deny_unknown_fields`) and every rejection names the field and the reason,
-//! because a typo in a rollout config must fail loudly at `on_configure`, not route traffic silently.
+//! Parsing is strict (unknown fields are refused) and every rejection names the field and the
+//! reason, because a typo in a rollout config must fail loudly at `on_configure`, not route
+//! traffic silently. The document is parsed once into JSON values and read section by section
+//! (`from_json`, over the helpers of `read`).
 
 use crate::class::Class;
-use serde::Deserialize;
 use std::fmt;
 
+pub(crate) mod from_json;
+pub(crate) mod read;
 mod staging;
 pub use staging::{AudienceConfig, BucketRange, CookieMatch, FlagConfig, FlagsConfig};
 
@@ -38,64 +41,49 @@ impl ConfigError {
 }
 
 /// The whole plugin configuration as written by an operator.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct FilterConfig {
     /// Canary routing.
-    #[serde(default)]
     pub routing: RoutingConfig,
     /// Per-class admission control.
-    #[serde(default)]
     pub admission: AdmissionConfig,
     /// What to do when the filter cannot decide (no valid policy, host failure).
-    #[serde(default)]
     pub fail_mode: FailMode,
     /// Add `x-knhk-decision` to responses (route, buckets, class, admission, config version).
-    #[serde(default)]
     pub debug_headers: bool,
     /// Period of the filter's timer (flush counters to stats, sync admission state), milliseconds.
-    #[serde(default = "defaults::tick_ms")]
     pub tick_ms: u32,
     /// Operator-visible version label of this config, reported in stats and debug headers.
     /// A config pushed by the agent carries its epoch here instead.
-    #[serde(default)]
     pub version: u64,
     /// Connection to the knhk agent (signed config push, receipts). Static plugin
     /// configuration only: a pushed config cannot change it.
-    #[serde(default)]
     pub control: Option<ControlConfig>,
     /// Feature flags derived from the routing key and sent upstream in a header; absent: none,
     /// and the filter leaves any incoming flags header alone.
-    #[serde(default)]
     pub flags: Option<FlagsConfig>,
 }
 
 /// Where the agent is and which keys may sign configs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
     /// Envoy cluster name of the agent.
     pub cluster: String,
     /// `:authority` of calls to the agent.
-    #[serde(default = "defaults::agent_authority")]
     pub authority: String,
     /// Path of the long-poll config endpoint; the filter appends `?after=<epoch>`.
-    #[serde(default = "defaults::config_path")]
     pub config_path: String,
     /// How long the agent may hold a long-poll, milliseconds; the call's timeout is this plus 5 s.
-    #[serde(default = "defaults::poll_timeout_ms")]
     pub poll_timeout_ms: u32,
     /// Public keys whose signatures on pushed configs are trusted (until a pushed config
     /// announces the next set).
     pub trusted_keys: Vec<crate::checkpoint::PublicKeyVersion>,
     /// Decision receipts sent to the agent.
-    #[serde(default)]
     pub receipts: ReceiptsConfig,
 }
 
 /// What the filter does when its receipt buffer is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReceiptOverflow {
     /// Drop the new receipt and count it (`knhk.receipts.dropped`); traffic is unaffected.
     #[default]
@@ -105,26 +93,19 @@ pub enum ReceiptOverflow {
 }
 
 /// Receipt batching and flushing.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptsConfig {
     /// Send receipts at all.
-    #[serde(default = "defaults::yes")]
     pub enabled: bool,
     /// Path of the agent's receipt endpoint.
-    #[serde(default = "defaults::receipts_path")]
     pub path: String,
     /// Flush at least this often, milliseconds (10..=250).
-    #[serde(default = "defaults::flush_interval_ms")]
     pub flush_interval_ms: u32,
     /// Flush as soon as this many receipts are buffered.
-    #[serde(default = "defaults::max_batch")]
     pub max_batch: u32,
     /// Receipts a worker may hold unsent (buffer plus in flight).
-    #[serde(default = "defaults::max_buffer")]
     pub max_buffer: u32,
     /// Behaviour when the buffer is full.
-    #[serde(default)]
     pub overflow: ReceiptOverflow,
 }
 
@@ -142,8 +123,7 @@ impl Default for ReceiptsConfig {
 }
 
 /// Behaviour when the filter cannot make a decision.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailMode {
     /// Let the request through untouched (Envoy's default route: stable).
     #[default]
@@ -153,8 +133,7 @@ pub enum FailMode {
 }
 
 /// Where the routing key comes from; exactly one field is set per entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A request header (name matched case-insensitively).
     Header(String),
@@ -165,36 +144,26 @@ pub enum KeySource {
 }
 
 /// Canary routing settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RoutingConfig {
     /// Per-rollout salt; change it to reshuffle which keys are canary.
-    #[serde(default = "defaults::salt")]
     pub salt: String,
     /// Canary share in basis points, 0..=10000 (0.01 % resolution).
-    #[serde(default)]
     pub canary_basis_points: u16,
     /// Ordered key sources; the first present, non-empty one wins.
-    #[serde(default)]
     pub key_sources: Vec<KeySource>,
     /// Fall back to `x-request-id` when no source yields a key (per-request, so not sticky).
-    #[serde(default = "defaults::yes")]
     pub fallback_to_request_id: bool,
     /// Header the filter writes with `stable` or `canary` for Envoy's routes to match.
-    #[serde(default = "defaults::route_header")]
     pub route_header: String,
     /// Values written in the route header (default `stable` / `canary`); a rollout sets them to
     /// version names so that promoting the candidate to stable is a config change.
-    #[serde(default)]
     pub route_values: RouteValues,
     /// Optional override header (`always` / `never`).
-    #[serde(default)]
     pub force_header: ForceHeader,
     /// Requests the filter leaves untouched.
-    #[serde(default)]
     pub exclude: Exclusions,
     /// Requests sent to canary whatever the weight (the `staging` gate's audience).
-    #[serde(default)]
     pub audience: Option<AudienceConfig>,
 }
 
@@ -215,14 +184,11 @@ impl Default for RoutingConfig {
 }
 
 /// What the filter writes in the route header for each route.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteValues {
     /// Value for stable traffic.
-    #[serde(default = "defaults::stable_value")]
     pub stable: String,
     /// Value for canary traffic (may equal `stable` once a candidate is promoted).
-    #[serde(default = "defaults::canary_value")]
     pub canary: String,
 }
 
@@ -236,14 +202,11 @@ impl Default for RouteValues {
 }
 
 /// The force override: `always` sends to canary, `never` to stable. Off unless enabled.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ForceHeader {
     /// Whether the header is honoured at all.
-    #[serde(default)]
     pub enabled: bool,
     /// Header name.
-    #[serde(default = "defaults::force_header")]
     pub name: String,
 }
 
@@ -257,20 +220,16 @@ impl Default for ForceHeader {
 }
 
 /// Requests excluded from routing and admission.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct Exclusions {
     /// `:path` prefixes (each starts with `/`).
-    #[serde(default)]
     pub path_prefixes: Vec<String>,
     /// Exact `:authority` values (port included if the client sends it), case-insensitive.
-    #[serde(default)]
     pub hosts: Vec<String>,
 }
 
 /// Shedding strategy of one class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Strategy {
     /// Over budget: reject the shed share of keys with `shed_status`.
     #[default]
@@ -280,23 +239,17 @@ pub enum Strategy {
 }
 
 /// Budget and window of one class.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ClassConfig {
     /// p99 budget in nanoseconds (the older sidecar's unit for R1). Exclusive with `p99_max_ms`.
-    #[serde(default)]
     pub p99_max_ns: Option<u64>,
     /// p99 budget in milliseconds (the older sidecar's unit for W1/C1). Exclusive with `p99_max_ns`.
-    #[serde(default)]
     pub p99_max_ms: Option<u64>,
     /// Sliding window over which p99 is observed, milliseconds.
-    #[serde(default = "defaults::window_ms")]
     pub window_ms: u32,
     /// Samples the window must hold before the class may shed.
-    #[serde(default = "defaults::min_samples")]
     pub min_samples: u32,
     /// What to do when over budget.
-    #[serde(default)]
     pub strategy: Strategy,
 }
 
@@ -313,17 +266,13 @@ impl ClassConfig {
 }
 
 /// The three classes' settings, keyed by class name.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ClassesConfig {
     /// Hot class (default budget 100 ms).
-    #[serde(rename = "R1", default = "defaults::r1")]
     pub r1: ClassConfig,
     /// Warm class (default budget 500 ms).
-    #[serde(rename = "W1", default = "defaults::w1")]
     pub w1: ClassConfig,
     /// Cold class (default budget 5 s).
-    #[serde(rename = "C1", default = "defaults::c1")]
     pub c1: ClassConfig,
 }
 
@@ -338,72 +287,53 @@ impl Default for ClassesConfig {
 }
 
 /// A header condition of a class rule.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
     pub name: String,
     /// Exact value; absent means "header present".
-    #[serde(default)]
     pub value: Option<String>,
 }
 
 /// One classification rule: the first matching rule assigns its class.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ClassRule {
     /// Class assigned on match.
     pub class: Class,
     /// Match on a `:path` prefix.
-    #[serde(default)]
     pub path_prefix: Option<String>,
     /// Match on a header.
-    #[serde(default)]
     pub header: Option<HeaderMatch>,
 }
 
 /// Admission control settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct AdmissionConfig {
     /// Turn admission control on or off.
-    #[serde(default = "defaults::yes")]
     pub enabled: bool,
     /// Decide and count, never enforce.
-    #[serde(default)]
     pub shadow: bool,
     /// Header carrying the class: read when trusted, rewritten on demotion.
-    #[serde(default = "defaults::class_header")]
     pub class_header: String,
     /// Accept an explicit class from the client/mesh in `class_header`.
-    #[serde(default = "defaults::yes")]
     pub trust_class_header: bool,
     /// Class of requests no rule matches.
-    #[serde(default = "defaults::default_class")]
     pub default_class: Class,
     /// Ordered classification rules.
-    #[serde(default)]
     pub rules: Vec<ClassRule>,
     /// Per-class budgets.
-    #[serde(default)]
     pub classes: ClassesConfig,
     /// Status of a shed response (4xx or 5xx).
-    #[serde(default = "defaults::shed_status")]
     pub shed_status: u16,
     /// `retry-after` seconds on a shed response.
-    #[serde(default = "defaults::retry_after_s")]
     pub retry_after_s: u32,
     /// Ceiling of the shed share of a class's keys, (0, 1].
-    #[serde(default = "defaults::max_shed_fraction")]
     pub max_shed_fraction: f64,
     /// Change of the shed share per evaluation, (0, max_shed_fraction].
-    #[serde(default = "defaults::shed_step_fraction")]
     pub shed_step_fraction: f64,
     /// Shed share falls only once p99 is below `recover_ratio` × budget (hysteresis), (0, 1).
-    #[serde(default = "defaults::recover_ratio")]
     pub recover_ratio: f64,
     /// How often the shed level is re-evaluated, milliseconds.
-    #[serde(default = "defaults::evaluation_interval_ms")]
     pub evaluation_interval_ms: u32,
 }
 
@@ -427,7 +357,7 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// Named defaults, one function per field so serde and docs agree.
+/// Named defaults, one function per field so the reader and docs agree.
 pub mod defaults {
     use super::{Class, ClassConfig};
 

@@ -14,13 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::signature::b64;
 use crate::checkpoint::{verify_signature, CheckpointError, PublicKeyVersion, SignatureRecord};
+use crate::config::from_json::{base64, read_alg, read_public_key};
+use crate::config::read::At;
 use crate::config::ConfigError;
 use crate::policy::Policy;
+use serde_json::Value;
 
 /// DSSE payload type of a knhk config.
 pub const PAYLOAD_TYPE: &str = "application/vnd.knhk.config+json";
 /// Largest envelope accepted, bytes (the policy itself is capped at 64 KiB).
 pub const MAX_ENVELOPE_BYTES: usize = 192 * 1024;
+/// Largest payload accepted, bytes: a policy at its limit ([`crate::config::MAX_CONFIG_BYTES`])
+/// plus the epoch, timestamp and up to [`MAX_TRUSTED_KEYS`] next keys.
+pub const MAX_PAYLOAD_BYTES: usize = crate::config::MAX_CONFIG_BYTES + 16 * 1024;
 /// Most signatures one envelope may carry.
 pub const MAX_SIGNATURES: usize = 8;
 /// Most keys a trusted key set may hold.
@@ -48,9 +54,9 @@ pub struct ConfigPayload {
     pub epoch: u64,
     /// When the agent issued it, ns since the Unix epoch (informational).
     pub issued_at_ns: u64,
-    /// The policy: a filter configuration without `control` (that stays static), kept as raw
-    /// JSON so it is validated by the same parser as a static configuration.
-    pub policy: Box<serde_json::value::RawValue>,
+    /// The policy: a filter configuration without `control` (that stays static), validated by
+    /// the same reader as a static configuration.
+    pub policy: serde_json::Value,
     /// When set, the key set that verifies the *next* epochs (rotation handover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_keys: Option<Vec<PublicKeyVersion>>,
@@ -144,11 +150,10 @@ pub fn open(
             reason: "must be a JSON object".into(),
         });
     }
-    let envelope: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed {
-            what: "envelope",
-            reason: e.to_string(),
-        })?;
+    let envelope = read_envelope(bytes).map_err(|e| EnvelopeError::Malformed {
+        what: "envelope",
+        reason: e,
+    })?;
     if envelope.payload_type != PAYLOAD_TYPE {
         return Err(EnvelopeError::Malformed {
             what: "envelope",
@@ -189,11 +194,10 @@ pub fn open(
             reason: "must be a JSON object".into(),
         });
     }
-    let payload: ConfigPayload =
-        serde_json::from_slice(&envelope.payload).map_err(|e| EnvelopeError::Malformed {
-            what: "payload",
-            reason: e.to_string(),
-        })?;
+    let payload = read_payload(&envelope.payload).map_err(|e| EnvelopeError::Malformed {
+        what: "payload",
+        reason: e,
+    })?;
     if payload.epoch <= current_epoch {
         return Err(EnvelopeError::Stale {
             epoch: payload.epoch,
@@ -204,7 +208,7 @@ pub fn open(
         epoch: payload.epoch,
         error,
     };
-    let mut policy = Policy::from_json(payload.policy.get().as_bytes()).map_err(invalid)?;
+    let mut policy = Policy::from_value(&payload.policy).map_err(invalid)?;
     if policy.control.is_some() {
         return Err(invalid(ConfigError::new(
             "control",
@@ -223,6 +227,84 @@ pub fn open(
         next_keys: payload.next_keys,
         signed_by,
     })
+}
+
+/// Read an envelope from JSON. By hand, as the configuration is (`config::read`): the derived
+/// deserializers of these types stay for the agent, which writes them, and out of the filter.
+fn read_envelope(bytes: &[u8]) -> Result<Envelope, String> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let at = At::root(&doc);
+    let o = at
+        .object("struct Envelope", &["payloadType", "payload", "signatures"])
+        .map_err(located)?;
+    let read = || -> Result<Envelope, ConfigError> {
+        Ok(Envelope {
+            payload_type: o.required("payloadType")?.string()?,
+            payload: base64(&o.required("payload")?)?,
+            signatures: o.required("signatures")?.list(read_signature)?,
+        })
+    };
+    read().map_err(located)
+}
+
+/// The parts of a payload the filter uses.
+struct Payload {
+    epoch: u64,
+    policy: Value,
+    next_keys: Option<Vec<PublicKeyVersion>>,
+}
+
+/// Read a payload from JSON (see [`ConfigPayload`]; `issued_at_ns` is checked, not kept).
+fn read_payload(bytes: &[u8]) -> Result<Payload, String> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    let mut doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let read = |doc: &Value| -> Result<(u64, Option<Vec<PublicKeyVersion>>), ConfigError> {
+        let o = At::root(doc).object(
+            "struct ConfigPayload",
+            &["epoch", "issued_at_ns", "policy", "next_keys"],
+        )?;
+        o.required("issued_at_ns")?.u64()?;
+        o.required("policy")?;
+        Ok((
+            o.required("epoch")?.u64()?,
+            o.opt("next_keys", |at| at.list(read_public_key))?,
+        ))
+    };
+    let (epoch, next_keys) = read(&doc).map_err(located)?;
+    let policy = doc
+        .get_mut("policy")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
+    Ok(Payload {
+        epoch,
+        policy,
+        next_keys,
+    })
+}
+
+/// One signature of an envelope.
+fn read_signature(at: &At<'_>) -> Result<SignatureRecord, ConfigError> {
+    let o = at.object(
+        "struct SignatureRecord",
+        &["provider", "key_id", "key_version", "alg", "sig"],
+    )?;
+    Ok(SignatureRecord {
+        provider: o.required("provider")?.string()?,
+        key_id: o.required("key_id")?.string()?,
+        key_version: o.required("key_version")?.u32()?,
+        alg: read_alg(&o.required("alg")?)?,
+        sig: base64(&o.required("sig")?)?,
+    })
+}
+
+/// A reader's error as one line: `field `signatures[0].sig`: invalid base64: …`.
+fn located(e: ConfigError) -> String {
+    format!("field `{}`: {}", e.field, e.reason)
 }
 
 #[cfg(test)]

@@ -352,13 +352,10 @@ impl PolicyService {
         let old_key = previous
             .as_ref()
             .and_then(|p| self.handover_from(&p.signed_by, &new_key, &keys));
-        let raw_policy = serde_json::to_string(&policy)
-            .and_then(serde_json::value::RawValue::from_string)
-            .map_err(|e| PolicyError::Corrupt(format!("policy does not serialize: {e}")))?;
         let payload = ConfigPayload {
             epoch: number,
             issued_at_ns: now_ns(),
-            policy: raw_policy,
+            policy: policy.clone(),
             next_keys: old_key.as_ref().map(|_| vec![new_key.clone()]),
         };
         let payload_bytes = serde_json::to_vec(&payload)

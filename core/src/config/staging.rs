@@ -1,39 +1,30 @@
 //! The promotion-gate sections of the configuration: the staging audience (`routing.audience`)
 //! and feature flags (`flags`).
 
-use super::defaults;
 use super::HeaderMatch;
-use serde::Deserialize;
 
 /// The staging audience: a request matching any entry goes to canary.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct AudienceConfig {
     /// Header conditions (name case-insensitive; no value: header present).
-    #[serde(default)]
     pub headers: Vec<HeaderMatch>,
     /// Cookie conditions (name case-sensitive; no value: cookie present).
-    #[serde(default)]
     pub cookies: Vec<CookieMatch>,
     /// Routing-bucket ranges; they need a routing key.
-    #[serde(default)]
     pub bucket_ranges: Vec<BucketRange>,
 }
 
 /// A cookie condition of the audience.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct CookieMatch {
     /// Cookie name (case-sensitive).
     pub name: String,
     /// Exact value (after the quotes are stripped); absent means "cookie present".
-    #[serde(default)]
     pub value: Option<String>,
 }
 
 /// A half-open range `[from, to)` of routing buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketRange {
     /// First bucket in the range.
     pub from: u16,
@@ -49,20 +40,16 @@ impl BucketRange {
 }
 
 /// Feature flags: each is on for the keys whose flag bucket is below its basis points.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct FlagsConfig {
     /// Request header the filter writes with the on-flags' names (any incoming one is removed).
-    #[serde(default = "defaults::flags_header")]
     pub header: String,
     /// The flags, in the order their names appear in the header.
-    #[serde(default)]
     pub items: Vec<FlagConfig>,
 }
 
 /// One feature flag.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct FlagConfig {
     /// Flag name: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes, unique.
     pub name: String,

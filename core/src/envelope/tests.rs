@@ -24,7 +24,7 @@ fn payload(epoch: u64, policy: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&ConfigPayload {
         epoch,
         issued_at_ns: 1,
-        policy: serde_json::value::to_raw_value(&policy).unwrap(),
+        policy,
         next_keys: None,
     })
     .unwrap()
@@ -269,4 +269,114 @@ mod fuzz {
             }
         }
     }
+}
+
+/// The reason of a `Malformed` refusal.
+fn malformed_reason(result: Result<Accepted, EnvelopeError>, want_what: &str) -> String {
+    match result {
+        Err(EnvelopeError::Malformed { what, reason }) if what == want_what => reason,
+        other => panic!("expected a malformed {want_what}, got {other:?}"),
+    }
+}
+
+/// Envelope and payload refusals name the field and say what is wrong with it.
+#[test]
+fn malformed_fields_are_named() {
+    let trusted = [public(1, 1)];
+    let reason = malformed_reason(open(br#"{"payloadType":1}"#, &trusted, 0), "envelope");
+    assert!(
+        reason.starts_with("field `payloadType`: invalid type: integer `1`"),
+        "{reason}"
+    );
+    let reason = malformed_reason(
+        open(
+            br#"{"payloadType":"t","payload":"cA==","signatures":[],"x":1}"#,
+            &trusted,
+            0,
+        ),
+        "envelope",
+    );
+    assert!(
+        reason.starts_with("field `x`: unknown field `x`"),
+        "{reason}"
+    );
+    let reason = malformed_reason(
+        open(
+            br#"{"payloadType":"t","payload":"!!","signatures":[]}"#,
+            &trusted,
+            0,
+        ),
+        "envelope",
+    );
+    assert!(
+        reason.starts_with("field `payload`: invalid base64"),
+        "{reason}"
+    );
+    let reason = malformed_reason(
+        open(
+            br#"{"payloadType":"t","payload":"cA==","signatures":[{"provider":"p","key_id":"k","key_version":1,"alg":"rsa","sig":"cA=="}]}"#,
+            &trusted,
+            0,
+        ),
+        "envelope",
+    );
+    assert!(
+        reason.starts_with("field `signatures[0].alg`: unknown variant `rsa`"),
+        "{reason}"
+    );
+    // Signed payloads: a missing epoch, a wrong type and an unknown field, each by name.
+    let cases: [(&[u8], &str); 4] = [
+        (
+            br#"{"issued_at_ns":1,"policy":{}}"#,
+            "field `<document>`: missing field `epoch`",
+        ),
+        (
+            br#"{"epoch":"1","issued_at_ns":1,"policy":{}}"#,
+            "field `epoch`: invalid type: string",
+        ),
+        (
+            br#"{"epoch":1,"issued_at_ns":1,"policy":{},"extra":0}"#,
+            "field `extra`: unknown field",
+        ),
+        (
+            br#"{"epoch":1,"issued_at_ns":1,"policy":{},"next_keys":[{"provider":"p"}]}"#,
+            "field `next_keys[0]`: missing field",
+        ),
+    ];
+    for (body, want) in cases {
+        let reason = malformed_reason(open(&seal(body.to_vec(), 1, 1), &trusted, 0), "payload");
+        assert!(reason.starts_with(want), "{reason}\n  want: {want}");
+    }
+}
+
+/// A `null` next key set is no rotation; a policy of the wrong type is an invalid policy.
+#[test]
+fn null_next_keys_and_non_object_policy() {
+    let trusted = [public(1, 1)];
+    let body = br#"{"epoch":3,"issued_at_ns":1,"policy":{},"next_keys":null}"#;
+    let accepted = open(&seal(body.to_vec(), 1, 1), &trusted, 0).unwrap();
+    assert_eq!((accepted.epoch, accepted.next_keys), (3, None));
+    let body = br#"{"epoch":3,"issued_at_ns":1,"policy":[1]}"#;
+    match open(&seal(body.to_vec(), 1, 1), &trusted, 0) {
+        Err(EnvelopeError::InvalidPolicy { epoch: 3, error }) => {
+            assert_eq!(error.field, "<document>");
+            assert!(error.reason.contains("invalid type: sequence"), "{error}");
+        }
+        other => panic!("expected an invalid policy, got {other:?}"),
+    }
+}
+
+/// A signed payload larger than a policy at its limit plus room for keys is refused unparsed.
+#[test]
+fn oversized_payload_is_refused() {
+    let salt = "s".repeat(MAX_PAYLOAD_BYTES);
+    let body =
+        format!(r#"{{"epoch":1,"issued_at_ns":1,"policy":{{"routing":{{"salt":"{salt}"}}}}}}"#);
+    // Under the envelope limit once base64-encoded, so the payload limit is what refuses it.
+    assert!(body.len() * 4 / 3 + 1024 < MAX_ENVELOPE_BYTES);
+    let reason = malformed_reason(
+        open(&seal(body.into_bytes(), 1, 1), &[public(1, 1)], 0),
+        "payload",
+    );
+    assert!(reason.contains("exceeds the"), "{reason}");
 }

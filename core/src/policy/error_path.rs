@@ -1,10 +1,9 @@
-//! The field path of a JSON parse error, recovered from the error's position in the document.
+//! The field path of a JSON syntax error, recovered from the error's position in the document.
 //!
-//! `serde_json` reports where in the text a parse or type error happened (line and column) but
-//! not which field it belongs to. Wrapping the deserializer to track the path (as
-//! `serde_path_to_error` does) instantiates every config visitor a second time, about a quarter
-//! of the wasm module. Instead, on the rare error path, this module re-reads the document up to
-//! the error's position with a small JSON scanner and reports the keys and indices open there:
+//! `serde_json` reports where in the text a syntax error happened (line and column) but not
+//! which field it belongs to (type and value errors name their path from the reader, see
+//! `config::read`). On this rare error path, this module re-reads the document up to the
+//! error's position with a small JSON scanner and reports the keys and indices open there:
 //! `admission.classes.R1.p99_max_ms`, `routing.key_sources[1]`.
 
 /// One open container while scanning.

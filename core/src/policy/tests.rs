@@ -139,6 +139,36 @@ fn type_and_unknown_field_rejections_name_the_path() {
         "routing.key_sources[0]",
         "unknown variant",
     );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{}]}}"#,
+        "routing.key_sources[0]",
+        "exactly one of `header`, `cookie`, `query`",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"header":"a","cookie":"b"}]}}"#,
+        "routing.key_sources[0]",
+        "exactly one of",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":[{"header":5}]}}"#,
+        "routing.key_sources[0].header",
+        "invalid type: integer `5`, expected a string",
+    );
+    assert_rejects(
+        r#"{"routing":{"key_sources":{"header":"a"}}}"#,
+        "routing.key_sources",
+        "invalid type: map, expected a sequence",
+    );
+    assert_rejects(
+        r#"{"admission":{"max_shed_fraction":"half"}}"#,
+        "admission.max_shed_fraction",
+        "invalid type: string \"half\", expected f64",
+    );
+    assert_rejects(
+        r#"{"control":null,"debug_headers":null}"#,
+        "debug_headers",
+        "invalid type: null, expected a boolean",
+    );
 }
 
 /// Each invalid routing setting is refused with its field and reason.

@@ -32,7 +32,7 @@ fn body_error(len: usize) -> ReceiptError {
 
 fn is_object(body: &str) -> bool {
     matches!(
-        serde_json::from_str::<serde_json::Value>(body),
+        serde_json::from_slice::<serde_json::Value>(body.as_bytes()),
         Ok(serde_json::Value::Object(_))
     )
 }
