@@ -185,7 +185,7 @@ impl Policy {
                     format!("trailing characters after the object: {reason}"),
                 );
             }
-            let field = error_path::path_at(doc, e.line(), e.column(), false);
+            let field = error_path::path_at(doc, e.line(), e.column());
             ConfigError::new(field.as_deref().unwrap_or("<document>"), reason)
         })?;
         Policy::from_value(&value)

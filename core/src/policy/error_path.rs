@@ -48,11 +48,9 @@ fn read_string(doc: &[u8], open: usize) -> (usize, String) {
     )
 }
 
-/// The dotted path (`a.b[2].c`) of the field being read at byte `offset` of `doc`, or `None`
-/// at the top level. When `variant_error` is true and the innermost object's key has been read
-/// but not its value, that key is an enum variant name (externally tagged enums are objects of
-/// one key), not a field, and is left out: the path names the enum.
-pub fn path_at(doc: &[u8], line: usize, column: usize, variant_error: bool) -> Option<String> {
+/// The dotted path (`a.b[2].c`) of the field being read at `line` and `column` of `doc`, or
+/// `None` at the top level.
+pub fn path_at(doc: &[u8], line: usize, column: usize) -> Option<String> {
     let offset = offset_of(doc, line, column);
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
@@ -95,15 +93,6 @@ pub fn path_at(doc: &[u8], line: usize, column: usize, variant_error: bool) -> O
         }
         i += 1;
     }
-    if variant_error {
-        if let Some(Frame::Object {
-            key: key @ Some(_),
-            in_value: false,
-        }) = stack.last_mut()
-        {
-            *key = None;
-        }
-    }
     let mut path = String::new();
     for frame in &stack {
         match frame {
@@ -143,7 +132,7 @@ mod tests {
         let doc = "{\"admission\": {\n  \"classes\": {\"R1\": {\"p99_max_ms\": \"x\"}}}}";
         let (l, c) = pos(doc, "\"x\"", 3);
         assert_eq!(
-            path_at(doc.as_bytes(), l, c, false).as_deref(),
+            path_at(doc.as_bytes(), l, c).as_deref(),
             Some("admission.classes.R1.p99_max_ms")
         );
     }
@@ -154,27 +143,19 @@ mod tests {
         let doc = r#"{"routing":{"salt":"a","key_sources":[{"header":"a"},{"query":7}]}}"#;
         let (l, c) = pos(doc, "7", 1);
         assert_eq!(
-            path_at(doc.as_bytes(), l, c, false).as_deref(),
+            path_at(doc.as_bytes(), l, c).as_deref(),
             Some("routing.key_sources[1].query")
-        );
-        assert_eq!(
-            path_at(doc.as_bytes(), l, c - 2, true).as_deref(),
-            Some("routing.key_sources[1]")
         );
     }
 
-    /// A key read without its value names the key, unless it is an enum variant name.
+    /// A key read without its value names the key.
     #[test]
-    fn unknown_key_and_variant_key() {
+    fn key_without_value_is_named() {
         let doc = r#"{"routing":{"weight":1}}"#;
         let (l, c) = pos(doc, "\"weight\"", 8);
         assert_eq!(
-            path_at(doc.as_bytes(), l, c, false).as_deref(),
+            path_at(doc.as_bytes(), l, c).as_deref(),
             Some("routing.weight")
-        );
-        assert_eq!(
-            path_at(doc.as_bytes(), l, c, true).as_deref(),
-            Some("routing")
         );
     }
 
@@ -183,19 +164,19 @@ mod tests {
     fn strings_hide_structure() {
         let doc = r#"{"a":"x,}\"]{","b":{"c":true}}"#;
         let (l, c) = pos(doc, "true", 4);
-        assert_eq!(path_at(doc.as_bytes(), l, c, false).as_deref(), Some("b.c"));
+        assert_eq!(path_at(doc.as_bytes(), l, c).as_deref(), Some("b.c"));
     }
 
     /// Top-level positions, positions past the end and unterminated input give no path or the
     /// path open at the end, never a panic.
     #[test]
     fn top_level_and_truncated_input() {
-        assert_eq!(path_at(b"{not json", 1, 2, false), None);
-        assert_eq!(path_at(b"", 1, 0, false), None);
+        assert_eq!(path_at(b"{not json", 1, 2), None);
+        assert_eq!(path_at(b"", 1, 0), None);
         assert_eq!(
-            path_at(b"{\"a\":{\"b\":\"unterminated", 9, 99, false).as_deref(),
+            path_at(b"{\"a\":{\"b\":\"unterminated", 9, 99).as_deref(),
             Some("a.b")
         );
-        assert_eq!(path_at(b"{\"a\":\"\\", 1, 99, false).as_deref(), Some("a"));
+        assert_eq!(path_at(b"{\"a\":\"\\", 1, 99).as_deref(), Some("a"));
     }
 }
