@@ -232,7 +232,7 @@ pub fn open(
 /// Read an envelope from JSON. By hand, as the configuration is (`config::read`): the derived
 /// deserializers of these types stay for the agent, which writes them, and out of the filter.
 fn read_envelope(bytes: &[u8]) -> Result<Envelope, String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let doc = crate::json::parse(bytes).map_err(|e| e.to_string())?;
     let at = At::root(&doc);
     let o = at
         .object("struct Envelope", &["payloadType", "payload", "signatures"])
@@ -262,7 +262,7 @@ fn read_payload(bytes: &[u8]) -> Result<Payload, String> {
             bytes.len()
         ));
     }
-    let mut doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut doc = crate::json::parse(bytes).map_err(|e| e.to_string())?;
     let read = |doc: &Value| -> Result<(u64, Option<Vec<PublicKeyVersion>>), ConfigError> {
         let o = At::root(doc).object(
             "struct ConfigPayload",

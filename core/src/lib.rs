@@ -15,6 +15,7 @@ pub mod decision;
 pub mod envelope;
 pub mod flags;
 pub mod host;
+pub mod json;
 pub mod merkle;
 pub mod policy;
 pub mod receipt;

@@ -177,7 +177,7 @@ impl Policy {
         if doc.first() != Some(&b'{') {
             return Err(ConfigError::new("<document>", "must be a JSON object"));
         }
-        let value: serde_json::Value = serde_json::from_slice(doc).map_err(|e| {
+        let value = crate::json::parse(doc).map_err(|e| {
             let reason = e.to_string();
             if reason.starts_with("trailing characters") {
                 return ConfigError::new(

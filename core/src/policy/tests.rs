@@ -94,6 +94,17 @@ fn document_level_rejections() {
     );
     assert_rejects(&huge, "<document>", "exceeds the 65536-byte limit");
     assert_rejects(r#"{"bogus":1}"#, "bogus", "unknown field `bogus`");
+    // Duplicate keys are ambiguous (which one applies?): refused, at any depth.
+    assert_rejects(
+        r#"{"version":1,"version":2}"#,
+        "version",
+        "duplicate field `version`",
+    );
+    assert_rejects(
+        r#"{"routing":{"canary_basis_points":0,"canary_basis_points":10000}}"#,
+        "routing.canary_basis_points",
+        "duplicate field `canary_basis_points`",
+    );
 }
 
 /// Type errors and unknown fields name the full field path.
