@@ -458,6 +458,32 @@ mod fuzz {
             }
         }
 
+        /// Any value of a full valid document replaced by a value of another kind is either
+        /// accepted or refused with a path that leads to it, never a panic.
+        #[test]
+        fn wrong_kinds_are_refused_at_their_path(pick in any::<prop::sample::Index>(), kind in 0usize..6) {
+            let mut doc: serde_json::Value = serde_json::from_str(FULL).unwrap();
+            let mut leaves = Vec::new();
+            paths(&doc, String::new(), &mut leaves);
+            let path = pick.get(&leaves).clone();
+            let replacement = [
+                serde_json::json!(null),
+                serde_json::json!(true),
+                serde_json::json!(-7),
+                serde_json::json!(1.5),
+                serde_json::json!("x"),
+                serde_json::json!([{}]),
+            ][kind].clone();
+            *pointer(&mut doc, &path) = replacement;
+            if let Err(e) = Policy::from_value(&doc) {
+                let dotted = path.trim_start_matches('.');
+                prop_assert!(
+                    dotted.starts_with(e.field.as_str()) || e.field == "<document>" || e.field.starts_with(dotted),
+                    "replaced {dotted}, refused {}", e
+                );
+            }
+        }
+
         /// Mutated valid documents never panic either.
         #[test]
         fn mutated_documents_never_panic(pos in 0usize..400, byte in any::<u8>()) {
@@ -467,6 +493,57 @@ mod fuzz {
             let _ = Policy::from_json(&doc);
         }
     }
+}
+
+/// A document that sets every section, for the structural fuzz.
+const FULL: &str = r#"{"version":2,"tick_ms":100,"debug_headers":true,"fail_mode":"closed",
+"routing":{"salt":"s","canary_basis_points":500,"key_sources":[{"header":"x-user"},{"cookie":"uid"}],
+ "fallback_to_request_id":true,"route_header":"x-route","route_values":{"stable":"v1","canary":"v2"},
+ "force_header":{"enabled":true,"name":"x-force"},"exclude":{"path_prefixes":["/health"],"hosts":["a.example"]},
+ "audience":{"headers":[{"name":"x-beta","value":"1"}],"cookies":[{"name":"beta"}],"bucket_ranges":[{"from":0,"to":10}]}},
+"admission":{"enabled":true,"shadow":false,"class_header":"x-class","trust_class_header":true,"default_class":"W1",
+ "rules":[{"class":"R1","path_prefix":"/hot","header":{"name":"x-hot"}}],
+ "classes":{"R1":{"p99_max_ns":5000000,"window_ms":1000,"min_samples":10,"strategy":"degrade"},"W1":{"p99_max_ms":500},"C1":{"p99_max_ms":5000}},
+ "shed_status":503,"retry_after_s":1,"max_shed_fraction":0.5,"shed_step_fraction":0.1,"recover_ratio":0.8,"evaluation_interval_ms":250},
+"flags":{"header":"x-flags","items":[{"name":"new-ui","basis_points":100}]}}"#;
+
+/// Every value's path in `v`, as `.a.b[2]` (objects and arrays included, the root excluded).
+fn paths(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                let p = format!("{at}.{k}");
+                out.push(p.clone());
+                paths(child, p, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let p = format!("{at}[{i}]");
+                out.push(p.clone());
+                paths(child, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value at a path made by [`paths`].
+fn pointer<'a>(v: &'a mut serde_json::Value, path: &str) -> &'a mut serde_json::Value {
+    let pointer: String = path
+        .replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("/{s}"))
+        .collect();
+    v.pointer_mut(&pointer).unwrap()
+}
+
+/// The full document is valid, so the fuzz starts from an accepted config.
+#[test]
+fn full_document_is_valid() {
+    Policy::from_json(FULL.as_bytes()).unwrap();
 }
 
 const KEY32: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
