@@ -186,8 +186,7 @@ pub fn open(
             first_failure.unwrap_or(CheckpointError::Malformed("no signature")),
         ));
     };
-    // Only now, with the payload authenticated, is it parsed. serde would read a struct from a
-    // JSON array positionally; only an object is a payload.
+    // Only now, with the payload authenticated, is it parsed; only an object is a payload.
     if envelope.payload.trim_ascii_start().first() != Some(&b'{') {
         return Err(EnvelopeError::Malformed {
             what: "payload",
