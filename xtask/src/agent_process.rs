@@ -68,6 +68,7 @@ pub struct Agent {
     port: u16,
     dir: PathBuf,
     binary: PathBuf,
+    rust_log: String,
     scratch: Scratch,
 }
 
@@ -77,7 +78,7 @@ impl Agent {
     pub fn start(launch: Launch<'_>) -> anyhow::Result<Agent> {
         let Launch {
             binary,
-            mut command,
+            command,
             dir,
             origin,
             rust_log,
@@ -93,22 +94,14 @@ impl Agent {
         std::fs::write(dir.join("agent.toml"), config)?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = command
-            .args(["run", "--config"])
-            .arg(dir.join("agent.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
+        let child = spawn(command, &dir.join("agent.toml"), port, rust_log, log)
             .with_context(|| format!("spawning {}", binary.display()))?;
         Ok(Agent {
             child: Some(child),
             port,
             dir,
             binary: binary.to_path_buf(),
+            rust_log: rust_log.to_owned(),
             scratch,
         })
     }
@@ -130,7 +123,7 @@ impl Agent {
     /// Kill the agent with SIGKILL, as a crash would, and start `command` (the same binary)
     /// again on the same configuration, store, keys and port. Returns when the new process
     /// is spawned; wait for it with [`Agent::wait_ready`]. The log is appended to.
-    pub fn crash_and_restart(&mut self, mut command: Command) -> anyhow::Result<()> {
+    pub fn crash_and_restart(&mut self, command: Command) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill().context("kill the agent")?;
             child.wait().context("reap the agent")?;
@@ -138,15 +131,7 @@ impl Agent {
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.join("agent.log"))?;
-        let child = command
-            .args(["run", "--config"])
-            .arg(self.config_path())
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
+        let child = spawn(command, &self.config_path(), self.port, &self.rust_log, log)
             .with_context(|| format!("restarting {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
@@ -278,6 +263,26 @@ impl Drop for Agent {
             }
         }
     }
+}
+
+/// Run `command` as `… run --config <config> --listen 127.0.0.1:<port>`, its output to `log`.
+fn spawn(
+    mut command: Command,
+    config: &Path,
+    port: u16,
+    rust_log: &str,
+    log: std::fs::File,
+) -> anyhow::Result<Child> {
+    Ok(command
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()?)
 }
 
 /// `utime + stime` of a `/proc/<pid>/stat` line, seconds at 100 ticks per second.
