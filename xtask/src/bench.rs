@@ -10,14 +10,14 @@
 //! fails because a goal is missed. See `docs/benchmarks.md` for what each variant means.
 
 mod agent;
-mod envoy;
+pub(crate) mod envoy;
 mod load;
-mod machine;
+pub(crate) mod machine;
 mod memory;
-mod report;
-mod rig;
+pub(crate) mod report;
+pub(crate) mod rig;
 mod rounds;
-mod upstream;
+pub(crate) mod upstream;
 
 use agent::BenchAgent;
 use anyhow::{bail, Context};
@@ -114,7 +114,7 @@ impl Mode {
     }
 
     /// Request path selecting the mode's route in the bench bootstraps.
-    fn path(self) -> &'static str {
+    pub fn path(self) -> &'static str {
         match self {
             Mode::Direct => "/direct",
             Mode::Proxy => "/proxy",
@@ -124,10 +124,24 @@ impl Mode {
 
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ModeArg {
+pub enum ModeArg {
+    /// The `direct_response` route only.
     Direct,
+    /// The proxied route only.
     Proxy,
+    /// Both, direct first.
     Both,
+}
+
+impl ModeArg {
+    /// The modes selected, in table order.
+    pub fn modes(self) -> Vec<Mode> {
+        match self {
+            ModeArg::Direct => vec![Mode::Direct],
+            ModeArg::Proxy => vec![Mode::Proxy],
+            ModeArg::Both => vec![Mode::Direct, Mode::Proxy],
+        }
+    }
 }
 
 /// Command-line options of `cargo xtask bench`.
@@ -212,11 +226,7 @@ impl Settings {
                 variants.push(v);
             }
         }
-        let modes = match o.mode {
-            ModeArg::Direct => vec![Mode::Direct],
-            ModeArg::Proxy => vec![Mode::Proxy],
-            ModeArg::Both => vec![Mode::Direct, Mode::Proxy],
-        };
+        let modes = o.mode.modes();
         Ok(Settings {
             rounds,
             duration: Duration::from_secs(duration),
@@ -249,7 +259,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cpus = Cpus::plan(machine.cpus, on_path("taskset"));
     let priority = effective_priority(settings.priority);
     let envoy_version = envoy_version(&toolchain.envoy);
-    let (empty_wasm, knhk_wasm) = build_modules(&settings, options.knhk_wasm.as_deref())?;
+    let (empty_wasm, knhk_wasm) = build_modules(&settings.variants, options.knhk_wasm.as_deref())?;
     let agent_bin = agent_binary(&settings, options.agent.as_deref())?;
 
     let results_dir = repo_root().join("bench-results");
@@ -282,6 +292,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         agent: bench_agent.as_ref().map(BenchAgent::link),
         cpus,
         priority,
+        wrapper: Vec::new(),
+        ready_timeout: envoy::READY_TIMEOUT,
     };
     let spec = LoadSpec {
         script: &script,
@@ -373,7 +385,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if let Some(check) = &receipt_check {
         check.print(agent_epoch);
     }
-    let module_sizes = report::module_sizes(empty_wasm.as_deref(), knhk_wasm.as_deref());
+    let module_sizes = report::module_sizes(&[
+        ("knhk_empty_filter.wasm", empty_wasm.as_deref()),
+        ("knhk_filter.wasm", knhk_wasm.as_deref()),
+    ]);
     report::print_module_sizes(&module_sizes, MODULE_SIZE_GOAL_BYTES);
     memory::print(&memory, &loaded_rss);
     println!();
@@ -438,12 +453,12 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
     }
 }
 
-/// Build the wasm modules the selected variants need; `--knhk-wasm` replaces the knhk build.
-fn build_modules(
-    settings: &Settings,
+/// Build the wasm modules `variants` need; `--knhk-wasm` replaces the knhk build.
+pub fn build_modules(
+    variants: &[Variant],
     knhk_override: Option<&Path>,
 ) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let wants = |v: Variant| settings.variants.contains(&v);
+    let wants = |v: Variant| variants.contains(&v);
     let empty = if wants(Variant::Empty) {
         Some(crate::wasm::build(
             "knhk-empty-filter",
@@ -453,7 +468,7 @@ fn build_modules(
         None
     };
     let knhk = match knhk_override {
-        _ if !settings.variants.iter().any(|v| v.loads_knhk()) => None,
+        _ if !variants.iter().any(|v| v.loads_knhk()) => None,
         Some(path) if path.is_file() => {
             Some(std::fs::canonicalize(path).with_context(|| format!("canonicalize {}", path.display()))?)
         }
@@ -494,13 +509,13 @@ fn pairs(
 }
 
 /// True when an executable named `name` is on `PATH`.
-fn on_path(name: &str) -> bool {
+pub fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }
 
 /// The first line of `envoy --version`, shortened to `Envoy <version>`.
-fn envoy_version(envoy: &Path) -> String {
+pub fn envoy_version(envoy: &Path) -> String {
     let text = Command::new(envoy)
         .arg("--version")
         .output()

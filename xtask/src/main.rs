@@ -2,6 +2,7 @@
 
 mod agent_process;
 mod bench;
+mod bench_instructions;
 mod bench_quorum;
 mod bench_receipts;
 mod bench_rollback;
@@ -49,6 +50,8 @@ enum Cmd {
     BenchQuorum(bench_quorum::Args),
     /// Wasm instructions and host calls per request of the filter (counted, not timed).
     BenchWasmCost(bench_wasm_cost::Args),
+    /// Envoy instructions per request under callgrind (counted, not timed).
+    BenchEnvoyInstructions(bench_instructions::Args),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -92,5 +95,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::BenchRollback(args) => bench_rollback::run(&args),
         Cmd::BenchQuorum(args) => bench_quorum::run(&args),
         Cmd::BenchWasmCost(args) => bench_wasm_cost::run_cost(&args),
+        Cmd::BenchEnvoyInstructions(args) => bench_instructions::run(&args),
     }
 }

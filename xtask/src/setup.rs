@@ -30,6 +30,29 @@ pub struct Toolchain {
     pub venv: PathBuf,
 }
 
+impl Toolchain {
+    /// The Envoy executable itself: `bin/envoy` is pip's Python launcher of
+    /// `lib/python3.*/site-packages/envoy/_bin/envoy`, which tools such as valgrind must run directly.
+    pub fn envoy_elf(&self) -> anyhow::Result<PathBuf> {
+        let lib = self.venv.join("lib");
+        let entries = std::fs::read_dir(&lib).with_context(|| format!("list {}", lib.display()))?;
+        for entry in entries {
+            let candidate = entry
+                .with_context(|| format!("list {}", lib.display()))?
+                .path()
+                .join("site-packages/envoy/_bin/envoy");
+            if candidate.is_file() {
+                return std::fs::canonicalize(&candidate)
+                    .with_context(|| format!("canonicalize {}", candidate.display()));
+            }
+        }
+        bail!(
+            "no site-packages/envoy/_bin/envoy below {}: rerun `cargo xtask setup`",
+            lib.display()
+        )
+    }
+}
+
 /// Make sure the wasm target, rustfmt/clippy, `wasm-opt` and the pinned venv are installed; return
 /// the tool paths.
 pub fn ensure() -> anyhow::Result<Toolchain> {

@@ -5,13 +5,14 @@
 //! `/listeners` endpoint. Nothing is guessed and nothing races for a port.
 
 use anyhow::{bail, Context};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long Envoy may take to become ready (wasm compilation included).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long Envoy may take to become ready (wasm compilation included), when run directly.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Interval between readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -41,6 +42,11 @@ pub struct Launch<'a> {
     pub priority: super::rig::Priority,
     /// Worker threads (`--concurrency`); each runs its own wasm VM.
     pub concurrency: u32,
+    /// A command line Envoy runs under (e.g. `valgrind --tool=callgrind …`), empty to run it directly.
+    /// The wrapper must run Envoy in its own process (as valgrind does), so the pid stays Envoy's.
+    pub wrapper: &'a [OsString],
+    /// How long Envoy may take to become ready.
+    pub ready_timeout: Duration,
 }
 
 impl Envoy {
@@ -51,8 +57,14 @@ impl Envoy {
         let log = std::fs::File::create(launch.log)
             .with_context(|| format!("create {}", launch.log.display()))?;
         let log_err = log.try_clone().context("clone log handle")?;
-        let mut command =
-            super::rig::placed(launch.binary.as_os_str(), launch.cpu, launch.priority);
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = super::rig::placed(program, launch.cpu, launch.priority);
+                c.args(args).arg(launch.binary);
+                c
+            }
+            None => super::rig::placed(launch.binary.as_os_str(), launch.cpu, launch.priority),
+        };
         command
             .arg("-c")
             .arg(launch.config)
@@ -86,7 +98,7 @@ impl Envoy {
             runtime,
         };
         envoy
-            .wait_ready(launch.admin_address_file)
+            .wait_ready(launch.admin_address_file, launch.ready_timeout)
             .with_context(|| {
                 format!(
                     "Envoy did not become ready; log tail:\n{}",
@@ -96,14 +108,14 @@ impl Envoy {
         Ok(envoy)
     }
 
-    fn wait_ready(&mut self, admin_address_file: &Path) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    fn wait_ready(&mut self, admin_address_file: &Path, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().context("poll Envoy process")? {
                 bail!("Envoy exited during startup with {status}");
             }
             if Instant::now() > deadline {
-                bail!("not ready after {READY_TIMEOUT:?}");
+                bail!("not ready after {timeout:?}");
             }
             if self.admin.port() == 0 {
                 if let Ok(text) = std::fs::read_to_string(admin_address_file) {

@@ -180,31 +180,43 @@ pub fn ratios(runs: &[Run], variants: &[Variant], modes: &[Mode], rounds: u32) -
     out
 }
 
+/// The issue's throughput goals: (baseline, mode, minimum of knhk ÷ baseline).
+pub const GOAL_TARGETS: [(Variant, Mode, f64); 5] = [
+    (Variant::Empty, Mode::Direct, 0.90),
+    (Variant::Lua, Mode::Direct, 1.0),
+    (Variant::Empty, Mode::Proxy, 0.90),
+    (Variant::Lua, Mode::Proxy, 1.0),
+    (Variant::None, Mode::Proxy, 0.85),
+];
+
+/// The issue's goal for knhk ÷ `baseline` in `mode`, if there is one.
+pub fn goal_target(baseline: Variant, mode: Mode) -> Option<f64> {
+    GOAL_TARGETS
+        .iter()
+        .find(|(b, m, _)| *b == baseline && *m == mode)
+        .map(|(_, _, target)| *target)
+}
+
 /// The issue's goals that the measured variants allow to check, for knhk and for knhk-agent
 /// (issue 3 asks the same ratios with receipts and config polling on).
 pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
-    let targets: [(Variant, Mode, f64); 5] = [
-        (Variant::Empty, Mode::Direct, 0.90),
-        (Variant::Lua, Mode::Direct, 1.0),
-        (Variant::Empty, Mode::Proxy, 0.90),
-        (Variant::Lua, Mode::Proxy, 1.0),
-        (Variant::None, Mode::Proxy, 0.85),
-    ];
     [Variant::Knhk, Variant::KnhkAgent]
         .iter()
         .flat_map(|&subject| {
-            targets.iter().filter_map(move |&(baseline, mode, target)| {
-                let r = ratios
-                    .iter()
-                    .find(|r| r.subject == subject && r.baseline == baseline && r.mode == mode)?;
-                Some(Goal {
-                    name: ratio_name(subject, baseline),
-                    mode,
-                    target,
-                    measured: r.median,
-                    cpu_measured: r.cpu_median,
+            GOAL_TARGETS
+                .iter()
+                .filter_map(move |&(baseline, mode, target)| {
+                    let r = ratios.iter().find(|r| {
+                        r.subject == subject && r.baseline == baseline && r.mode == mode
+                    })?;
+                    Some(Goal {
+                        name: ratio_name(subject, baseline),
+                        mode,
+                        target,
+                        measured: r.median,
+                        cpu_measured: r.cpu_median,
+                    })
                 })
-            })
         })
         .collect()
 }
@@ -301,15 +313,15 @@ pub fn print_checks(
     }
 }
 
-/// Sizes of the wasm modules that were benched, by file name.
-pub fn module_sizes(empty: Option<&Path>, knhk: Option<&Path>) -> Vec<(String, u64)> {
-    [
-        ("knhk_empty_filter.wasm", empty),
-        ("knhk_filter.wasm", knhk),
-    ]
-    .iter()
-    .filter_map(|(name, path)| Some((name.to_string(), std::fs::metadata((*path)?).ok()?.len())))
-    .collect()
+/// Sizes of the wasm modules that were benched, by name (`knhk_filter.wasm` gets the size goal);
+/// modules not benched (`None`) or unreadable are left out.
+pub fn module_sizes(modules: &[(&str, Option<&Path>)]) -> Vec<(String, u64)> {
+    modules
+        .iter()
+        .filter_map(|(name, path)| {
+            Some((name.to_string(), std::fs::metadata((*path)?).ok()?.len()))
+        })
+        .collect()
 }
 
 /// Print module sizes, with the verdict against `goal_bytes` for `knhk_filter.wasm`.

@@ -194,47 +194,87 @@ pub struct Rig {
     pub cpus: Cpus,
     /// Scheduling priority of Envoy and wrk.
     pub priority: Priority,
+    /// A command line every Envoy runs under (see [`Launch::wrapper`]), empty to run it directly.
+    pub wrapper: Vec<OsString>,
+    /// How long an Envoy may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+/// What one Envoy loads: its bootstrap template in `envoy/` and, for the wasm variants, the
+/// module, its plugin configuration and the agent's port.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Template file name, e.g. `bench-wasm.yaml`.
+    pub template: &'static str,
+    /// The wasm module (`${WASM_PATH}`).
+    pub wasm: Option<PathBuf>,
+    /// The plugin configuration (`${PLUGIN_CONFIG}`).
+    pub plugin_config: Option<String>,
+    /// The agent's port (`${AGENT_PORT}`).
+    pub agent_port: Option<u16>,
 }
 
 impl Rig {
     /// Render the variant's bootstrap and start its Envoy; probe both routes once. The
     /// knhk-agent variant is ready only once every worker has applied the agent's signed config.
     pub fn start(&self, variant: Variant, concurrency: u32, tag: &str) -> anyhow::Result<Envoy> {
-        let agent = match (variant, &self.agent) {
-            (Variant::KnhkAgent, None) => bail!("variant knhk-agent needs the agent"),
-            (Variant::KnhkAgent, Some(link)) => Some(link),
-            _ => None,
+        let bootstrap = self.bootstrap(variant)?;
+        let envoy = self
+            .start_bootstrap(&bootstrap, concurrency, tag)
+            .with_context(|| format!("start Envoy for variant {}", variant.name()))?;
+        if variant == Variant::KnhkAgent {
+            wait_config_applied(&envoy, u64::from(concurrency))
+                .with_context(|| format!("variant {}", variant.name()))?;
+        }
+        Ok(envoy)
+    }
+
+    /// The bootstrap of `variant`.
+    pub fn bootstrap(&self, variant: Variant) -> anyhow::Result<Bootstrap> {
+        let wasm_bootstrap = |wasm: &Option<PathBuf>, config: &str| Bootstrap {
+            template: "bench-wasm.yaml",
+            wasm: wasm.clone(),
+            plugin_config: Some(config.to_string()),
+            agent_port: None,
         };
-        let (template, wasm, plugin_config) = match variant {
-            Variant::None => ("bench-none.yaml", None, None),
-            Variant::Lua => ("bench-lua.yaml", None, None),
-            Variant::Empty => (
-                "bench-wasm.yaml",
-                self.empty_wasm.clone(),
-                Some("{}".to_string()),
-            ),
-            Variant::Knhk => (
-                "bench-wasm.yaml",
-                self.knhk_wasm.clone(),
-                Some(KNHK_PLUGIN_CONFIG.to_string()),
-            ),
-            Variant::KnhkAgent => (
-                "bench-wasm-agent.yaml",
-                self.knhk_wasm.clone(),
-                agent.map(|a| a.plugin_config.clone()),
-            ),
-        };
+        Ok(match variant {
+            Variant::None => Bootstrap::plain("bench-none.yaml"),
+            Variant::Lua => Bootstrap::plain("bench-lua.yaml"),
+            Variant::Empty => wasm_bootstrap(&self.empty_wasm, "{}"),
+            Variant::Knhk => wasm_bootstrap(&self.knhk_wasm, KNHK_PLUGIN_CONFIG),
+            Variant::KnhkAgent => {
+                let Some(link) = &self.agent else {
+                    bail!("variant knhk-agent needs the agent");
+                };
+                Bootstrap {
+                    template: "bench-wasm-agent.yaml",
+                    wasm: self.knhk_wasm.clone(),
+                    plugin_config: Some(link.plugin_config.clone()),
+                    agent_port: Some(link.port),
+                }
+            }
+        })
+    }
+
+    /// Render `bootstrap` to `<run_dir>/<tag>.yaml`, start Envoy on it (log `<tag>.log`) and
+    /// check that both routes answer 200.
+    pub fn start_bootstrap(
+        &self,
+        bootstrap: &Bootstrap,
+        concurrency: u32,
+        tag: &str,
+    ) -> anyhow::Result<Envoy> {
         let config = self.run_dir.join(format!("{tag}.yaml"));
         let vars = Vars {
             admin_port: Some(0),
             listener_port: Some(0),
             stable_port: Some(self.upstream_port),
             canary_port: Some(self.upstream_port),
-            wasm_path: wasm,
-            plugin_config,
-            agent_port: agent.map(|a| a.port),
+            wasm_path: bootstrap.wasm.clone(),
+            plugin_config: bootstrap.plugin_config.clone(),
+            agent_port: bootstrap.agent_port,
         };
-        render_file(&envoy_template(template), &vars, &config)?;
+        render_file(&envoy_template(bootstrap.template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
             binary: &self.envoy_bin,
             config: &config,
@@ -243,24 +283,32 @@ impl Rig {
             cpu: self.cpus.envoy,
             priority: self.priority,
             concurrency,
-        })
-        .with_context(|| format!("start Envoy for variant {}", variant.name()))?;
+            wrapper: &self.wrapper,
+            ready_timeout: self.ready_timeout,
+        })?;
         for mode in [Mode::Direct, Mode::Proxy] {
             let (status, body) = envoy.ingress_get(mode.path(), &[("x-user-id", "probe")])?;
             if status != 200 {
                 bail!(
-                    "variant {} answered {status} on {} ({body:?}); log tail:\n{}",
-                    variant.name(),
+                    "{tag} answered {status} on {} ({body:?}); log tail:\n{}",
                     mode.path(),
                     envoy.log_tail(20)
                 );
             }
         }
-        if agent.is_some() {
-            wait_config_applied(&envoy, u64::from(concurrency))
-                .with_context(|| format!("variant {}", variant.name()))?;
-        }
         Ok(envoy)
+    }
+}
+
+impl Bootstrap {
+    /// A template without a wasm module.
+    fn plain(template: &'static str) -> Bootstrap {
+        Bootstrap {
+            template,
+            wasm: None,
+            plugin_config: None,
+            agent_port: None,
+        }
     }
 }
 

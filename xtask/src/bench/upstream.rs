@@ -141,8 +141,8 @@ fn request_len(buf: &[u8]) -> Option<usize> {
     (buf.len() >= total).then_some(total)
 }
 
-/// The `content-length` of a request head; 0 when absent or malformed.
-fn content_length(head: &[u8]) -> usize {
+/// The `content-length` of an HTTP/1.1 request or response head; 0 when absent or malformed.
+pub fn content_length(head: &[u8]) -> usize {
     head.split(|&b| b == b'\n')
         .filter_map(|line| {
             let colon = line.iter().position(|&b| b == b':')?;

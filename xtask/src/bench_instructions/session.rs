@@ -1,0 +1,233 @@
+//! One subject under callgrind: its Envoy started under valgrind, then for each mode a warm-up and
+//! two measured batches, each closed by a callgrind dump (which also zeroes the counters).
+
+use super::callgrind::{self, Profile};
+use super::client::{Connection, Headers, Outcome};
+use super::split::{Image, Split};
+use super::Subject;
+use crate::bench::envoy::Envoy;
+use crate::bench::rig::{Bootstrap, Rig};
+use crate::bench::Mode;
+use crate::util::run_output;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a dump may take to appear complete on disk after `callgrind_control` returns.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Lines of Envoy's log shown on failure.
+const LOG_TAIL_LINES: usize = 30;
+
+/// What to send in each mode.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Modes, in order; all run on the same Envoy.
+    pub modes: Vec<Mode>,
+    /// Requests before the counters are zeroed.
+    pub warmup: u32,
+    /// Requests per measured batch.
+    pub requests: u32,
+    /// Header set of every request.
+    pub headers: Headers,
+}
+
+/// One measured batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Instructions of the whole batch (callgrind `totals:`).
+    pub totals: u64,
+    /// The self costs by category (sum = `self_total`).
+    pub split: Split,
+    /// Sum of all self costs in the dump; equals `totals` for a consistent dump.
+    pub self_total: u64,
+    /// Wall time of the batch.
+    pub seconds: f64,
+}
+
+/// The two batches of one mode.
+#[derive(Debug, Clone)]
+pub struct ModeRun {
+    /// The mode.
+    pub mode: Mode,
+    /// Batch 1 and batch 2.
+    pub batches: [Batch; 2],
+}
+
+/// Everything measured on one subject.
+#[derive(Debug, Clone)]
+pub struct SubjectRun {
+    /// The subject.
+    pub subject: Subject,
+    /// One entry per mode of the plan.
+    pub modes: Vec<ModeRun>,
+    /// Seconds until Envoy was ready under valgrind.
+    pub startup_seconds: f64,
+    /// Seconds for the whole subject.
+    pub seconds: f64,
+}
+
+/// Start `subject`'s Envoy under `rig` (whose wrapper is callgrind), run `plan` on it and kill it.
+pub fn measure(
+    rig: &Rig,
+    subject: &Subject,
+    bootstrap: &Bootstrap,
+    plan: &Plan,
+) -> anyhow::Result<SubjectRun> {
+    let started = Instant::now();
+    let tag = subject.tag();
+    let envoy = rig
+        .start_bootstrap(bootstrap, 1, &tag)
+        .with_context(|| format!("start Envoy under callgrind for {}", subject.name()))?;
+    let startup_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "[{}] ready under callgrind after {startup_seconds:.0} s (pid {})",
+        subject.name(),
+        envoy.pid()
+    );
+    let modes = measure_modes(rig, &envoy, &tag, subject, plan).map_err(|e| {
+        e.context(format!(
+            "{} failed; Envoy log tail ({}):\n{}\n",
+            subject.name(),
+            rig.run_dir.join(format!("{tag}.log")).display(),
+            envoy.log_tail(LOG_TAIL_LINES)
+        ))
+    })?;
+    drop(envoy);
+    Ok(SubjectRun {
+        subject: subject.clone(),
+        modes,
+        startup_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every mode of the plan on the running Envoy.
+fn measure_modes(
+    rig: &Rig,
+    envoy: &Envoy,
+    tag: &str,
+    subject: &Subject,
+    plan: &Plan,
+) -> anyhow::Result<Vec<ModeRun>> {
+    let image = Image::load(&rig.envoy_bin, envoy.pid())?;
+    let mut dumps = Dumps::new(&rig.run_dir, envoy.pid());
+    let extra = plan.headers.extra();
+    let mut runs = Vec::new();
+    for &mode in &plan.modes {
+        let mut conn = Connection::open(envoy.listener())?;
+        let key = |phase: &str| format!("{}-{phase}", mode.name());
+        let warmup = conn.batch(mode.path(), &key("w"), &extra, plan.warmup)?;
+        expect_all_ok(&warmup, "warm-up")?;
+        dumps.take(&format!("{tag}.{}.warmup", mode.name()))?;
+        let mut batch = |number: u32| -> anyhow::Result<Batch> {
+            let t = Instant::now();
+            let phase = format!("b{number}");
+            let outcome = conn.batch(mode.path(), &key(&phase), &extra, plan.requests)?;
+            let seconds = t.elapsed().as_secs_f64();
+            expect_all_ok(&outcome, &format!("batch {number}"))?;
+            let file = dumps.take(&format!("{tag}.{}.batch{number}", mode.name()))?;
+            let profile = callgrind::read(&file)?;
+            let per_request = profile.totals as f64 / f64::from(plan.requests);
+            println!(
+                "[{}] {} batch {number}: {per_request:.0} instructions/request ({seconds:.1} s)",
+                subject.name(),
+                mode.name()
+            );
+            Ok(batch_of(&profile, &image, seconds))
+        };
+        let first = batch(1)?;
+        let second = batch(2)?;
+        runs.push(ModeRun {
+            mode,
+            batches: [first, second],
+        });
+    }
+    dumps.clean_up();
+    Ok(runs)
+}
+
+fn batch_of(profile: &Profile, image: &Image, seconds: f64) -> Batch {
+    Batch {
+        totals: profile.totals,
+        split: image.split(profile),
+        self_total: profile.self_total(),
+        seconds,
+    }
+}
+
+/// Fail unless every response of a batch was 200.
+fn expect_all_ok(outcome: &Outcome, what: &str) -> anyhow::Result<()> {
+    if let Some(bad) = &outcome.first_bad {
+        bail!(
+            "{what}: {} of {} responses were not 200 (first: {} {:?})",
+            outcome.bad,
+            outcome.bad + outcome.ok,
+            bad.status,
+            bad.body
+        );
+    }
+    Ok(())
+}
+
+/// The dumps of one callgrind process: `callgrind.out.<pid>.<n>` (valgrind's `%p` in
+/// `--callgrind-out-file`), each renamed after it is written.
+struct Dumps {
+    base: PathBuf,
+    dir: PathBuf,
+    pid: u32,
+    taken: u32,
+}
+
+impl Dumps {
+    fn new(dir: &Path, pid: u32) -> Dumps {
+        Dumps {
+            base: dir.join(format!("callgrind.out.{pid}")),
+            dir: dir.to_path_buf(),
+            pid,
+            taken: 0,
+        }
+    }
+
+    /// Dump (zeroing the counters), wait until the file is complete, and rename it `<name>.callgrind`.
+    fn take(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        run_output(
+            Command::new("callgrind_control")
+                .arg(format!("--dump={name}"))
+                .arg(self.pid.to_string()),
+        )?;
+        self.taken += 1;
+        let written = PathBuf::from(format!("{}.{}", self.base.display(), self.taken));
+        wait_complete(&written)?;
+        let kept = self.dir.join(format!("{name}.callgrind"));
+        std::fs::rename(&written, &kept)
+            .with_context(|| format!("rename {} to {}", written.display(), kept.display()))?;
+        Ok(kept)
+    }
+
+    /// Remove the empty file callgrind creates at start for its final dump (never written: Envoy is killed).
+    fn clean_up(&self) {
+        if std::fs::metadata(&self.base).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&self.base);
+        }
+    }
+}
+
+/// Wait until `path` exists and ends with its `totals:` line.
+fn wait_complete(path: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DUMP_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.lines().any(|l| l.starts_with("totals:")) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "callgrind dump {} not complete after {DUMP_TIMEOUT:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
