@@ -69,6 +69,8 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "knhk-filter",
             "-p",
             "knhk-empty-filter",
+            "-p",
+            "knhk-hostcall-probe",
             "--target",
             setup::WASM_TARGET,
             "--",

@@ -1,0 +1,197 @@
+//! A proxy-wasm HTTP filter that makes the host calls its plugin configuration lists, on every request: the cost of each call.
+//!
+//! The configuration is a string of op letters, run in order in `on_http_request_headers`:
+//! - `c`: `proxy_get_current_time_nanoseconds` (the SDK's `get_current_time`);
+//! - `g`: read a present header, `x-user-id` (`proxy_get_header_map_value`);
+//! - `a`: read an absent header, `x-knhk-absent`;
+//! - `s`: set `x-knhk-route: stable` (`proxy_replace_header_map_value`);
+//! - `m`: all request headers through the SDK (`get_http_request_headers_bytes`: the host call
+//!   plus parsing into owned strings);
+//! - `r`: `proxy_get_header_map_pairs` alone, the serialized map freed unparsed.
+//!
+//! `cargo xtask bench-envoy-instructions --probe gggg` runs Envoy with this module configured
+//! `gggg` and with an empty configuration; the difference in Envoy's instructions per request,
+//! divided by four, is what one call costs, the host's side included. An unknown letter makes
+//! `on_configure` fail, so Envoy refuses the configuration.
+
+#![deny(unsafe_code)]
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
+use std::hint::black_box;
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(ProbeRoot { ops: Rc::from([]) })
+    });
+}}
+
+/// One host call (see the module documentation for the letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Clock,
+    PresentHeader,
+    AbsentHeader,
+    SetHeader,
+    SdkHeaderMap,
+    RawHeaderPairs,
+}
+
+impl Op {
+    fn from_letter(letter: u8) -> Option<Op> {
+        Some(match letter {
+            b'c' => Op::Clock,
+            b'g' => Op::PresentHeader,
+            b'a' => Op::AbsentHeader,
+            b's' => Op::SetHeader,
+            b'm' => Op::SdkHeaderMap,
+            b'r' => Op::RawHeaderPairs,
+            _ => return None,
+        })
+    }
+}
+
+/// The ops of a configuration (surrounding whitespace ignored); `None` if a letter is unknown.
+fn parse_ops(config: &[u8]) -> Option<Vec<Op>> {
+    config
+        .trim_ascii()
+        .iter()
+        .map(|&b| Op::from_letter(b))
+        .collect()
+}
+
+/// Root context: reads the ops and hands them to every request.
+struct ProbeRoot {
+    ops: Rc<[Op]>,
+}
+
+impl Context for ProbeRoot {}
+
+impl RootContext for ProbeRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        match parse_ops(&config) {
+            Some(ops) => {
+                self.ops = ops.into();
+                true
+            }
+            None => {
+                let _ = proxy_wasm::hostcalls::log(
+                    LogLevel::Error,
+                    "hostcall-probe: configuration must be op letters among c g a s m r",
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(ProbeHttp {
+            ops: Rc::clone(&self.ops),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Per-request context: runs the ops on the request headers.
+struct ProbeHttp {
+    ops: Rc<[Op]>,
+}
+
+impl Context for ProbeHttp {}
+
+impl HttpContext for ProbeHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for &op in self.ops.iter() {
+            self.run(op);
+        }
+        Action::Continue
+    }
+}
+
+impl ProbeHttp {
+    fn run(&self, op: Op) {
+        match op {
+            Op::Clock => {
+                black_box(self.get_current_time());
+            }
+            Op::PresentHeader => {
+                black_box(self.get_http_request_header("x-user-id"));
+            }
+            Op::AbsentHeader => {
+                black_box(self.get_http_request_header("x-knhk-absent"));
+            }
+            Op::SetHeader => self.set_http_request_header("x-knhk-route", Some("stable")),
+            Op::SdkHeaderMap => {
+                black_box(self.get_http_request_headers_bytes());
+            }
+            Op::RawHeaderPairs => {
+                black_box(raw_header_pairs_len());
+            }
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+mod raw {
+    use super::{MapType, Status};
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        /// The host call behind the SDK's header-map getters (same import as the SDK's).
+        pub fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+    }
+}
+
+/// Size of the serialized request header map, fetched with `proxy_get_header_map_pairs` and
+/// freed without parsing; 0 when the host returns nothing or an error.
+#[allow(unsafe_code)]
+fn raw_header_pairs_len() -> usize {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a size into the two locals; the buffer it returns
+    // was allocated through the SDK's `proxy_on_memory_allocate` as a boxed slice of `size`
+    // bytes, so it is freed as a `Vec` of that length and capacity, as the SDK itself does.
+    unsafe {
+        let status =
+            raw::proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size);
+        if !matches!(status, Status::Ok) || data.is_null() {
+            return 0;
+        }
+        drop(Vec::from_raw_parts(data, size, size));
+    }
+    size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Letters map to ops in order; whitespace around them is ignored; an unknown letter refuses all.
+    #[test]
+    fn configuration_parsing() {
+        assert_eq!(parse_ops(b""), Some(vec![]));
+        assert_eq!(
+            parse_ops(b" cgasmr\n"),
+            Some(vec![
+                Op::Clock,
+                Op::PresentHeader,
+                Op::AbsentHeader,
+                Op::SetHeader,
+                Op::SdkHeaderMap,
+                Op::RawHeaderPairs
+            ])
+        );
+        assert_eq!(parse_ops(b"gx"), None);
+        assert_eq!(parse_ops(b"{}"), None);
+    }
+}
