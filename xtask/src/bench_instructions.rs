@@ -6,8 +6,10 @@
 //! keep-alive connection sends a warm-up, then a callgrind dump zeroes the counters, then two
 //! batches of sequential requests each end with a dump; a batch's `totals:` divided by its
 //! requests is the figure, and the two batches show how repeatable it is. Everything Envoy does
-//! in that time counts, its timers included. Variants run concurrently (`--jobs`): callgrind
-//! runs a process's threads one at a time, so one valgrind uses one core.
+//! in that time counts, its timers included: since a request lasts some 50 times longer under
+//! callgrind, an idle period after the batches measures that time-driven work per second, and
+//! the report also gives each figure net of it. Variants run concurrently (`--jobs`):
+//! callgrind runs a process's threads one at a time, so one valgrind uses one core.
 //!
 //! Ratios are printed as throughput equivalents (baseline instructions ÷ knhk instructions):
 //! an instruction ratio, not a time ratio, since instructions differ in cost (cache misses,
@@ -53,6 +55,10 @@ pub struct Args {
     /// Requests before the counters are zeroed.
     #[arg(long, default_value_t = 300)]
     warmup: u32,
+    /// Seconds without requests after the batches, to measure and take out Envoy's time-driven
+    /// work (timers, the filter's tick); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    idle: u64,
     /// Measure this module as the knhk variant instead of building `knhk_filter.wasm` (A/B of a build).
     #[arg(long, value_name = "PATH")]
     knhk_wasm: Option<PathBuf>,
@@ -138,6 +144,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         warmup: args.warmup,
         requests: args.requests,
         headers: args.headers,
+        idle: Duration::from_secs(args.idle),
     };
     let subjects = subjects(&rig, &variants, &probes, probe_wasm.as_deref())?;
 
@@ -288,10 +295,11 @@ fn print_header(date: &str, envoy: &Path, plan: &Plan, args: &Args, run_dir: &Pa
         machine.load_average
     );
     println!(
-        "per mode: {} warm-up requests, then 2 batches of {} sequential requests on one keep-alive connection; {} headers; {} job(s)",
+        "per mode: {} warm-up requests, then 2 batches of {} sequential requests on one keep-alive connection; {} headers; then {} s idle; {} job(s)",
         plan.warmup,
         plan.requests,
         plan.headers.name(),
+        plan.idle.as_secs(),
         args.jobs
     );
     println!("run directory: {}", run_dir.display());

@@ -1,7 +1,13 @@
 //! One subject under callgrind: its Envoy started under valgrind, then for each mode a warm-up and
-//! two measured batches, each closed by a callgrind dump (which also zeroes the counters).
+//! two measured batches, each closed by a callgrind dump (which also zeroes the counters), and
+//! last an idle period without requests.
+//!
+//! The idle period measures what Envoy executes per second of wall time on its own: its timers
+//! and the filter's `on_tick`. Under callgrind a request takes some 50 times longer than
+//! natively, so that time-driven work weighs about 50 times more per request than it does in
+//! production; [`Idle`] lets the report take it out.
 
-use super::callgrind::{self, Profile};
+use super::callgrind;
 use super::client::{Connection, Headers, Outcome};
 use super::split::{Image, Split};
 use super::Subject;
@@ -30,6 +36,8 @@ pub struct Plan {
     pub requests: u32,
     /// Header set of every request.
     pub headers: Headers,
+    /// Length of the idle period; zero skips it.
+    pub idle: Duration,
 }
 
 /// One measured batch.
@@ -41,8 +49,28 @@ pub struct Batch {
     pub split: Split,
     /// Sum of all self costs in the dump; equals `totals` for a consistent dump.
     pub self_total: u64,
-    /// Wall time of the batch.
-    pub seconds: f64,
+    /// Wall time the counters ran for: from the previous dump to this batch's dump.
+    pub window_seconds: f64,
+}
+
+/// What Envoy executed without requests.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// Instructions of the idle period.
+    pub totals: u64,
+    /// Its wall time, dump to dump.
+    pub window_seconds: f64,
+}
+
+impl Idle {
+    /// Instructions per second of wall time.
+    pub fn per_second(&self) -> f64 {
+        if self.window_seconds > 0.0 {
+            self.totals as f64 / self.window_seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The two batches of one mode.
@@ -61,6 +89,8 @@ pub struct SubjectRun {
     pub subject: Subject,
     /// One entry per mode of the plan.
     pub modes: Vec<ModeRun>,
+    /// The idle period after the modes, unless the plan skips it.
+    pub idle: Option<Idle>,
     /// Seconds until Envoy was ready under valgrind.
     pub startup_seconds: f64,
     /// Seconds for the whole subject.
@@ -85,7 +115,7 @@ pub fn measure(
         subject.name(),
         envoy.pid()
     );
-    let modes = measure_modes(rig, &envoy, &tag, subject, plan).map_err(|e| {
+    let measured = measure_modes(rig, &envoy, &tag, subject, plan).map_err(|e| {
         e.context(format!(
             "{} failed; Envoy log tail ({}):\n{}\n",
             subject.name(),
@@ -94,22 +124,24 @@ pub fn measure(
         ))
     })?;
     drop(envoy);
+    let (modes, idle) = measured;
     Ok(SubjectRun {
         subject: subject.clone(),
         modes,
+        idle,
         startup_seconds,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Every mode of the plan on the running Envoy.
+/// Every mode of the plan on the running Envoy, then the idle period.
 fn measure_modes(
     rig: &Rig,
     envoy: &Envoy,
     tag: &str,
     subject: &Subject,
     plan: &Plan,
-) -> anyhow::Result<Vec<ModeRun>> {
+) -> anyhow::Result<(Vec<ModeRun>, Option<Idle>)> {
     let image = Image::load(&rig.envoy_bin, envoy.pid())?;
     let mut dumps = Dumps::new(&rig.run_dir, envoy.pid());
     let extra = plan.headers.extra();
@@ -121,20 +153,24 @@ fn measure_modes(
         expect_all_ok(&warmup, "warm-up")?;
         dumps.take(&format!("{tag}.{}.warmup", mode.name()))?;
         let mut batch = |number: u32| -> anyhow::Result<Batch> {
-            let t = Instant::now();
             let phase = format!("b{number}");
             let outcome = conn.batch(mode.path(), &key(&phase), &extra, plan.requests)?;
-            let seconds = t.elapsed().as_secs_f64();
             expect_all_ok(&outcome, &format!("batch {number}"))?;
-            let file = dumps.take(&format!("{tag}.{}.batch{number}", mode.name()))?;
+            let (file, window_seconds) =
+                dumps.take(&format!("{tag}.{}.batch{number}", mode.name()))?;
             let profile = callgrind::read(&file)?;
             let per_request = profile.totals as f64 / f64::from(plan.requests);
             println!(
-                "[{}] {} batch {number}: {per_request:.0} instructions/request ({seconds:.1} s)",
+                "[{}] {} batch {number}: {per_request:.0} instructions/request ({window_seconds:.1} s)",
                 subject.name(),
                 mode.name()
             );
-            Ok(batch_of(&profile, &image, seconds))
+            Ok(Batch {
+                totals: profile.totals,
+                split: image.split(&profile),
+                self_total: profile.self_total(),
+                window_seconds,
+            })
         };
         let first = batch(1)?;
         let second = batch(2)?;
@@ -143,17 +179,24 @@ fn measure_modes(
             batches: [first, second],
         });
     }
+    let idle = if plan.idle.is_zero() {
+        None
+    } else {
+        std::thread::sleep(plan.idle);
+        let (file, window_seconds) = dumps.take(&format!("{tag}.idle"))?;
+        let idle = Idle {
+            totals: callgrind::read(&file)?.totals,
+            window_seconds,
+        };
+        println!(
+            "[{}] idle: {:.0} instructions/s over {window_seconds:.1} s",
+            subject.name(),
+            idle.per_second()
+        );
+        Some(idle)
+    };
     dumps.clean_up();
-    Ok(runs)
-}
-
-fn batch_of(profile: &Profile, image: &Image, seconds: f64) -> Batch {
-    Batch {
-        totals: profile.totals,
-        split: image.split(profile),
-        self_total: profile.self_total(),
-        seconds,
-    }
+    Ok((runs, idle))
 }
 
 /// Fail unless every response of a batch was 200.
@@ -177,6 +220,8 @@ struct Dumps {
     dir: PathBuf,
     pid: u32,
     taken: u32,
+    /// When the previous dump zeroed the counters (as near as can be told: when it returned).
+    last: Instant,
 }
 
 impl Dumps {
@@ -186,23 +231,28 @@ impl Dumps {
             dir: dir.to_path_buf(),
             pid,
             taken: 0,
+            last: Instant::now(),
         }
     }
 
-    /// Dump (zeroing the counters), wait until the file is complete, and rename it `<name>.callgrind`.
-    fn take(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+    /// Dump (zeroing the counters), wait until the file is complete, and rename it
+    /// `<name>.callgrind`; also the seconds since the previous dump.
+    fn take(&mut self, name: &str) -> anyhow::Result<(PathBuf, f64)> {
         run_output(
             Command::new("callgrind_control")
                 .arg(format!("--dump={name}"))
                 .arg(self.pid.to_string()),
         )?;
+        let now = Instant::now();
+        let window_seconds = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
         self.taken += 1;
         let written = PathBuf::from(format!("{}.{}", self.base.display(), self.taken));
         wait_complete(&written)?;
         let kept = self.dir.join(format!("{name}.callgrind"));
         std::fs::rename(&written, &kept)
             .with_context(|| format!("rename {} to {}", written.display(), kept.display()))?;
-        Ok(kept)
+        Ok((kept, window_seconds))
     }
 
     /// Remove the empty file callgrind creates at start for its final dump (never written: Envoy is killed).

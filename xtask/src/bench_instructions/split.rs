@@ -1,4 +1,4 @@
-//! Where Envoy's instructions go: Envoy's own code, tcmalloc, JIT-compiled code (the wasm), libc, the rest.
+//! Where Envoy's instructions go: Envoy's own code, tcmalloc, JIT-compiled code (the wasm, LuaJIT's traces), libc, the rest.
 //!
 //! Callgrind names an object only for code inside its `.text` section. The pinned Envoy is
 //! stripped, so its functions are hex addresses, and the code of its other executable sections
@@ -24,7 +24,8 @@ pub enum Category {
     Envoy,
     /// tcmalloc's entry points and fast paths, in the Envoy binary's `google_malloc` and `malloc_hook` sections.
     Tcmalloc,
-    /// Anonymous code outside any file: what V8 compiled at run time (the wasm module, stubs).
+    /// Anonymous code outside any file: what V8 compiled at run time (the wasm module and its
+    /// stubs), or LuaJIT's machine code in the lua variant.
     Jit,
     /// The C library.
     Libc,
