@@ -111,15 +111,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let toolchain = crate::setup::ensure()?;
     crate::setup::ensure_apt(&["valgrind"])?;
     let envoy = toolchain.envoy_elf()?;
-    let (empty_wasm, knhk_wasm) = bench::build_modules(&variants, args.knhk_wasm.as_deref())?;
-    let probe_wasm = if probes.is_empty() {
-        None
-    } else {
-        Some(crate::wasm::build(
-            "knhk-hostcall-probe",
-            "knhk_hostcall_probe",
-        )?)
-    };
+    let modules = Modules::build(&variants, &probes, args.knhk_wasm.as_deref())?;
     let (date, stamp) = machine::utc_now();
     let run_dir = crate::wasm::target_dir()?
         .join("bench-instructions")
@@ -129,8 +121,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let rig = Rig {
         envoy_bin: envoy.clone(),
         run_dir: run_dir.clone(),
-        empty_wasm: empty_wasm.clone(),
-        knhk_wasm: knhk_wasm.clone(),
+        empty_wasm: modules.empty.clone(),
+        knhk_wasm: modules.knhk.clone(),
         upstream_port: upstream.addr().port(),
         agent: None,
         // Pinning and priority change times, not instruction counts.
@@ -146,7 +138,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         headers: args.headers,
         idle: Duration::from_secs(args.idle),
     };
-    let subjects = subjects(&rig, &variants, &probes, probe_wasm.as_deref())?;
+    let subjects = subjects(&rig, &variants, &probes, modules.probe.as_deref())?;
 
     print_header(&date, &envoy, &plan, args, &run_dir);
     let jobs = usize::from(args.jobs).min(subjects.len());
@@ -155,12 +147,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for &mode in &plan.modes {
         table::print_mode(mode, &runs, &plan);
     }
-    let sizes = report::module_sizes(&[
-        ("knhk_empty_filter.wasm", empty_wasm.as_deref()),
-        ("knhk_filter.wasm", knhk_wasm.as_deref()),
-        ("knhk_hostcall_probe.wasm", probe_wasm.as_deref()),
-    ]);
-    report::print_module_sizes(&sizes, bench::MODULE_SIZE_GOAL_BYTES);
+    modules.print_sizes();
     table::write_json(&run_dir.join("results.json"), &date, &runs, &plan)?;
     println!();
     println!(
@@ -168,9 +155,48 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         run_dir.display()
     );
     println!("took {:.0} s", started.elapsed().as_secs_f64());
-    match failures.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
+    let mut failures = failures.into_iter();
+    let first = failures.next();
+    for other in failures {
+        eprintln!("also failed: {other:#}");
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// The wasm modules of a run.
+struct Modules {
+    empty: Option<PathBuf>,
+    knhk: Option<PathBuf>,
+    probe: Option<PathBuf>,
+}
+
+impl Modules {
+    /// Build what the variants and probes need (`--knhk-wasm` replaces the knhk build).
+    fn build(
+        variants: &[Variant],
+        probes: &[String],
+        knhk_override: Option<&Path>,
+    ) -> anyhow::Result<Modules> {
+        let (empty, knhk) = bench::build_modules(variants, knhk_override)?;
+        let probe = if probes.is_empty() {
+            None
+        } else {
+            Some(crate::wasm::build(
+                "knhk-hostcall-probe",
+                "knhk_hostcall_probe",
+            )?)
+        };
+        Ok(Modules { empty, knhk, probe })
+    }
+
+    /// Print the modules' sizes (knhk's against its goal).
+    fn print_sizes(&self) {
+        let sizes = report::module_sizes(&[
+            ("knhk_empty_filter.wasm", self.empty.as_deref()),
+            ("knhk_filter.wasm", self.knhk.as_deref()),
+            ("knhk_hostcall_probe.wasm", self.probe.as_deref()),
+        ]);
+        report::print_module_sizes(&sizes, bench::MODULE_SIZE_GOAL_BYTES);
     }
 }
 
