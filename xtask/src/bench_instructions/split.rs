@@ -141,8 +141,11 @@ impl Image {
             return Category::Envoy;
         }
         if object == "???" {
+            // A recursion level may follow the address: `0x…'2`.
             let Some(address) = function
-                .strip_prefix("0x")
+                .split('\'')
+                .next()
+                .and_then(|f| f.strip_prefix("0x"))
                 .and_then(|hex| u64::from_str_radix(hex, 16).ok())
             else {
                 return Category::Other;
@@ -295,6 +298,7 @@ mod tests {
         let c = |object: &str, function: &str| image.category(object, function);
         assert_eq!(c("/opt/envoy", "0x0000000002200000"), Category::Envoy);
         assert_eq!(c("???", "0x000000000629a6d0"), Category::Tcmalloc);
+        assert_eq!(c("???", "0x000000000629a6d0'2"), Category::Tcmalloc);
         assert_eq!(c("???", "0x00000000062eb000"), Category::Envoy);
         assert_eq!(c("???", "0x0000001ffefff100"), Category::Jit);
         assert_eq!(c("???", "calloc"), Category::Other);
