@@ -142,61 +142,98 @@ fn measure_modes(
     subject: &Subject,
     plan: &Plan,
 ) -> anyhow::Result<(Vec<ModeRun>, Option<Idle>)> {
-    let image = Image::load(&rig.envoy_bin, envoy.pid())?;
-    let mut dumps = Dumps::new(&rig.run_dir, envoy.pid());
-    let extra = plan.headers.extra();
+    let mut m = Measurer {
+        envoy,
+        image: Image::load(&rig.envoy_bin, envoy.pid())?,
+        dumps: Dumps::new(&rig.run_dir, envoy.pid()),
+        extra: plan.headers.extra(),
+        tag,
+        name: subject.name(),
+        plan,
+    };
     let mut runs = Vec::new();
     for &mode in &plan.modes {
-        let mut conn = Connection::open(envoy.listener())?;
-        let key = |phase: &str| format!("{}-{phase}", mode.name());
-        let warmup = conn.batch(mode.path(), &key("w"), &extra, plan.warmup)?;
+        runs.push(m.mode(mode)?);
+    }
+    let idle = m.idle()?;
+    m.dumps.clean_up();
+    Ok((runs, idle))
+}
+
+/// The measuring of one running Envoy.
+struct Measurer<'a> {
+    envoy: &'a Envoy,
+    image: Image,
+    dumps: Dumps,
+    extra: Vec<(&'static str, String)>,
+    tag: &'a str,
+    name: String,
+    plan: &'a Plan,
+}
+
+impl Measurer<'_> {
+    /// Warm-up and two batches of `mode` on a new connection.
+    fn mode(&mut self, mode: Mode) -> anyhow::Result<ModeRun> {
+        let mut conn = Connection::open(self.envoy.listener())?;
+        let warmup = conn.batch(
+            mode.path(),
+            &format!("{}-w", mode.name()),
+            &self.extra,
+            self.plan.warmup,
+        )?;
         expect_all_ok(&warmup, "warm-up")?;
-        dumps.take(&format!("{tag}.{}.warmup", mode.name()))?;
-        let mut batch = |number: u32| -> anyhow::Result<Batch> {
-            let phase = format!("b{number}");
-            let outcome = conn.batch(mode.path(), &key(&phase), &extra, plan.requests)?;
-            expect_all_ok(&outcome, &format!("batch {number}"))?;
-            let (file, window_seconds) =
-                dumps.take(&format!("{tag}.{}.batch{number}", mode.name()))?;
-            let profile = callgrind::read(&file)?;
-            let per_request = profile.totals as f64 / f64::from(plan.requests);
-            println!(
-                "[{}] {} batch {number}: {per_request:.0} instructions/request ({window_seconds:.1} s)",
-                subject.name(),
-                mode.name()
-            );
-            Ok(Batch {
-                totals: profile.totals,
-                split: image.split(&profile),
-                self_total: profile.self_total(),
-                window_seconds,
-            })
-        };
-        let first = batch(1)?;
-        let second = batch(2)?;
-        runs.push(ModeRun {
+        self.dumps
+            .take(&format!("{}.{}.warmup", self.tag, mode.name()))?;
+        let first = self.batch(&mut conn, mode, 1)?;
+        let second = self.batch(&mut conn, mode, 2)?;
+        Ok(ModeRun {
             mode,
             batches: [first, second],
-        });
+        })
     }
-    let idle = if plan.idle.is_zero() {
-        None
-    } else {
-        std::thread::sleep(plan.idle);
-        let (file, window_seconds) = dumps.take(&format!("{tag}.idle"))?;
+
+    /// One measured batch, ended by a dump.
+    fn batch(&mut self, conn: &mut Connection, mode: Mode, number: u32) -> anyhow::Result<Batch> {
+        let requests = self.plan.requests;
+        let key_prefix = format!("{}-b{number}", mode.name());
+        let outcome = conn.batch(mode.path(), &key_prefix, &self.extra, requests)?;
+        expect_all_ok(&outcome, &format!("batch {number}"))?;
+        let (file, window_seconds) =
+            self.dumps
+                .take(&format!("{}.{}.batch{number}", self.tag, mode.name()))?;
+        let profile = callgrind::read(&file)?;
+        println!(
+            "[{}] {} batch {number}: {:.0} instructions/request ({window_seconds:.1} s)",
+            self.name,
+            mode.name(),
+            profile.totals as f64 / f64::from(requests)
+        );
+        Ok(Batch {
+            totals: profile.totals,
+            split: self.image.split(&profile),
+            self_total: profile.self_total(),
+            window_seconds,
+        })
+    }
+
+    /// The idle period, unless the plan skips it.
+    fn idle(&mut self) -> anyhow::Result<Option<Idle>> {
+        if self.plan.idle.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(self.plan.idle);
+        let (file, window_seconds) = self.dumps.take(&format!("{}.idle", self.tag))?;
         let idle = Idle {
             totals: callgrind::read(&file)?.totals,
             window_seconds,
         };
         println!(
             "[{}] idle: {:.0} instructions/s over {window_seconds:.1} s",
-            subject.name(),
+            self.name,
             idle.per_second()
         );
-        Some(idle)
-    };
-    dumps.clean_up();
-    Ok((runs, idle))
+        Ok(Some(idle))
+    }
 }
 
 /// Fail unless every response of a batch was 200.
