@@ -13,6 +13,12 @@
 //! `gggg` and with an empty configuration; the difference in Envoy's instructions per request,
 //! divided by four, is what one call costs, the host's side included. An unknown letter makes
 //! `on_configure` fail, so Envoy refuses the configuration.
+//!
+//! `gs` is the routing floor: read the key header, write the route header, nothing else: what
+//! every proxy-wasm filter that routes by a request header must at least do. A JSON object
+//! configuration (one starting with `{`, such as the knhk configuration `cargo xtask bench`
+//! passes to a module given with `--knhk-wasm`) runs the floor, so the load benchmark can time
+//! it in knhk's place.
 
 #![deny(unsafe_code)]
 
@@ -53,13 +59,17 @@ impl Op {
     }
 }
 
-/// The ops of a configuration (surrounding whitespace ignored); `None` if a letter is unknown.
+/// The routing floor: read the key header, write the route header.
+const ROUTING_FLOOR: [Op; 2] = [Op::PresentHeader, Op::SetHeader];
+
+/// The ops of a configuration (surrounding whitespace ignored): the routing floor for a JSON
+/// object, else one op per letter; `None` if a letter is unknown.
 fn parse_ops(config: &[u8]) -> Option<Vec<Op>> {
-    config
-        .trim_ascii()
-        .iter()
-        .map(|&b| Op::from_letter(b))
-        .collect()
+    let config = config.trim_ascii();
+    if config.first() == Some(&b'{') {
+        return Some(ROUTING_FLOOR.to_vec());
+    }
+    config.iter().map(|&b| Op::from_letter(b)).collect()
 }
 
 /// Root context: reads the ops and hands them to every request.
@@ -192,6 +202,14 @@ mod tests {
             ])
         );
         assert_eq!(parse_ops(b"gx"), None);
-        assert_eq!(parse_ops(b"{}"), None);
+        assert_eq!(parse_ops(b"[]"), None);
+    }
+
+    /// A JSON object (the load benchmark's knhk configuration) runs the routing floor.
+    #[test]
+    fn json_configuration_runs_the_routing_floor() {
+        let floor = Some(vec![Op::PresentHeader, Op::SetHeader]);
+        assert_eq!(parse_ops(br#" {"routing":{"salt":"knhk"}}"#), floor);
+        assert_eq!(parse_ops(b"gs"), floor);
     }
 }
