@@ -150,7 +150,7 @@ impl Replicator {
     }
 
     /// One round: bring every peer up to the newest checkpoint, record the answers, and
-    /// commit what reached the threshold. `None` before the first seal.
+    /// commit what reached the threshold, as soon as it does. `None` before the first seal.
     pub async fn round(self: &Arc<Self>) -> Result<Option<RoundReport>, QuorumError> {
         let _serial = self.round_lock.lock().await;
         let Some(latest) = self.log.latest_checkpoint()? else {
@@ -183,11 +183,21 @@ impl Replicator {
                 continue;
             };
             let now = now_ns();
-            let state = self.state()?;
-            for (size, line) in &outcome.acks {
-                state.record_ack(*size, &peer.region, line, now)?;
-                touched.push(*size);
+            {
+                let state = self.state()?;
+                for (size, line) in &outcome.acks {
+                    state.record_ack(*size, &peer.region, line, now)?;
+                    touched.push(*size);
+                }
             }
+            // Commit as soon as the threshold is reached, not after the slowest peer answered
+            // or timed out; and before the peer's acked size is published, so a status that
+            // shows a quorum of acks also shows the commit they made. (`commit_if_quorum`
+            // takes the state lock itself.)
+            for (size, _) in &outcome.acks {
+                self.commit_if_quorum(*size)?;
+            }
+            let state = self.state()?;
             if let Some(error) = &outcome.error {
                 tracing::warn!(region = %peer.region, tree_size = cp.tree_size, %error, "peer did not acknowledge");
                 state.record_error(cp.tree_size, &peer.region, error, now)?;
