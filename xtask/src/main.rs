@@ -8,6 +8,7 @@ mod bench_receipts;
 mod bench_rollback;
 mod bench_wasm_cost;
 mod demo;
+mod imports;
 mod setup;
 mod test;
 mod util;
@@ -52,6 +53,8 @@ enum Cmd {
     BenchWasmCost(bench_wasm_cost::Args),
     /// Envoy instructions per request under callgrind (counted, not timed).
     BenchEnvoyInstructions(bench_instructions::Args),
+    /// Draw each library crate's file-level import graph; fail on any circle.
+    ImportCycles,
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
+        Cmd::ImportCycles => imports::run(&util::repo_root()),
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
         Cmd::BenchRollback(args) => bench_rollback::run(&args),
