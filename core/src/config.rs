@@ -13,13 +13,6 @@ pub(crate) mod read;
 mod staging;
 pub use staging::{AudienceConfig, BucketRange, CookieMatch, FlagConfig, FlagsConfig};
 
-/// Largest accepted configuration document, in bytes.
-pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
-/// Most routing-key sources, exclusions or class rules accepted in one list.
-pub const MAX_LIST_ENTRIES: usize = 64;
-/// Longest accepted header, cookie or query parameter name.
-pub const MAX_NAME_BYTES: usize = 256;
-
 /// A configuration rejection: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid knhk config: field `{field}`: {reason}")]

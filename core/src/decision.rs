@@ -10,7 +10,7 @@ use crate::admission::ShedLevels;
 use crate::bucket::{buckets, is_canary, Buckets};
 use crate::class::{Class, Route};
 use crate::config::Strategy;
-use crate::flags::{flags_on, FlagSet};
+use crate::flags::FlagSet;
 use crate::host::RequestHeaders;
 use crate::policy::Policy;
 use crate::request::{classify, in_audience, is_excluded, routing_key};
@@ -182,7 +182,7 @@ pub fn decide(policy: &Policy, levels: &ShedLevels, req: &dyn RequestHeaders) ->
         requested_class,
         class,
         admission,
-        flags: flags_on(policy, buckets.as_ref()),
+        flags: policy.flags_on(buckets.as_ref()),
     }
 }
 

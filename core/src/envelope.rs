@@ -17,20 +17,12 @@ use crate::checkpoint::{verify_signature, CheckpointError, PublicKeyVersion, Sig
 use crate::config::from_json::{base64, read_alg, read_public_key};
 use crate::config::read::At;
 use crate::config::ConfigError;
+use crate::limits::{MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES, MAX_SIGNATURES, MAX_TRUSTED_KEYS};
 use crate::policy::Policy;
 use serde_json::Value;
 
 /// DSSE payload type of a knhk config.
 pub const PAYLOAD_TYPE: &str = "application/vnd.knhk.config+json";
-/// Largest envelope accepted, bytes (the policy itself is capped at 64 KiB).
-pub const MAX_ENVELOPE_BYTES: usize = 192 * 1024;
-/// Largest payload accepted, bytes: a policy at its limit ([`crate::config::MAX_CONFIG_BYTES`])
-/// plus the epoch, timestamp and up to [`MAX_TRUSTED_KEYS`] next keys.
-pub const MAX_PAYLOAD_BYTES: usize = crate::config::MAX_CONFIG_BYTES + 16 * 1024;
-/// Most signatures one envelope may carry.
-pub const MAX_SIGNATURES: usize = 8;
-/// Most keys a trusted key set may hold.
-pub const MAX_TRUSTED_KEYS: usize = 16;
 
 /// The signed envelope as it travels (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,6 @@
 //! A request without a routing key has every flag off.
 
 use crate::bucket::{reduce, Buckets};
-use crate::policy::Policy;
 
 /// Most flags one config may declare (they fit one `u64` bitset).
 pub const MAX_FLAGS: usize = 64;
@@ -173,15 +172,6 @@ impl FlagSet {
     /// Indices of the on-flags, ascending (config order).
     pub fn indices(self) -> impl Iterator<Item = usize> {
         (0..MAX_FLAGS).filter(move |&i| self.contains(i))
-    }
-}
-
-/// The flags on for a request whose routing key gave `buckets` (`None`: no key, all off)
-/// under `policy` (no `flags` section: none).
-pub fn flags_on(policy: &Policy, buckets: Option<&Buckets>) -> FlagSet {
-    match (&policy.flags, buckets) {
-        (Some(flags), Some(b)) => flags.on_for(b),
-        _ => FlagSet::EMPTY,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod flags;
 pub mod host;
 pub mod json;
+pub mod limits;
 pub mod merkle;
 pub mod policy;
 pub mod receipt;

@@ -8,8 +8,9 @@ use crate::checkpoint::{Alg, PublicKeyVersion};
 use crate::class::Class;
 use crate::config::{
     defaults, ClassConfig, ClassRule, ConfigError, ControlConfig, FailMode, FilterConfig,
-    KeySource, ReceiptOverflow, Strategy, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES,
+    KeySource, ReceiptOverflow, Strategy,
 };
+use crate::limits::{MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES};
 mod error_path;
 mod staging;
 pub use staging::{Audience, AudienceMatch, MAX_MATCH_VALUE_BYTES};
@@ -152,6 +153,15 @@ pub struct Receipts {
 }
 
 impl Policy {
+    /// The flags on for a request whose routing key gave `buckets` (`None`: no key, all off);
+    /// none without a `flags` section.
+    pub fn flags_on(&self, buckets: Option<&crate::bucket::Buckets>) -> crate::flags::FlagSet {
+        match (&self.flags, buckets) {
+            (Some(flags), Some(b)) => flags.on_for(b),
+            _ => crate::flags::FlagSet::EMPTY,
+        }
+    }
+
     /// The value the filter writes in the route header for `route`.
     pub fn route_value(&self, route: crate::class::Route) -> &str {
         match route {
@@ -478,12 +488,12 @@ fn validate_control(c: &ControlConfig) -> Result<Control, ConfigError> {
         ));
     }
     let keys = &c.trusted_keys;
-    if keys.is_empty() || keys.len() > crate::envelope::MAX_TRUSTED_KEYS {
+    if keys.is_empty() || keys.len() > crate::limits::MAX_TRUSTED_KEYS {
         return Err(ConfigError::new(
             "control.trusted_keys",
             format!(
                 "must hold 1..={} keys, has {}",
-                crate::envelope::MAX_TRUSTED_KEYS,
+                crate::limits::MAX_TRUSTED_KEYS,
                 keys.len()
             ),
         ));
@@ -515,12 +525,12 @@ fn validate_control(c: &ControlConfig) -> Result<Control, ConfigError> {
             ));
         }
         let max_batch = r.max_batch as usize;
-        if max_batch == 0 || max_batch > crate::receipt::MAX_BATCH_RECORDS {
+        if max_batch == 0 || max_batch > crate::limits::MAX_BATCH_RECORDS {
             return Err(ConfigError::new(
                 "control.receipts.max_batch",
                 format!(
                     "must be 1..={}, got {max_batch}",
-                    crate::receipt::MAX_BATCH_RECORDS
+                    crate::limits::MAX_BATCH_RECORDS
                 ),
             ));
         }
@@ -656,14 +666,12 @@ fn budget(
             format!("p99 budget {p99_max_ns} ns exceeds one hour"),
         ));
     }
-    if c.window_ms < MIN_INTERVAL_MS * crate::admission::SLICES as u32
-        || c.window_ms > MAX_WINDOW_MS
-    {
+    if c.window_ms < MIN_INTERVAL_MS * crate::limits::SLICES as u32 || c.window_ms > MAX_WINDOW_MS {
         return Err(ConfigError::new(
             format!("{field}.window_ms"),
             format!(
                 "must be {}..={MAX_WINDOW_MS}, got {}",
-                MIN_INTERVAL_MS * crate::admission::SLICES as u32,
+                MIN_INTERVAL_MS * crate::limits::SLICES as u32,
                 c.window_ms
             ),
         ));

@@ -26,6 +26,7 @@
 mod entry;
 pub mod event;
 mod hold;
+mod wire;
 
 pub use entry::{
     KeyRotation, LogEntry, ENTRY_KIND_HOLD_PLACED, ENTRY_KIND_HOLD_RELEASED,
@@ -37,6 +38,8 @@ pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};
 use crate::decision::Admission;
+use crate::limits::MAX_BATCH_RECORDS;
+use wire::Reader;
 
 /// The record format version this build writes and reads.
 pub const RECORD_VERSION: u8 = 1;
@@ -53,8 +56,6 @@ pub const BATCH_MAGIC: [u8; 4] = *b"KNRB";
 pub const BATCH_VERSION: u8 = 1;
 /// Batch header: magic, version, record count (u32 LE).
 pub const BATCH_HEADER_LEN: usize = 9;
-/// Most records one batch may carry.
-pub const MAX_BATCH_RECORDS: usize = 16_384;
 /// Largest valid batch in bytes.
 pub const MAX_BATCH_LEN: usize = BATCH_HEADER_LEN + MAX_BATCH_RECORDS * RECORD_LEN;
 
@@ -244,40 +245,6 @@ fn check_bucket(field: &'static str, v: u16) -> Result<u16, ReceiptError> {
             field,
             value: u64::from(v),
         })
-    }
-}
-
-/// Little-endian field reader over a slice already checked to be long enough.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        if let Some(src) = self.buf.get(self.pos..self.pos + N) {
-            out.copy_from_slice(src);
-        }
-        self.pos += N;
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
     }
 }
 

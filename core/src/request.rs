@@ -5,13 +5,8 @@ use std::borrow::Cow;
 
 use crate::class::Class;
 use crate::host::RequestHeaders;
+use crate::limits::{MAX_KEY_BYTES, REQUEST_ID_HEADER};
 use crate::policy::{KeyFrom, Policy, Rule};
-
-/// Only this many leading bytes of a routing key are hashed (a guard against huge headers).
-pub const MAX_KEY_BYTES: usize = 1024;
-
-/// Header used when no configured source yields a key and the fallback is on.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Where the routing key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
 use crate::host::{now_ns, status_header, LazyHeaders};
-use crate::root::VmState;
+use crate::state::VmState;
 
 /// Response header naming the admission outcome of a shed or degraded request.
 const ADMISSION_HEADER: &str = "x-knhk-admission";

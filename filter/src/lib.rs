@@ -12,6 +12,7 @@ mod http;
 mod metrics;
 mod receipts;
 mod root;
+mod state;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use knhk_core::admission::AdmissionCoordinator;
 use knhk_core::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,24 +14,8 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 use crate::control::{ConfigPoll, PollOutcome};
 use crate::host::{now_ns, status_header, EnvoySharedData};
 use crate::http::KnhkHttp;
-use crate::metrics::Metrics;
 use crate::receipts::ReceiptBuffer;
-
-/// State one VM (one Envoy worker) shares between its root and its request contexts.
-pub struct VmState {
-    /// The policy in force; `None` until a valid configuration arrives.
-    pub policy: Option<Rc<Policy>>,
-    /// Local admission samples and the shed levels last read from shared data.
-    pub admission: AdmissionCoordinator,
-    /// Stats, counted locally and flushed on the tick.
-    pub metrics: Metrics,
-    /// Receipts for the agent, when configured.
-    pub receipts: Option<ReceiptBuffer>,
-    /// Config epoch in force (0: the static plugin configuration).
-    pub epoch: u64,
-    /// This VM's id in receipts.
-    pub worker_id: u32,
-}
+use crate::state::VmState;
 
 /// The filter's root context.
 pub struct KnhkRoot {
@@ -57,14 +40,7 @@ impl KnhkRoot {
         // VMs of different workers start at different nanoseconds: a cheap, stable worker id.
         let worker_id = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
         KnhkRoot {
-            state: Rc::new(RefCell::new(VmState {
-                policy: None,
-                admission: AdmissionCoordinator::new(),
-                metrics: Metrics::define(),
-                receipts: None,
-                epoch: 0,
-                worker_id,
-            })),
+            state: Rc::new(RefCell::new(VmState::new(worker_id))),
             poll: None,
             flush_token: None,
             last_flush_ms: 0,

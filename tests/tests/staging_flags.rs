@@ -4,7 +4,6 @@
 // An integration test binary: failing loudly on the first broken expectation is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use knhk_core::flags::flags_on;
 use knhk_core::Policy;
 use knhk_e2e::client::{concurrent, Client, Reply};
 use knhk_e2e::envoy::{rejection_lines, Envoy, Launch};
@@ -204,7 +203,7 @@ async fn flags_header_matches_the_core_and_replaces_spoofs() {
     let wrong: Vec<String> = replies
         .iter()
         .filter(|(key, reply)| {
-            let expected = flags.header_value(flags_on(&policy, Some(&oracle(SALT, key))));
+            let expected = flags.header_value(policy.flags_on(Some(&oracle(SALT, key))));
             if expected.is_some() {
                 with_flags += 1;
             } else {
@@ -214,7 +213,7 @@ async fn flags_header_matches_the_core_and_replaces_spoofs() {
         })
         .take(10)
         .map(|(key, reply)| {
-            let expected = flags.header_value(flags_on(&policy, Some(&oracle(SALT, key))));
+            let expected = flags.header_value(policy.flags_on(Some(&oracle(SALT, key))));
             format!(
                 "{key}: expected {expected:?}, upstream saw {:?} ({})",
                 reply.upstream_saw(FLAGS_HEADER),

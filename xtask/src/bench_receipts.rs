@@ -59,9 +59,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.seconds > 0, "--seconds must be at least 1");
     anyhow::ensure!(args.posters > 0, "--posters must be at least 1");
     anyhow::ensure!(
-        (1..=knhk_core::receipt::MAX_BATCH_RECORDS).contains(&args.batch),
+        (1..=knhk_core::limits::MAX_BATCH_RECORDS).contains(&args.batch),
         "--batch must be between 1 and {}",
-        knhk_core::receipt::MAX_BATCH_RECORDS
+        knhk_core::limits::MAX_BATCH_RECORDS
     );
     let agent = match &args.agent {
         Some(p) => p.clone(),

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use knhk_core::checkpoint::PublicKeyVersion;
-use knhk_core::config::MAX_CONFIG_BYTES;
+use knhk_core::limits::MAX_CONFIG_BYTES;
 use serde::{Deserialize, Serialize};
 
 use super::service::{Epoch, PolicyService, Rotation, Source};

@@ -53,7 +53,7 @@ pub enum PolicyError {
     #[error("policy is not valid JSON: {0}")]
     Malformed(String),
     /// A policy document is larger than the filter accepts.
-    #[error("policy of {0} bytes exceeds the {max}-byte limit", max = knhk_core::config::MAX_CONFIG_BYTES)]
+    #[error("policy of {0} bytes exceeds the {max}-byte limit", max = knhk_core::limits::MAX_CONFIG_BYTES)]
     TooLarge(usize),
     /// A policy document does not validate as a filter configuration (the filter's own rules);
     /// the error names the field.

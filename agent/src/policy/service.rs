@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use knhk_core::checkpoint::PublicKeyVersion;
-use knhk_core::config::MAX_CONFIG_BYTES;
 use knhk_core::envelope::{self, ConfigPayload, Envelope, EnvelopeError, PAYLOAD_TYPE};
+use knhk_core::limits::MAX_CONFIG_BYTES;
 use knhk_core::{ConfigError, Policy};
 use tokio::sync::watch;
 

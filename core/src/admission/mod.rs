@@ -11,7 +11,7 @@ mod controller;
 mod window;
 
 pub use controller::{evaluate, Step};
-pub use window::{ClassWindow, Sample, SliceCounts, WindowTotals, ENCODED_LEN, SLICES};
+pub use window::{ClassWindow, Sample, SliceCounts, WindowTotals, ENCODED_LEN};
 
 use crate::class::Class;
 use crate::host::{CasOutcome, HostError, SharedStore};

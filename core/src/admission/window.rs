@@ -6,10 +6,8 @@
 //! exactly across workers by addition. That is what lets every Envoy worker publish its
 //! observations into one shared-data entry and read back the same shed level.
 
+use crate::limits::SLICES;
 use crate::policy::ClassBudget;
-
-/// Slices per window; the window slides in steps of `window_ms / SLICES`.
-pub const SLICES: usize = 10;
 
 const FORMAT_VERSION: u8 = 1;
 const SLICE_BYTES: usize = 8 + 4 + 4 + 4;

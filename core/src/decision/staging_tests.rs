@@ -206,7 +206,7 @@ fn decision_carries_the_on_flags() {
         let key = format!("k{i}");
         let d = decide(&p, &[0; 3], &FakeRequest::get("/").with("x-user", &key));
         let b = buckets(b"s", key.as_bytes());
-        assert_eq!(d.flags, crate::flags::flags_on(&p, Some(&b)));
+        assert_eq!(d.flags, p.flags_on(Some(&b)));
         assert!(d.flags.contains(1));
         seen_half[usize::from(d.flags.contains(0))] = true;
         let excluded = decide(

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::bucket::buckets;
+use crate::policy::Policy;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -168,7 +169,7 @@ fn flags_on_sets_the_bits_of_on_flags() {
     let flags = p.flags.as_ref().unwrap();
     for k in 0..300 {
         let b = buckets(&p.salt, format!("key{k}").as_bytes());
-        let set = flags_on(&p, Some(&b));
+        let set = p.flags_on(Some(&b));
         for (i, flag) in flags.items.iter().enumerate() {
             assert_eq!(
                 set.contains(i),
@@ -177,14 +178,10 @@ fn flags_on_sets_the_bits_of_on_flags() {
         }
         assert_eq!(set.indices().count() as u32, set.len());
     }
-    assert_eq!(flags_on(&p, None), FlagSet::EMPTY, "no key: all off");
+    assert_eq!(p.flags_on(None), FlagSet::EMPTY, "no key: all off");
     let none = policy("{}");
     let b = buckets(b"knhk", b"k");
-    assert_eq!(
-        flags_on(&none, Some(&b)),
-        FlagSet::EMPTY,
-        "no flags section"
-    );
+    assert_eq!(none.flags_on(Some(&b)), FlagSet::EMPTY, "no flags section");
 }
 
 /// The header value lists on-flags in config order, comma-separated; nothing on gives `None`.

@@ -156,7 +156,7 @@ const PROTECTED_HEADERS: [&str; 10] = [
     "upgrade",
     "cookie",
     "authorization",
-    crate::request::REQUEST_ID_HEADER,
+    crate::limits::REQUEST_ID_HEADER,
 ];
 
 /// Validate `flags`; `reserved` are the header names it must not reuse, with their fields.

@@ -15,7 +15,8 @@
 
 use super::event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 use super::hold::{HoldPlaced, HoldReleased};
-use super::{Reader, Receipt, ReceiptError, RECORD_LEN};
+use super::wire::{get_text, need, put_text, Reader};
+use super::{Receipt, ReceiptError, RECORD_LEN};
 use crate::checkpoint::Alg;
 
 /// Leaf kind byte of a decision receipt.
@@ -63,53 +64,6 @@ pub enum LogEntry {
     HoldPlaced(HoldPlaced),
     /// A legal hold was released.
     HoldReleased(HoldReleased),
-}
-
-pub(super) fn put_text(
-    out: &mut Vec<u8>,
-    field: &'static str,
-    s: &str,
-) -> Result<(), ReceiptError> {
-    let len = u8::try_from(s.len())
-        .ok()
-        .filter(|l| *l > 0)
-        .ok_or(ReceiptError::InvalidText {
-            field,
-            max: usize::from(u8::MAX),
-        })?;
-    out.push(len);
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-pub(super) fn need(buf: &[u8], pos: usize, n: usize) -> Result<(), ReceiptError> {
-    if buf.len() < pos + n {
-        Err(ReceiptError::Truncated {
-            what: "log entry",
-            expected: pos + n,
-            actual: buf.len(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-pub(super) fn get_text(r: &mut Reader<'_>, field: &'static str) -> Result<String, ReceiptError> {
-    need(r.buf, r.pos, 1)?;
-    let len = usize::from(r.u8());
-    need(r.buf, r.pos, len)?;
-    let bytes = &r.buf[r.pos..r.pos + len];
-    r.pos += len;
-    let bad = ReceiptError::InvalidText {
-        field,
-        max: usize::from(u8::MAX),
-    };
-    if len == 0 {
-        return Err(bad);
-    }
-    core::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| bad)
 }
 
 impl KeyRotation {

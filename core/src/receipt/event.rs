@@ -7,7 +7,8 @@
 //! the cited window of receipt leaves and the analysis figures). The core checks the framing
 //! and that the body is a JSON object; the agent gives the object its meaning.
 
-use super::{Reader, ReceiptError};
+use super::wire::Reader;
+use super::ReceiptError;
 
 /// Leaf kind byte of a rollout event.
 pub const ENTRY_KIND_ROLLOUT_EVENT: u8 = 2;

@@ -10,8 +10,8 @@
 //! id is its leaf index), 3 config epoch (a rollout is held through the config epochs it
 //! spans).
 
-use super::entry::{get_text, need, put_text};
-use super::{Reader, Receipt, ReceiptError};
+use super::wire::{get_text, need, put_text, Reader};
+use super::{Receipt, ReceiptError};
 
 /// What a hold pins. In JSON: `{"by": "time", "from_ns", "to_ns"}`, `{"by": "leaves",
 /// "from", "to"}` or `{"by": "epochs", "from", "to"}`.

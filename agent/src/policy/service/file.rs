@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use knhk_core::config::MAX_CONFIG_BYTES;
+use knhk_core::limits::MAX_CONFIG_BYTES;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 

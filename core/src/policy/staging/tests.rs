@@ -1,7 +1,8 @@
 //! Validation of `routing.audience` and `flags`: normalized forms and every rejection path.
 
-use crate::config::{BucketRange, MAX_CONFIG_BYTES, MAX_LIST_ENTRIES};
+use crate::config::BucketRange;
 use crate::flags::{flag_constant, Flag};
+use crate::limits::{MAX_CONFIG_BYTES, MAX_LIST_ENTRIES};
 use crate::policy::tests::assert_rejects;
 use crate::policy::{AudienceMatch, Policy};
 
