@@ -225,6 +225,16 @@ impl AgentConfig {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("receipts.db")
     }
+
+    /// The parts the config push service is opened from.
+    pub fn policy_setup(&self) -> crate::policy::service::PolicySetup<'_> {
+        crate::policy::service::PolicySetup {
+            policy: &self.policy,
+            kms: &self.kms,
+            data_dir: &self.data_dir,
+            policy_file: self.policy_file.as_deref(),
+        }
+    }
 }
 
 #[cfg(test)]

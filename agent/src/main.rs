@@ -365,7 +365,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     serde_json::to_string_pretty(&build_signer(&cfg.kms).await?.rotate().await?)?
                 }
                 KeysAction::ListConfig => {
-                    serde_json::to_string_pretty(&offline_trusted_keys(&cfg).await?)?
+                    serde_json::to_string_pretty(&offline_trusted_keys(cfg.policy_setup()).await?)?
                 }
                 KeysAction::Witness => {
                     if cfg.quorum.region.is_empty() && cfg.quorum.witness_name.is_none() {

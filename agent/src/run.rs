@@ -135,7 +135,7 @@ pub async fn run(
     let signer: Arc<dyn Signer> = Arc::from(build_signer(&config.kms).await?);
     let log = Arc::new(ReceiptLog::open(&config.database_path(), &config.origin, signer).await?);
     log.seal(now_ns()).await?;
-    let policy = PolicyService::open(&config).await?;
+    let policy = PolicyService::open(config.policy_setup()).await?;
     let watcher = policy.spawn_file_watcher();
     let gates = Gates::open(
         &config.data_dir,
@@ -188,7 +188,8 @@ pub async fn run(
         config.retention.clone(),
     ));
     let pruner = retention.spawn(stop_rx);
-    let mut api = crate::api::router(log.clone(), policy.clone())
+    let mut api = crate::api::receipts::routes(log.clone())
+        .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
         .merge(crate::retention::api::routes(retention));
     let mut peer_api = crate::peer::router();

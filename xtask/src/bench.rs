@@ -14,6 +14,7 @@ pub(crate) mod envoy;
 mod load;
 pub(crate) mod machine;
 mod memory;
+pub(crate) mod placement;
 pub(crate) mod report;
 pub(crate) mod rig;
 mod rounds;
@@ -27,7 +28,8 @@ use envoy::Envoy;
 use knhk_e2e::paths::repo_root;
 use load::LoadSpec;
 use machine::Machine;
-use rig::{Cpus, Priority, Rig};
+use placement::{Cpus, Priority};
+use rig::Rig;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -270,13 +272,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", script.display()))?;
 
     // Place this process's main thread first: the upstream thread inherits CPU and priority.
-    rig::place_self(cpus.upstream, priority)?;
+    placement::place_self(cpus.upstream, priority)?;
     let upstream = Upstream::start()?;
     let bench_agent = match &agent_bin {
         Some(binary) => Some(
             BenchAgent::start(
                 binary,
-                rig::placed(binary.as_os_str(), cpus.agent, priority),
+                placement::placed(binary.as_os_str(), cpus.agent, priority),
                 run_dir.join("agent"),
             )
             .context("start the agent for variant knhk-agent")?,

@@ -23,7 +23,8 @@ mod split;
 mod table;
 
 use crate::bench::machine::{self, Machine};
-use crate::bench::rig::{Bootstrap, Cpus, Priority, Rig};
+use crate::bench::placement::{Cpus, Priority};
+use crate::bench::rig::{Bootstrap, Rig};
 use crate::bench::upstream::Upstream;
 use crate::bench::{self, report, ModeArg, Variant};
 use anyhow::{bail, Context};

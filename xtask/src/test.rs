@@ -50,6 +50,9 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
     timings.step("cargo fmt --check", || {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
+    timings.step("import circles", || {
+        crate::imports::run(&crate::util::repo_root())
+    })?;
     timings.step("clippy (native)", || {
         exec(cargo().args([
             "clippy",

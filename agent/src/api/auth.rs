@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The `[api]` table of the agent configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]

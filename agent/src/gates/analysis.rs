@@ -23,7 +23,7 @@ use knhk_core::decision::Admission;
 use knhk_core::receipt::Receipt;
 use serde::Serialize;
 
-use super::spec::Analysis;
+use super::terms::Analysis;
 
 /// Narrowest slot, nanoseconds.
 pub const SLOT_NS: u64 = 100_000_000;

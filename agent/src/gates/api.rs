@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::spec::MAX_SPEC_BYTES;
 use super::{Gate, Gates, GatesError};
-use crate::api::ApiError;
+use crate::api::error::ApiError;
 use crate::policy::PolicyError;
 
 /// Longest abort reason kept.
@@ -40,24 +40,10 @@ impl From<GatesError> for ApiError {
             GatesError::Policy(PolicyError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             GatesError::Policy(PolicyError::NoPolicy) => StatusCode::CONFLICT,
             _ => {
-                tracing::error!(error = %e, "rollout failure");
-                return ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: "internal error; see the agent log".to_owned(),
-                };
+                return ApiError::internal("rollout failure", &e);
             }
         };
-        ApiError {
-            status,
-            message: e.to_string(),
-        }
-    }
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: message.into(),
+        ApiError::new(status, e.to_string())
     }
 }
 
@@ -119,7 +105,7 @@ fn optional_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Option<T>,
     }
     serde_json::from_slice(body)
         .map(Some)
-        .map_err(|e| bad_request(format!("body is not valid: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("body is not valid: {e}")))
 }
 
 async fn promote(
@@ -129,7 +115,7 @@ async fn promote(
     let body = body_of(body)?;
     let to = match optional_json::<PromoteBody>(&body)?.and_then(|b| b.to) {
         Some(name) => Some(Gate::parse(&name).ok_or_else(|| {
-            bad_request(format!(
+            ApiError::bad_request(format!(
                 "`to` {name:.40?} is not one of canary, staging, production"
             ))
         })?),
@@ -155,7 +141,7 @@ async fn abort(
         .and_then(|b| b.reason)
         .unwrap_or_else(|| "aborted by operator".to_owned());
     if reason.is_empty() || reason.len() > MAX_REASON {
-        return Err(bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "`reason` must be 1–{MAX_REASON} bytes"
         )));
     }

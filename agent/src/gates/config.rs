@@ -20,8 +20,7 @@
 
 use serde::Deserialize;
 
-use super::spec::{percent_to_bp, Analysis, DEFAULT_STEPS};
-use super::state::Gate;
+use super::terms::{percent_to_bp, Analysis, Gate, DEFAULT_STEPS};
 use super::GatesError;
 
 /// Defaults of the `[gates]` table.

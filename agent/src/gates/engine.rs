@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use super::analysis::{Figures, Verdict, Window};
 use super::config::GatesConfig;
-use super::spec::{Analysis, RolloutSpec};
-use super::state::{Gate, Phase, RolloutState, Target};
+use super::spec::RolloutSpec;
+use super::state::{Phase, RolloutState, Target};
 use super::store::{GatesStore, HistoryItem, DATABASE_FILE};
+use super::terms::Analysis;
+use super::terms::Gate;
 use super::GatesError;
 use crate::policy::service::Overlay;
 use crate::policy::PolicyService;

@@ -2,6 +2,7 @@
 //! steps, `staging` (a defined audience) and `production`, promoted on analysis of the
 //! filters' receipts and rolled back automatically, with every transition a signed log entry.
 //!
+//! - [`terms`]: the gates, the analysis thresholds, weights in basis points.
 //! - [`spec`]: the rollout document and its validation.
 //! - [`config`]: the agent's `[gates]` defaults and the older sidecar's promotion settings.
 //! - [`state`]: gates, phases, allowed transitions, and the policy fields a state owns.
@@ -19,11 +20,13 @@ pub mod report;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod terms;
 
 pub use config::GatesConfig;
 pub use engine::{Gates, Status};
 pub use spec::RolloutSpec;
-pub use state::{Gate, Phase};
+pub use state::Phase;
+pub use terms::Gate;
 
 use crate::policy::PolicyError;
 use crate::receipts::ReceiptsError;

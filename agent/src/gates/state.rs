@@ -10,40 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::spec::RolloutSpec;
+use super::terms::Gate;
 use super::GatesError;
-
-/// A promotion gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Gate {
-    /// The candidate takes a rising share of keys.
-    Canary,
-    /// The candidate serves a defined audience in full.
-    Staging,
-    /// The candidate is the new stable.
-    Production,
-}
-
-impl Gate {
-    /// The name used in APIs and receipts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Gate::Canary => "canary",
-            Gate::Staging => "staging",
-            Gate::Production => "production",
-        }
-    }
-
-    /// Inverse of [`Gate::as_str`] (case-insensitive).
-    pub fn parse(name: &str) -> Option<Gate> {
-        match name.to_ascii_lowercase().as_str() {
-            "canary" => Some(Gate::Canary),
-            "staging" => Some(Gate::Staging),
-            "production" => Some(Gate::Production),
-            _ => None,
-        }
-    }
-}
 
 /// Where a rollout is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,37 +26,32 @@ use serde::{Deserialize, Serialize};
 
 use super::service::{Epoch, PolicyService, Rotation, Source};
 use super::{PolicyConfig, PolicyError};
-use crate::api::ApiError;
+use crate::api::error::ApiError;
 
 /// Header carrying the epoch of a `GET /v1/config` answer.
 pub const EPOCH_HEADER: &str = "x-knhk-epoch";
 /// Longest query value echoed back in an error message.
 const ECHO_MAX: usize = 40;
 
-fn err(status: StatusCode, message: impl Into<String>) -> ApiError {
-    ApiError {
-        status,
-        message: message.into(),
-    }
-}
-
 impl From<PolicyError> for ApiError {
     fn from(e: PolicyError) -> Self {
         match e {
-            PolicyError::Malformed(_) => err(StatusCode::BAD_REQUEST, e.to_string()),
-            PolicyError::NoPolicy => err(StatusCode::CONFLICT, e.to_string()),
-            PolicyError::TooLarge(_) => err(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-            PolicyError::Invalid(_) => err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            PolicyError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            PolicyError::NoPolicy => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            PolicyError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            PolicyError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             PolicyError::Kms(_) => {
                 tracing::error!(error = %e, "config signing failed");
-                err(
+                ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "signing the config failed; nothing changed; see the agent log",
                 )
             }
             other => {
                 tracing::error!(error = %other, "config push failure");
-                err(
+                ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error; nothing changed; see the agent log",
                 )
@@ -67,7 +62,7 @@ impl From<PolicyError> for ApiError {
 
 fn only(allowed: &'static str) -> impl Fn(Method) -> std::future::Ready<Response> + Clone {
     move |method: Method| {
-        let mut response = err(
+        let mut response = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not allowed here; use {allowed}"),
         )
@@ -169,12 +164,12 @@ fn body_or_refusal(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErro
     body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            err(
+            ApiError::new(
                 status,
                 format!("body exceeds the limit of {MAX_CONFIG_BYTES} bytes"),
             )
         } else {
-            err(status, r.body_text())
+            ApiError::new(status, r.body_text())
         }
     })
 }
@@ -185,7 +180,7 @@ async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Published>, ApiError> {
     if !is_json(&headers) {
-        return Err(err(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         ));
@@ -209,7 +204,7 @@ async fn post_rotate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Rotation>, ApiError> {
     if !body_or_refusal(body)?.is_empty() {
-        return Err(err(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "POST /v1/config/keys/rotate takes no body",
         ));
@@ -234,7 +229,7 @@ fn parse_poll_query(
     query: Option<&str>,
     config: &PolicyConfig,
 ) -> Result<(u64, Duration), ApiError> {
-    let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let mut after = None;
     let mut timeout_ms = None;
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -298,7 +293,7 @@ async fn get_config(
     let (after, timeout) = parse_poll_query(query.as_deref(), svc.config())?;
     let current = svc.snapshot().epoch();
     if after > current {
-        return Err(err(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
                 "after {after} is above this agent's config epoch {current}: the caller's epoch did not come from this agent (or its data directory was lost)"

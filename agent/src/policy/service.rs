@@ -26,8 +26,7 @@ use file::FileState;
 
 use super::store::PolicyStore;
 use super::{PolicyConfig, PolicyError};
-use crate::config::AgentConfig;
-use crate::kms::{build_signer, KmsError, Signer};
+use crate::kms::{build_signer, KmsConfig, KmsError, Signer};
 use crate::receipts::log::now_ns;
 
 /// Name of the epoch database in the data directory.
@@ -112,18 +111,37 @@ impl std::fmt::Debug for PolicyService {
     }
 }
 
+/// The parts of the agent's configuration the config push service is opened from.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicySetup<'a> {
+    /// `[policy]`: the config key and push settings.
+    pub policy: &'a PolicyConfig,
+    /// `[kms]`: the provider the config key lives in.
+    pub kms: &'a KmsConfig,
+    /// Where `policy.db` lives.
+    pub data_dir: &'a Path,
+    /// The watched policy file, if any.
+    pub policy_file: Option<&'a Path>,
+}
+
+impl PolicySetup<'_> {
+    fn database(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
 impl PolicyService {
-    /// Open the service the agent configuration describes: build the config signer, load the
-    /// stored epochs, and apply the policy file once (an invalid file is logged and skipped).
-    pub async fn open(config: &AgentConfig) -> Result<Arc<Self>, PolicyError> {
-        config.policy.validate(&config.kms)?;
+    /// Open the service `setup` describes: build the config signer, load the stored epochs,
+    /// and apply the policy file once (an invalid file is logged and skipped).
+    pub async fn open(setup: PolicySetup<'_>) -> Result<Arc<Self>, PolicyError> {
+        setup.policy.validate(setup.kms)?;
         let signer: Arc<dyn Signer> =
-            Arc::from(build_signer(&config.policy.signer_config(&config.kms)).await?);
+            Arc::from(build_signer(&setup.policy.signer_config(setup.kms)).await?);
         Self::with_signer(
             signer,
-            &config.data_dir.join(DATABASE_FILE),
-            config.policy_file.clone(),
-            config.policy.clone(),
+            &setup.database(),
+            setup.policy_file.map(Path::to_path_buf),
+            setup.policy.clone(),
         )
         .await
     }
@@ -463,10 +481,10 @@ impl PolicyService {
 /// The key set for the filters' static `control.trusted_keys`, read without a running agent:
 /// the key that signed the stored epoch in force, else the config key's newest version.
 pub async fn offline_trusted_keys(
-    config: &AgentConfig,
+    setup: PolicySetup<'_>,
 ) -> Result<Vec<PublicKeyVersion>, PolicyError> {
-    config.policy.validate(&config.kms)?;
-    let db = config.data_dir.join(DATABASE_FILE);
+    setup.policy.validate(setup.kms)?;
+    let db = setup.database();
     if db.exists() {
         let latest = tokio::task::spawn_blocking(move || PolicyStore::open(&db)?.latest())
             .await
@@ -475,7 +493,7 @@ pub async fn offline_trusted_keys(
             return Ok(vec![e.signed_by]);
         }
     }
-    let signer = build_signer(&config.policy.signer_config(&config.kms)).await?;
+    let signer = build_signer(&setup.policy.signer_config(setup.kms)).await?;
     Ok(vec![newest(&signer.public_keys().await?, signer.key_id())?])
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::replicator::RoundReport;
 use super::state::{Commit, PeerState};
 use super::{QuorumError, Replicator};
-use crate::api::ApiError;
+use crate::api::error::ApiError;
 
 /// Largest `limit` of `GET /v1/quorum/commits`.
 pub const MAX_COMMITS_PAGE: u64 = 10_000;
@@ -60,18 +60,7 @@ pub fn routes(replicator: Arc<Replicator>) -> Router {
 }
 
 fn internal(e: QuorumError) -> ApiError {
-    tracing::error!(error = %e, "quorum failure");
-    ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: "internal error; see the agent log".to_owned(),
-    }
-}
-
-fn bad(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message,
-    }
+    ApiError::internal("quorum failure", &e)
 }
 
 async fn status(State(r): State<Arc<Replicator>>) -> Result<Json<Status>, ApiError> {
@@ -110,9 +99,9 @@ async fn checkpoint(
     State(r): State<Arc<Replicator>>,
     Path(size): Path<String>,
 ) -> Result<Json<RoundReport>, ApiError> {
-    let size: u64 = size
-        .parse()
-        .map_err(|_| bad(format!("tree size {size:?} is not a non-negative integer")))?;
+    let size: u64 = size.parse().map_err(|_| {
+        ApiError::bad_request(format!("tree size {size:?} is not a non-negative integer"))
+    })?;
     if r.log().checkpoint_at(size)?.is_none() {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -132,10 +121,10 @@ async fn commits(
     State(r): State<Arc<Replicator>>,
     query: Result<Query<CommitsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Commit>>, ApiError> {
-    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_COMMITS_PAGE {
-        return Err(bad(format!(
+        return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {MAX_COMMITS_PAGE}"
         )));
     }
@@ -148,7 +137,7 @@ async fn proof(
     Path(index): Path<String>,
 ) -> Result<Response, ApiError> {
     let index: u64 = index.parse().map_err(|_| {
-        bad(format!(
+        ApiError::bad_request(format!(
             "receipt index {index:?} is not a non-negative integer"
         ))
     })?;

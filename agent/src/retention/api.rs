@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use super::{Hold, PlaceHold, Recorded, ReleaseHold, Retention, RetentionError, RunReport};
-use crate::api::ApiError;
+use crate::api::error::ApiError;
 use crate::receipts::log::now_ns;
 
 /// Largest hold request body.
@@ -41,17 +41,10 @@ impl From<RetentionError> for ApiError {
             RetentionError::DuplicateHold(_) => StatusCode::CONFLICT,
             RetentionError::UnknownHold(_) => StatusCode::NOT_FOUND,
             RetentionError::Receipts(_) | RetentionError::Quorum(_) => {
-                tracing::error!(error = %e, "retention failure");
-                return ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: "internal error; see the agent log".to_owned(),
-                };
+                return ApiError::internal("retention failure", &e);
             }
         };
-        ApiError {
-            status,
-            message: e.to_string(),
-        }
+        ApiError::new(status, e.to_string())
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The bench starts one agent (through [`crate::agent_process`]: local Ed25519 signer, SQLite
 //! WAL store, scratch directory `bench-results/bench-<stamp>/agent/`) on the agent CPU of
-//! [`Cpus`](super::rig::Cpus), never Envoy's, at the bench's priority. It puts the knhk
+//! [`Cpus`](super::placement::Cpus), never Envoy's, at the bench's priority. It puts the knhk
 //! variant's routing/admission policy with `PUT /v1/policy` (epoch 1) and reads the config key
 //! set from `GET /v1/config/keys`; the knhk-agent variant's plugin configuration is then the knhk
 //! variant's plus a `control` section with that key set, the `knhk_agent` cluster of

@@ -39,7 +39,7 @@ pub struct Launch<'a> {
     /// CPU to pin the process to (via `taskset`), if any.
     pub cpu: Option<usize>,
     /// Scheduling priority to run at.
-    pub priority: super::rig::Priority,
+    pub priority: super::placement::Priority,
     /// Worker threads (`--concurrency`); each runs its own wasm VM.
     pub concurrency: u32,
     /// A command line Envoy runs under (e.g. `valgrind --tool=callgrind …`), empty to run it directly.
@@ -59,11 +59,13 @@ impl Envoy {
         let log_err = log.try_clone().context("clone log handle")?;
         let mut command = match launch.wrapper.split_first() {
             Some((program, args)) => {
-                let mut c = super::rig::placed(program, launch.cpu, launch.priority);
+                let mut c = super::placement::placed(program, launch.cpu, launch.priority);
                 c.args(args).arg(launch.binary);
                 c
             }
-            None => super::rig::placed(launch.binary.as_os_str(), launch.cpu, launch.priority),
+            None => {
+                super::placement::placed(launch.binary.as_os_str(), launch.cpu, launch.priority)
+            }
         };
         command
             .arg("-c")

@@ -54,7 +54,7 @@ pub struct LoadSpec<'a> {
     /// CPU to pin wrk to, if any.
     pub cpu: Option<usize>,
     /// Scheduling priority of wrk.
-    pub priority: super::rig::Priority,
+    pub priority: super::placement::Priority,
 }
 
 /// Result of one measured run.
@@ -91,7 +91,7 @@ pub fn run(
     prefix: &str,
 ) -> anyhow::Result<LoadResult> {
     let seconds = duration.as_secs().max(1);
-    let mut command = super::rig::placed("wrk".as_ref(), spec.cpu, spec.priority);
+    let mut command = super::placement::placed("wrk".as_ref(), spec.cpu, spec.priority);
     command
         .args([
             "-t",

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::Witness;
+use crate::api::error::INTERNAL_MESSAGE;
 use crate::quorum::protocol::{AddCheckpoint, Refusal, ADD_CHECKPOINT_PATH, MAX_REQUEST_LEN};
 use crate::quorum::QuorumError;
 
@@ -57,7 +58,7 @@ fn refusal(e: &QuorumError) -> Response {
             return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 other.code(),
-                "internal error; see the agent log".to_owned(),
+                INTERNAL_MESSAGE.to_owned(),
                 None,
             );
         }

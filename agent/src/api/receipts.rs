@@ -1,0 +1,331 @@
+//! The receipt log's routes: batch ingest from the filters, and read access for operators and
+//! auditors.
+//!
+//! | method, path | answer |
+//! |---|---|
+//! | `POST /v1/receipts` | body: a `KNRB` batch (`Content-Type: application/x-knhk-receipts` or `application/octet-stream`, at most [`MAX_BATCH_LEN`] bytes); `200` only after the batch is committed durably |
+//! | `GET /v1/receipts?from=&limit=` | entries from `from` (default 0), `limit` 1–[`MAX_PAGE`] (default 100), with `next` for the following page |
+//! | `GET /v1/receipts/{index}/proof` | proof bundle against the newest checkpoint |
+//! | `GET /v1/checkpoints/latest` | the newest signed checkpoint |
+//! | `GET /v1/log/export` | the whole log export |
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use knhk_core::receipt::{LogEntry, MAX_BATCH_LEN};
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::receipts::{ReceiptLog, ReceiptsError};
+
+/// Largest page of `GET /v1/receipts`.
+pub const MAX_PAGE: u64 = 1000;
+/// Page size when `limit` is absent.
+pub const DEFAULT_PAGE: u64 = 100;
+/// Content types accepted for receipt batches.
+pub const BATCH_CONTENT_TYPES: [&str; 2] =
+    ["application/x-knhk-receipts", "application/octet-stream"];
+
+impl From<ReceiptsError> for ApiError {
+    fn from(e: ReceiptsError) -> Self {
+        match e {
+            ReceiptsError::Malformed(_) => ApiError::bad_request(e.to_string()),
+            ReceiptsError::OutOfRange { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            ReceiptsError::NotSealed { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ReceiptsError::Pruned { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
+            other => ApiError::internal("receipt log failure", &other),
+        }
+    }
+}
+
+/// The receipt, proof, checkpoint and export routes over `log`.
+pub fn routes(log: Arc<ReceiptLog>) -> Router {
+    Router::new()
+        .route("/v1/receipts", post(post_receipts).get(get_receipts))
+        .route("/v1/receipts/{index}/proof", get(get_proof))
+        .route("/v1/checkpoints/latest", get(get_latest_checkpoint))
+        .route("/v1/log/export", get(get_export))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_LEN))
+        .with_state(log)
+}
+
+/// Answer to an accepted batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Leaf index of the first receipt.
+    pub first_index: u64,
+    /// Receipts appended.
+    pub count: u64,
+    /// Log size after the append.
+    pub size: u64,
+}
+
+async fn post_receipts(
+    State(log): State<Arc<ReceiptLog>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !content_type
+        .as_deref()
+        .is_some_and(|ct| BATCH_CONTENT_TYPES.contains(&ct))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be one of {}",
+                BATCH_CONTENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    let body = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                format!("receipt batch exceeds the limit of {MAX_BATCH_LEN} bytes"),
+            )
+        } else {
+            ApiError::new(status, r.body_text())
+        }
+    })?;
+    let range = tokio::task::spawn_blocking(move || log.append_batch(&body))
+        .await
+        .map_err(|e| ApiError::internal("append task failed", &e))??;
+    Ok(Json(Accepted {
+        first_index: range.start,
+        count: range.end - range.start,
+        size: range.end,
+    }))
+}
+
+/// Query of `GET /v1/receipts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// One log entry as served.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntryView {
+    /// Leaf index.
+    pub index: u64,
+    /// Leaf bytes, base64.
+    pub leaf: String,
+    /// Decoded entry.
+    pub entry: EntryBody,
+}
+
+/// The decoded fields of an entry.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EntryBody {
+    /// A decision receipt.
+    Receipt {
+        /// Decision time, ns since the epoch.
+        time_ns: u64,
+        /// Salted key digest, hex.
+        key_digest: String,
+        /// `stable`, `canary` or absent for excluded requests.
+        route: Option<String>,
+        /// Routing bucket (65535 without a key).
+        routing_bucket: u16,
+        /// Priority bucket (65535 without a key).
+        priority: u16,
+        /// Requested class.
+        requested_class: String,
+        /// Class served.
+        class: String,
+        /// Admission outcome.
+        admission: String,
+        /// Response status.
+        status: u16,
+        /// Latency, microseconds.
+        latency_us: u32,
+        /// Config epoch.
+        config_epoch: u64,
+        /// Worker id.
+        worker_id: u32,
+    },
+    /// A signing key rotation.
+    KeyRotation {
+        /// Rotation time, ns since the epoch.
+        time_ns: u64,
+        /// Provider.
+        provider: String,
+        /// Key id.
+        key_id: String,
+        /// Algorithm of the new version.
+        alg: String,
+        /// Version before.
+        previous_version: u32,
+        /// Version after.
+        new_version: u32,
+        /// New public key, base64.
+        public_key: String,
+    },
+    /// A rollout promotion, pause, resume, abort, rollback or flag change.
+    RolloutEvent {
+        /// Event time, ns since the epoch.
+        time_ns: u64,
+        /// The event (see `gates::event`).
+        event: serde_json::Value,
+    },
+    /// A legal hold placement or release (see `crate::retention`).
+    Hold {
+        /// The decoded hold entry.
+        hold: crate::retention::HoldView,
+    },
+    /// A receipt whose payload retention removed; its leaf hash remains.
+    Pruned,
+}
+
+fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
+    if leaf.is_empty() {
+        return Ok(EntryView {
+            index,
+            leaf: String::new(),
+            entry: EntryBody::Pruned,
+        });
+    }
+    let entry = LogEntry::decode(leaf).map_err(|e| {
+        tracing::error!(index, "stored entry does not decode");
+        ApiError::internal("stored entry does not decode", &e)
+    })?;
+    let body = match entry.clone() {
+        LogEntry::Receipt(r) => EntryBody::Receipt {
+            time_ns: r.time_ns,
+            key_digest: hex::encode(r.key_digest),
+            route: r.route.map(|x| x.as_str().to_owned()),
+            routing_bucket: r.routing_bucket,
+            priority: r.priority,
+            requested_class: r.requested_class.as_str().to_owned(),
+            class: r.class.as_str().to_owned(),
+            admission: r.admission.as_str().to_owned(),
+            status: r.status,
+            latency_us: r.latency_us,
+            config_epoch: r.config_epoch,
+            worker_id: r.worker_id,
+        },
+        LogEntry::KeyRotation(k) => EntryBody::KeyRotation {
+            time_ns: k.time_ns,
+            provider: k.provider,
+            key_id: k.key_id,
+            alg: k.alg.as_str().to_owned(),
+            previous_version: k.previous_version,
+            new_version: k.new_version,
+            public_key: STANDARD.encode(&k.public_key),
+        },
+        LogEntry::RolloutEvent(e) => EntryBody::RolloutEvent {
+            time_ns: e.time_ns,
+            event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
+        },
+        LogEntry::HoldPlaced(_) | LogEntry::HoldReleased(_) => EntryBody::Hold {
+            hold: crate::retention::HoldView::of(&entry),
+        },
+    };
+    Ok(EntryView {
+        index,
+        leaf: STANDARD.encode(leaf),
+        entry: body,
+    })
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntriesPage {
+    /// Log size when read.
+    pub size: u64,
+    /// The entries.
+    pub entries: Vec<EntryView>,
+    /// `from` of the next page, absent at the end.
+    pub next: Option<u64>,
+}
+
+async fn get_receipts(
+    State(log): State<Arc<ReceiptLog>>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<EntriesPage>, ApiError> {
+    let Query(page) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let from = page.from.unwrap_or(0);
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let size = log.size()?;
+    if from > size {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("from {from} is beyond the log size {size}"),
+        ));
+    }
+    let rows = tokio::task::spawn_blocking(move || log.entries(from, limit))
+        .await
+        .map_err(|e| ApiError::internal("receipt log task failed", &e))??;
+    let entries = rows
+        .iter()
+        .map(|(i, leaf)| view(*i, leaf))
+        .collect::<Result<Vec<_>, _>>()?;
+    let end = from + u64::try_from(entries.len()).unwrap_or(0);
+    Ok(Json(EntriesPage {
+        size,
+        entries,
+        next: (end < size).then_some(end),
+    }))
+}
+
+async fn get_proof(
+    State(log): State<Arc<ReceiptLog>>,
+    Path(index): Path<String>,
+) -> Result<Response, ApiError> {
+    let index: u64 = index.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("receipt index {index:?} is not a non-negative integer"),
+        )
+    })?;
+    let size = log.size()?;
+    if index >= size {
+        return Err(ReceiptsError::OutOfRange { index, size }.into());
+    }
+    let bundle = tokio::task::spawn_blocking(move || log.proof_bundle(index))
+        .await
+        .map_err(|e| ApiError::internal("receipt log task failed", &e))??;
+    Ok(Json(bundle).into_response())
+}
+
+async fn get_latest_checkpoint(State(log): State<Arc<ReceiptLog>>) -> Result<Response, ApiError> {
+    match log.latest_checkpoint()? {
+        Some(cp) => Ok(Json(cp).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no checkpoint yet")),
+    }
+}
+
+async fn get_export(State(log): State<Arc<ReceiptLog>>) -> Result<Response, ApiError> {
+    let export = tokio::task::spawn_blocking(move || log.export())
+        .await
+        .map_err(|e| ApiError::internal("receipt log task failed", &e))??;
+    Ok(Json(export).into_response())
+}
