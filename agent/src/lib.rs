@@ -2,7 +2,7 @@
 //! and offline verification of what it exports.
 //!
 //! One module per subsystem, each with its own error type: [`config`] (file, environment,
-//! validation), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
+//! validation), [`db`] (the one SQLite opener), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
 //! log), [`policy`] (signed config epochs pushed to the filters), [`gates`] (promotion gates),
 //! [`api`] (HTTP), [`identity`] (SPIFFE SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS
 //! agent-to-agent API), [`quorum`] (cross-region witnessing and k-of-n commits),
@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod gates;
 pub mod identity;
 pub mod kms;

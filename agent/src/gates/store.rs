@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::RolloutSpec;
 use super::state::RolloutState;
 use super::GatesError;
+use crate::db::Durability;
 
 /// Name of the database in the data directory.
 pub const DATABASE_FILE: &str = "gates.db";
@@ -54,27 +55,31 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, Gate
     serde_json::from_str(text).map_err(|e| GatesError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The rollout and history tables.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rollouts (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    spec     TEXT NOT NULL,
+    state    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    rollout  TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    item     TEXT NOT NULL,
+    PRIMARY KEY (rollout, seq)
+);
+";
+
 impl GatesStore {
     /// Open (creating) the store.
     pub fn open(path: &Path) -> Result<GatesStore, GatesError> {
-        let db = Connection::open(path).map_err(sql("open"))?;
-        db.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS rollouts (
-                 seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-                 id       TEXT NOT NULL UNIQUE,
-                 spec     TEXT NOT NULL,
-                 state    TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS history (
-                 rollout  TEXT NOT NULL,
-                 seq      INTEGER NOT NULL,
-                 item     TEXT NOT NULL,
-                 PRIMARY KEY (rollout, seq)
-             );",
-        )
-        .map_err(sql("create tables"))?;
+        let db = crate::db::open(path, SCHEMA, Durability::Full).map_err(|e| {
+            e.into_store_error(
+                |op, source| GatesError::Sqlite { op, source },
+                GatesError::Corrupt,
+            )
+        })?;
         Ok(GatesStore { db })
     }
 

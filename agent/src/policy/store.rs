@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::epoch::{Epoch, Source};
 use super::PolicyError;
+use crate::db::Durability;
 
 /// Published epochs kept in the store (the newest handover is always kept too).
 pub const KEEP_EPOCHS: u64 = 1000;
@@ -75,18 +76,12 @@ const COLUMNS: &str = "epoch, issued_at_ns, source, policy, envelope, signed_by,
 impl PolicyStore {
     /// Open or create the store at `path`.
     pub fn open(path: &Path) -> Result<Self, PolicyError> {
-        let conn = Connection::open(path).map_err(sql("open"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(sql("enable WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(PolicyError::Corrupt(format!(
-                "journal mode is {mode}, WAL required"
-            )));
-        }
-        conn.execute_batch("PRAGMA synchronous=FULL;")
-            .map_err(sql("set pragmas"))?;
-        conn.execute_batch(SCHEMA).map_err(sql("create schema"))?;
+        let conn = crate::db::open(path, SCHEMA, Durability::Full).map_err(|e| {
+            e.into_store_error(
+                |op, source| PolicyError::Sqlite { op, source },
+                PolicyError::Corrupt,
+            )
+        })?;
         Ok(PolicyStore { conn })
     }
 

@@ -155,30 +155,18 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Open a SQLite file in WAL mode; `full` selects `synchronous=FULL` (durable against power
-/// loss at each commit) over `NORMAL` (durable against a process crash).
+/// Open a quorum store: [`crate::db::open`], its refusals as [`QuorumError`].
 pub(crate) fn open_db(
     path: &std::path::Path,
     schema: &str,
-    full: bool,
+    durability: crate::db::Durability,
 ) -> Result<rusqlite::Connection, QuorumError> {
-    let conn = rusqlite::Connection::open(path).map_err(sql("open"))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(sql("enable WAL"))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(QuorumError::Corrupt(format!(
-            "journal mode is {mode}, WAL required"
-        )));
-    }
-    let sync = if full {
-        "PRAGMA synchronous=FULL;"
-    } else {
-        "PRAGMA synchronous=NORMAL;"
-    };
-    conn.execute_batch(sync).map_err(sql("set pragmas"))?;
-    conn.execute_batch(schema).map_err(sql("create schema"))?;
-    Ok(conn)
+    crate::db::open(path, schema, durability).map_err(|e| {
+        e.into_store_error(
+            |op, source| QuorumError::Sqlite { op, source },
+            QuorumError::Corrupt,
+        )
+    })
 }
 
 /// The quorum subsystem of one agent: its witness and its replicator.

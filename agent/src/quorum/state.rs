@@ -82,7 +82,7 @@ impl QuorumState {
     /// Open or create `path`.
     pub fn open(path: &Path) -> Result<Self, QuorumError> {
         Ok(QuorumState {
-            conn: open_db(path, SCHEMA, false)?,
+            conn: open_db(path, SCHEMA, crate::db::Durability::Normal)?,
         })
     }
 

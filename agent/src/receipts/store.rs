@@ -17,6 +17,7 @@ use knhk_core::receipt::LogEntry;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 
 use super::leaf_source::{SqlLeaves, LEAF_GROUP_LOG2};
+use crate::db::Durability;
 
 use super::{ReceiptsError, SignedCheckpoint};
 
@@ -75,18 +76,12 @@ impl ReceiptStore {
     /// Open or create the store at `path` for the log named `origin`.
     pub fn open(path: &Path, origin: &str) -> Result<Self, ReceiptsError> {
         Checkpoint::new(origin, 0, merkle::EMPTY_ROOT)?;
-        let conn = Connection::open(path).map_err(sql("open"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(sql("enable WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ReceiptsError::Corrupt(format!(
-                "journal mode is {mode}, WAL required"
-            )));
-        }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-            .map_err(sql("set pragmas"))?;
-        conn.execute_batch(SCHEMA).map_err(sql("create schema"))?;
+        let conn = crate::db::open(path, SCHEMA, Durability::Full).map_err(|e| {
+            e.into_store_error(
+                |op, source| ReceiptsError::Sqlite { op, source },
+                ReceiptsError::Corrupt,
+            )
+        })?;
         let stored: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| {
                 r.get(0)

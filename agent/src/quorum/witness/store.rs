@@ -78,7 +78,7 @@ impl WitnessStore {
     /// Open or create `path`.
     pub fn open(path: &Path) -> Result<Self, QuorumError> {
         Ok(WitnessStore {
-            conn: open_db(path, SCHEMA, true)?,
+            conn: open_db(path, SCHEMA, crate::db::Durability::Full)?,
         })
     }
 
