@@ -1,6 +1,8 @@
 //! knhk control agent: a durable receipt log sealed by KMS-signed checkpoints, its HTTP API,
 //! and offline verification of what it exports.
 //!
+//! Shared leaves that import nothing above them: [`api::error`], [`clock`], [`db`].
+//!
 //! One module per subsystem, each with its own error type: [`config`] (file, environment,
 //! validation), [`db`] (the one SQLite opener), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
 //! log), [`policy`] (signed config epochs pushed to the filters), [`gates`] (promotion gates),
@@ -11,6 +13,7 @@
 //! call.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod gates;

@@ -21,13 +21,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::now_ns;
 use crate::config::{AgentConfig, ConfigError};
 use crate::gates::{Gates, GatesError};
 use crate::identity::{serve_mtls, Identity, IdentityError};
 use crate::kms::{build_signer, KmsError, Signer};
 use crate::policy::{PolicyError, PolicyService};
 use crate::quorum::{Quorum, QuorumError};
-use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 use crate::retention::Retention;
 

@@ -411,11 +411,11 @@ async fn quorum_commit_latency() {
             encode_batch(&(i * 100..i * 100 + 100).map(receipt).collect::<Vec<_>>()).unwrap();
         log.append_batch(&batch).unwrap();
         let sealed = log
-            .seal(knhk_agent::receipts::log::now_ns())
+            .seal(knhk_agent::clock::now_ns())
             .await
             .unwrap()
             .unwrap();
-        let start_ns = knhk_agent::receipts::log::now_ns();
+        let start_ns = knhk_agent::clock::now_ns();
         let t1 = Instant::now();
         let report = replicator.round().await.unwrap().unwrap();
         round_us.push(t1.elapsed().as_micros() as u64);

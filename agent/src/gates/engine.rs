@@ -21,9 +21,9 @@ use super::store::{GatesStore, HistoryItem, DATABASE_FILE};
 use super::terms::Analysis;
 use super::terms::Gate;
 use super::GatesError;
+use crate::clock::now_ns;
 use crate::policy::service::Overlay;
 use crate::policy::PolicyService;
-use crate::receipts::log::now_ns;
 use crate::receipts::ReceiptLog;
 
 /// The evaluation loop.

@@ -26,8 +26,8 @@ use file::FileState;
 
 use super::store::PolicyStore;
 use super::{PolicyConfig, PolicyError};
+use crate::clock::now_ns;
 use crate::kms::{build_signer, KmsConfig, KmsError, Signer};
-use crate::receipts::log::now_ns;
 
 /// Name of the epoch database in the data directory.
 pub const DATABASE_FILE: &str = "policy.db";

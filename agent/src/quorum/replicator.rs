@@ -23,7 +23,7 @@ use super::protocol::{
 };
 use super::state::{Commit, QuorumState};
 use super::{PeerConfig, QuorumConfig, QuorumError};
-use crate::receipts::log::now_ns;
+use crate::clock::now_ns;
 use crate::receipts::{ReceiptLog, SignedCheckpoint};
 
 /// An error and its sources on one line (reqwest's own text hides the TLS or connect cause).

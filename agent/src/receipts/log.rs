@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::{leaf_hash, Hash};
@@ -18,13 +18,6 @@ use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
 use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
 use crate::kms::{KmsError, Signer};
-
-/// Nanoseconds since the Unix epoch, from the system clock.
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
 
 /// Called with the leaf index of the first receipt and the receipts of every batch appended
 /// (after it is durable): how the promotion gates see traffic.

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 
 use super::{Hold, PlaceHold, Recorded, ReleaseHold, Retention, RetentionError, RunReport};
 use crate::api::error::ApiError;
-use crate::receipts::log::now_ns;
+use crate::clock::now_ns;
 
 /// Largest hold request body.
 const MAX_BODY: usize = 4096;

@@ -31,9 +31,9 @@ use tokio::task::JoinHandle;
 pub use holds::{Hold, HoldView};
 pub use knhk_core::receipt::HoldSelector;
 
+use crate::clock::now_ns;
 use crate::kms::config::parse_duration;
 use crate::quorum::{QuorumError, Witness};
-use crate::receipts::log::now_ns;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
 /// Default interval between retention runs.

@@ -9,11 +9,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{overlay_of, Gates};
+use crate::clock::now_ns;
 use crate::gates::analysis::{verdict, Figures, Verdict};
 use crate::gates::spec::RolloutSpec;
 use crate::gates::state::{Phase, RolloutState, Target};
 use crate::gates::GatesError;
-use crate::receipts::log::now_ns;
 
 /// Evaluation period while no rollout is live.
 const IDLE_INTERVAL: Duration = Duration::from_millis(200);

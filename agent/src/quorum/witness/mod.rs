@@ -30,9 +30,9 @@ use super::protocol::{
     AddCheckpoint, Cosigned, MAX_ENTRIES_PER_REQUEST, MAX_ENTRY_LEN, MAX_PROOF_LEN,
 };
 use super::{QuorumConfig, QuorumError};
+use crate::clock::now_ns;
 use crate::kms::local::LocalSigner;
 use crate::kms::Signer;
-use crate::receipts::log::now_ns;
 use crate::verify::handed_over_key;
 
 /// Key id of the witness key under `<data_dir>/witness-key/`.
