@@ -59,7 +59,7 @@ pub struct WitnessKey {
     /// Key name, a schema-less URL such as `knhk.example/witness/eu`.
     pub name: String,
     /// Raw 32-byte Ed25519 public key, base64 in JSON.
-    #[serde(with = "crate::checkpoint::signature::b64")]
+    #[serde(with = "crate::b64::bytes")]
     pub public_key: Vec<u8>,
 }
 

@@ -12,7 +12,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::signature::b64;
 use crate::checkpoint::{verify_signature, CheckpointError, PublicKeyVersion, SignatureRecord};
 use crate::config::from_json::{base64, read_alg, read_public_key};
 use crate::config::read::At;
@@ -32,7 +31,7 @@ pub struct Envelope {
     #[serde(rename = "payloadType")]
     pub payload_type: String,
     /// The [`ConfigPayload`] JSON bytes, base64.
-    #[serde(with = "b64")]
+    #[serde(with = "crate::b64::bytes")]
     pub payload: Vec<u8>,
     /// Signatures over `PAE(payload_type, payload)`.
     pub signatures: Vec<SignatureRecord>,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod b64;
 pub mod bucket;
 pub mod checkpoint;
 pub mod class;

@@ -11,7 +11,8 @@
 use knhk_core::merkle::Hash;
 use serde::{Deserialize, Serialize};
 
-use crate::receipts::{b64, SignedCheckpoint};
+use crate::receipts::SignedCheckpoint;
+use knhk_core::b64;
 
 /// Path of the add-checkpoint call.
 pub const ADD_CHECKPOINT_PATH: &str = "/v1/witness/add-checkpoint";

@@ -8,7 +8,8 @@ use knhk_core::checkpoint::PublicKeyVersion;
 use knhk_core::merkle::Hash;
 use serde::{Deserialize, Serialize};
 
-use super::{b64, SignedCheckpoint};
+use super::SignedCheckpoint;
+use knhk_core::b64;
 
 /// `format` value of a proof bundle.
 pub const BUNDLE_FORMAT: &str = "knhk-proof-bundle/v1";

@@ -7,9 +7,7 @@
 
 use core::fmt;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::CheckpointError;
 
@@ -66,22 +64,6 @@ impl fmt::Display for Alg {
     }
 }
 
-/// Serde adapter: bytes as standard padded base64 strings.
-pub(crate) mod b64 {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
-    }
-}
-
 /// Who signed what: provider, key id, key version, algorithm and the signature bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +77,7 @@ pub struct SignatureRecord {
     /// Algorithm.
     pub alg: Alg,
     /// Raw signature, base64 in JSON.
-    #[serde(with = "b64")]
+    #[serde(with = "crate::b64::bytes")]
     pub sig: Vec<u8>,
 }
 
@@ -112,7 +94,7 @@ pub struct PublicKeyVersion {
     /// Algorithm.
     pub alg: Alg,
     /// Raw Ed25519 key or SEC1 P-256 point, base64 in JSON.
-    #[serde(with = "b64")]
+    #[serde(with = "crate::b64::bytes")]
     pub public_key: Vec<u8>,
     /// Retired versions no longer verify anything.
     pub retired: bool,
