@@ -7,6 +7,7 @@
 
 mod support;
 
+use knhk_e2e::stats::Distribution;
 use support::in_process::InProcessAgent;
 
 use std::path::{Path, PathBuf};
@@ -123,10 +124,6 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .get(name)
         .map(|v| v.to_str().unwrap())
         .unwrap_or("")
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 /// A PUT reaches a long-poll as an envelope that `envelope::open` accepts with the keys from
@@ -266,16 +263,18 @@ async fn many_waiters_wake_on_one_put() {
             wake.push(at.duration_since(put_at));
         }
     }
-    wake.sort();
-    puts.sort();
+    let (wake, puts) = (
+        Distribution::of_durations(wake),
+        Distribution::of_durations(puts),
+    );
     println!(
         "config push wake-up (PUT issued -> envelope at waiter), {} samples: p50 {:?} p99 {:?} max {:?}; PUT round trip p50 {:?} p99 {:?}",
         wake.len(),
-        percentile(&wake, 50),
-        percentile(&wake, 99),
-        wake[wake.len() - 1],
-        percentile(&puts, 50),
-        percentile(&puts, 99),
+        wake.duration_at(50.0),
+        wake.duration_at(99.0),
+        wake.duration_at(100.0),
+        puts.duration_at(50.0),
+        puts.duration_at(99.0),
     );
     agent.stop().await;
 }

@@ -16,6 +16,7 @@ pub mod rig;
 pub mod rollout;
 #[cfg(feature = "spiffe-double")]
 pub mod spiffe_workload;
+pub mod stats;
 pub mod template;
 pub mod upstream;
 pub mod wait;

@@ -6,6 +6,7 @@
 // An integration test binary: failing loudly on the first broken expectation is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use knhk_e2e::stats::Distribution;
 use std::time::{Duration, Instant};
 
 use knhk_e2e::agent::AgentProcess;
@@ -51,10 +52,6 @@ async fn propagation(client: &Client, epoch: u64, since: Instant) -> Duration {
     since.elapsed()
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
 /// Push, measure, crash, recover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_agent_push_receipts_and_crash_recovery() {
@@ -83,13 +80,13 @@ async fn real_agent_push_receipts_and_crash_recovery() {
         let since = Instant::now();
         samples.push(propagation(client, epoch, since).await);
     }
-    samples.sort();
+    let samples = Distribution::of_durations(samples);
     println!(
         "config propagation, PUT → {CONFIRM} consecutive fresh-connection requests on the new epoch (both workers), n={}: p50 {:?}, p99 {:?}, max {:?}",
         samples.len(),
-        percentile(&samples, 50),
-        percentile(&samples, 99),
-        samples[samples.len() - 1]
+        samples.duration_at(50.0),
+        samples.duration_at(99.0),
+        samples.duration_at(100.0)
     );
 
     // Receipts flow into the agent's log.

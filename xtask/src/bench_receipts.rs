@@ -20,6 +20,7 @@ use knhk_core::checkpoint::{verify_signature, Checkpoint, PublicKeyVersion, Sign
 use knhk_core::class::{Class, Route};
 use knhk_core::decision::Admission;
 use knhk_core::receipt::{encode_batch, key_digest, Receipt, NO_BUCKET, NO_KEY};
+use knhk_e2e::stats::Distribution;
 use knhk_e2e::wait::poll;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -170,21 +171,6 @@ struct Ack {
     latency: Duration,
     size_after: u64,
     count: u64,
-}
-
-/// Nearest-rank percentile `p` (0–100) of ascending `sorted` values (NaN when empty).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// `v` in ascending order.
-pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(f64::total_cmp);
-    v
 }
 
 /// `elapsed_us` of every `sealed checkpoint` event in the agent log with a non-empty tree.
@@ -347,19 +333,18 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         }
     }
     per_second.truncate(usize::try_from(args.seconds).unwrap_or(0));
-    let per_second = sorted(per_second.iter().map(|&n| n as f64).collect());
-    let post_ms = sorted(acks.iter().map(|a| a.latency.as_secs_f64() * 1e3).collect());
+    let per_second = Distribution::of(per_second.iter().map(|&n| n as f64), 1.0);
+    let post_ms = Distribution::of(acks.iter().map(|a| a.latency.as_secs_f64() * 1e3), 1e-3);
     let seen = seen.lock().await.clone();
-    let sealed_after_ms = sorted(
-        acks.iter()
-            .filter_map(|a| {
-                seen.iter()
-                    .find(|s| s.tree_size >= a.size_after && s.at >= a.at)
-                    .map(|s| s.at.duration_since(a.at).as_secs_f64() * 1e3)
-            })
-            .collect(),
+    let sealed_after_ms = Distribution::of(
+        acks.iter().filter_map(|a| {
+            seen.iter()
+                .find(|s| s.tree_size >= a.size_after && s.at >= a.at)
+                .map(|s| s.at.duration_since(a.at).as_secs_f64() * 1e3)
+        }),
+        1e-3,
     );
-    let seal_ms = sorted(seal_durations_ms(&agent.log()));
+    let seal_ms = Distribution::of(seal_durations_ms(&agent.log()), 1e-3);
 
     // Offline checks: the newest checkpoint's signature against the agent's key list, and
     // proof bundles for the first, a middle and the last receipt with the real `verify`.
@@ -434,16 +419,16 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         "elapsed_s": elapsed.as_secs_f64(),
         "receipts_per_s": rate,
         "receipts_per_s_per_second": {
-            "min": percentile(&per_second, 0.0),
-            "p50": percentile(&per_second, 50.0),
-            "max": percentile(&per_second, 100.0),
+            "min": per_second.percentile(0.0),
+            "p50": per_second.percentile(50.0),
+            "max": per_second.percentile(100.0),
         },
         "goal_receipts_per_s": GOAL_RECEIPTS_PER_S,
         "goal_met": rate >= GOAL_RECEIPTS_PER_S,
         "batches": acks.len(),
-        "post_latency_ms": {"p50": percentile(&post_ms, 50.0), "p99": percentile(&post_ms, 99.0), "max": percentile(&post_ms, 100.0)},
-        "seal_duration_ms": {"n": seal_ms.len(), "p50": percentile(&seal_ms, 50.0), "p99": percentile(&seal_ms, 99.0), "max": percentile(&seal_ms, 100.0)},
-        "ack_to_checkpoint_ms": {"n": sealed_after_ms.len(), "p50": percentile(&sealed_after_ms, 50.0), "p99": percentile(&sealed_after_ms, 99.0)},
+        "post_latency_ms": {"p50": post_ms.percentile(50.0), "p99": post_ms.percentile(99.0), "max": post_ms.percentile(100.0)},
+        "seal_duration_ms": {"n": seal_ms.len(), "p50": seal_ms.percentile(50.0), "p99": seal_ms.percentile(99.0), "max": seal_ms.percentile(100.0)},
+        "ack_to_checkpoint_ms": {"n": sealed_after_ms.len(), "p50": sealed_after_ms.percentile(50.0), "p99": sealed_after_ms.percentile(99.0)},
         "checkpoints": seen.len(),
         "final_log_size": sealed.tree_size,
         "store_mib": store_mib,
@@ -525,18 +510,9 @@ mod tests {
         assert_eq!(seal_durations_ms(log), [1.5]);
     }
 
-    /// Percentiles use the nearest rank; the batch builder yields valid, varied receipts.
+    /// The batch builder yields valid, varied receipts.
     #[test]
-    fn percentiles_and_batches() {
-        let v = sorted((1..=100).map(f64::from).collect());
-        assert_eq!(
-            (
-                percentile(&v, 50.0),
-                percentile(&v, 99.0),
-                percentile(&v, 0.0)
-            ),
-            (50.0, 99.0, 1.0)
-        );
+    fn batches() {
         let records: Vec<Receipt> = (0..1024).map(|i| receipt(1, i, 1)).collect();
         let batch = encode_batch(&records).unwrap();
         assert_eq!(

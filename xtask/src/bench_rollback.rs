@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use knhk_e2e::rollout::{measure_rollback, Fault, RolloutRig};
 
-use crate::bench_receipts::{percentile, sorted};
 use crate::{agent_process, setup, wasm};
+use knhk_e2e::stats::Distribution;
 
 /// The goal: candidate bad → all new requests on stable.
 const GOAL: Duration = Duration::from_secs(2);
@@ -101,19 +101,19 @@ fn table(samples: &[Sample]) -> String {
     );
     for fault in ["5xx", "slow"] {
         let pick = |f: fn(&Sample) -> f64| {
-            sorted(samples.iter().filter(|s| s.fault == fault).map(f).collect())
+            Distribution::of(samples.iter().filter(|s| s.fault == fault).map(f), 1.0)
         };
         let decided = pick(|s| s.decided_ms);
         let total = pick(|s| s.total_ms);
-        let max = total.last().copied().unwrap_or(f64::NAN);
+        let max = total.percentile(100.0);
         out.push_str(&format!(
             "| {fault} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} |\n",
             total.len(),
-            percentile(&decided, 50.0),
-            percentile(&decided, 90.0),
-            decided.last().copied().unwrap_or(f64::NAN),
-            percentile(&total, 50.0),
-            percentile(&total, 90.0),
+            decided.percentile(50.0),
+            decided.percentile(90.0),
+            decided.percentile(100.0),
+            total.percentile(50.0),
+            total.percentile(90.0),
             max,
             max / GOAL.as_secs_f64() / 1000.0,
         ));
