@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use knhk_agent::config::AgentConfig;
 use knhk_agent::verify::verify_json;
-use knhk_core::class::{Class, Route};
-use knhk_core::decision::Admission;
-use knhk_core::receipt::{encode_batch, Receipt, MAX_BATCH_LEN};
+use knhk_core::receipt::{encode_batch, Receipt, ReceiptBuilder, MAX_BATCH_LEN};
 use reqwest::StatusCode;
 
 const CT: &str = "application/x-knhk-receipts";
@@ -72,20 +70,7 @@ impl Agent {
 }
 
 fn receipt(i: u64) -> Receipt {
-    Receipt {
-        time_ns: 1_000 + i,
-        key_digest: [(i % 251) as u8; 16],
-        route: Some(Route::Canary),
-        routing_bucket: (i % 10_000) as u16,
-        priority: 5,
-        requested_class: Class::R1,
-        class: Class::R1,
-        admission: Admission::Admitted,
-        status: 200,
-        latency_us: 120,
-        config_epoch: 9,
-        worker_id: 1,
-    }
+    ReceiptBuilder::new(i).config_epoch(9).build()
 }
 
 fn batch(range: std::ops::Range<u64>) -> Vec<u8> {

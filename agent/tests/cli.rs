@@ -11,8 +11,7 @@ use std::sync::Arc;
 use knhk_agent::kms::local::LocalSigner;
 use knhk_agent::receipts::ReceiptLog;
 use knhk_core::class::{Class, Route};
-use knhk_core::decision::Admission;
-use knhk_core::receipt::{encode_batch, Receipt};
+use knhk_core::receipt::{encode_batch, Receipt, ReceiptBuilder};
 
 fn agent(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
@@ -24,20 +23,17 @@ fn agent(args: &[&str], env: &[(&str, &Path)]) -> Output {
 }
 
 fn receipt(i: u64) -> Receipt {
-    Receipt {
-        time_ns: i,
-        key_digest: [i as u8; 16],
-        route: Some(Route::Stable),
-        routing_bucket: 1,
-        priority: 2,
-        requested_class: Class::W1,
-        class: Class::W1,
-        admission: Admission::Admitted,
-        status: 200,
-        latency_us: 10,
-        config_epoch: 3,
-        worker_id: 0,
-    }
+    ReceiptBuilder::new(i)
+        .time_ns(i)
+        .key_digest([i as u8; 16])
+        .route(Some(Route::Stable))
+        .routing_bucket(1)
+        .priority(2)
+        .class(Class::W1)
+        .latency_us(10)
+        .config_epoch(3)
+        .worker_id(0)
+        .build()
 }
 
 /// keys list prints a trust file; verify accepts the honest export and bundle with it and

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use knhk_agent::config::AgentConfig;
 use knhk_agent::verify::verify_json;
-use knhk_core::class::{Class, Route};
-use knhk_core::decision::Admission;
-use knhk_core::receipt::{encode_batch, Receipt};
+use knhk_core::class::Route;
+use knhk_core::receipt::{encode_batch, Receipt, ReceiptBuilder};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -81,20 +80,15 @@ async fn policy(agent: &InProcessAgent) -> Value {
 }
 
 fn receipt(route: Route, status: u16, latency_us: u32, epoch: u64, i: u64) -> Receipt {
-    Receipt {
-        time_ns: 1_700_000_000_000_000_000 + i,
-        key_digest: [(i % 251) as u8; 16],
-        route: Some(route),
-        routing_bucket: (i % 10_000) as u16,
-        priority: 1,
-        requested_class: Class::R1,
-        class: Class::R1,
-        admission: Admission::Admitted,
-        status,
-        latency_us,
-        config_epoch: epoch,
-        worker_id: 0,
-    }
+    ReceiptBuilder::new(i)
+        .time_ns(1_700_000_000_000_000_000 + i)
+        .route(Some(route))
+        .priority(1)
+        .status(status)
+        .latency_us(latency_us)
+        .config_epoch(epoch)
+        .worker_id(0)
+        .build()
 }
 
 /// An agent with the base policy and rollout `id` (`extra` merged into the spec) started.

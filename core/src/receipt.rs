@@ -25,6 +25,8 @@
 
 mod entry;
 pub mod event;
+#[cfg(any(test, feature = "test-util"))]
+mod fixture;
 mod hold;
 mod wire;
 
@@ -33,6 +35,8 @@ pub use entry::{
     ENTRY_KIND_KEY_ROTATION, ENTRY_KIND_RECEIPT,
 };
 pub use event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
+#[cfg(any(test, feature = "test-util"))]
+pub use fixture::ReceiptBuilder;
 pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
 
 use crate::bucket::BUCKETS;

@@ -106,24 +106,20 @@ impl ReceiptBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use knhk_core::receipt::{decode_batch, NO_BUCKET, NO_KEY};
+    use knhk_core::receipt::{decode_batch, ReceiptBuilder, NO_BUCKET, NO_KEY};
     use knhk_core::{Admission, Class};
 
     fn receipt(i: u64) -> Receipt {
-        Receipt {
-            time_ns: i,
-            key_digest: NO_KEY,
-            route: None,
-            routing_bucket: NO_BUCKET,
-            priority: NO_BUCKET,
-            requested_class: Class::W1,
-            class: Class::W1,
-            admission: Admission::NotEvaluated,
-            status: 200,
-            latency_us: 1,
-            config_epoch: 0,
-            worker_id: 1,
-        }
+        ReceiptBuilder::new(i)
+            .time_ns(i)
+            .key_digest(NO_KEY)
+            .route(None)
+            .routing_bucket(NO_BUCKET)
+            .priority(NO_BUCKET)
+            .class(Class::W1)
+            .admission(Admission::NotEvaluated)
+            .latency_us(1)
+            .build()
     }
 
     fn buffer(max_batch: usize, max_buffer: usize, overflow: ReceiptOverflow) -> ReceiptBuffer {

@@ -313,23 +313,20 @@ pub fn verdict(f: &Figures, a: &Analysis) -> Verdict {
 mod tests {
     use super::*;
     use crate::gates::config::GatesConfig;
-    use knhk_core::class::Class;
+    use knhk_core::receipt::ReceiptBuilder;
 
     fn receipt(route: Route, status: u16, latency_us: u32, epoch: u64) -> Receipt {
-        Receipt {
-            time_ns: 1,
-            key_digest: [1; 16],
-            route: Some(route),
-            routing_bucket: 1,
-            priority: 1,
-            requested_class: Class::R1,
-            class: Class::R1,
-            admission: Admission::Admitted,
-            status,
-            latency_us,
-            config_epoch: epoch,
-            worker_id: 0,
-        }
+        ReceiptBuilder::new(0)
+            .time_ns(1)
+            .key_digest([1; 16])
+            .route(Some(route))
+            .routing_bucket(1)
+            .priority(1)
+            .status(status)
+            .latency_us(latency_us)
+            .config_epoch(epoch)
+            .worker_id(0)
+            .build()
     }
 
     fn analysis() -> Analysis {

@@ -14,10 +14,8 @@ use knhk_agent::kms::Signer as _;
 use knhk_agent::quorum::witness::open_witness_key;
 use knhk_agent::quorum::{PeerConfig, QuorumConfig};
 use knhk_core::checkpoint::PublicKeyVersion;
-use knhk_core::class::{Class, Route};
 use knhk_core::cosignature::WitnessKey;
-use knhk_core::decision::Admission;
-use knhk_core::receipt::{encode_batch, Receipt};
+use knhk_core::receipt::{encode_batch, Receipt, ReceiptBuilder};
 use knhk_e2e::spiffe_workload::{TestCas, WorkloadApi};
 use serde_json::Value;
 
@@ -63,20 +61,7 @@ pub struct Regions {
 
 /// A receipt with distinct fields per `i`.
 pub fn receipt(i: u64) -> Receipt {
-    Receipt {
-        time_ns: 1_000 + i,
-        key_digest: [(i % 251) as u8; 16],
-        route: Some(Route::Canary),
-        routing_bucket: (i % 10_000) as u16,
-        priority: 5,
-        requested_class: Class::R1,
-        class: Class::R1,
-        admission: Admission::Admitted,
-        status: 200,
-        latency_us: 120,
-        config_epoch: i / 10,
-        worker_id: 1,
-    }
+    ReceiptBuilder::new(i).config_epoch(i / 10).build()
 }
 
 /// Create a region's keys and config (without peers) under `dir`.

@@ -5,32 +5,27 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use knhk_core::class::{Class, Route};
-use knhk_core::decision::Admission;
 use knhk_core::merkle;
-use knhk_core::receipt::{encode_batch, key_digest, LogEntry, Receipt};
+use knhk_core::receipt::{encode_batch, key_digest, LogEntry, Receipt, ReceiptBuilder};
 
 use super::*;
 
 /// A distinct, valid receipt per `i`.
 pub(crate) fn sample(i: u64) -> Receipt {
-    Receipt {
-        time_ns: 1_700_000_000_000_000_000 + i,
-        key_digest: key_digest(b"salt", &i.to_le_bytes()),
-        route: Some(if i.is_multiple_of(3) {
+    ReceiptBuilder::new(i)
+        .time_ns(1_700_000_000_000_000_000 + i)
+        .key_digest(key_digest(b"salt", &i.to_le_bytes()))
+        .route(Some(if i.is_multiple_of(3) {
             Route::Canary
         } else {
             Route::Stable
-        }),
-        routing_bucket: (i % 10_000) as u16,
-        priority: ((i * 7) % 10_000) as u16,
-        requested_class: Class::ALL[(i % 3) as usize],
-        class: Class::ALL[(i % 3) as usize],
-        admission: Admission::Admitted,
-        status: 200,
-        latency_us: (i % 5000) as u32,
-        config_epoch: 1,
-        worker_id: (i % 2) as u32,
-    }
+        }))
+        .priority(((i * 7) % 10_000) as u16)
+        .class(Class::ALL[(i % 3) as usize])
+        .latency_us((i % 5000) as u32)
+        .config_epoch(1)
+        .worker_id((i % 2) as u32)
+        .build()
 }
 
 fn entries(range: Range<u64>) -> Vec<LogEntry> {
