@@ -1,16 +1,21 @@
 //! knhk control agent: a durable receipt log sealed by KMS-signed checkpoints, its HTTP API,
 //! and offline verification of what it exports.
 //!
-//! Shared leaves that import nothing above them: [`api::error`], [`clock`], [`db`].
+//! Shared leaves, which import nothing above them: [`api::error`] (the refusal every route
+//! answers with), [`clock`] (the process clock) and [`db`] (the one SQLite opener).
 //!
-//! One module per subsystem, each with its own error type: [`config`] (file, environment,
-//! validation), [`db`] (the one SQLite opener), [`kms`] (signing keys and rotation), [`receipts`] (the durable, signed receipt
-//! log), [`policy`] (signed config epochs pushed to the filters), [`gates`] (promotion gates),
-//! [`api`] (HTTP), [`identity`] (SPIFFE SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS
-//! agent-to-agent API), [`quorum`] (cross-region witnessing and k-of-n commits),
-//! [`retention`] (retention and legal hold), [`verify`] (offline checks) and [`run`](mod@run)
-//! (startup, background tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests
-//! call.
+//! One module per subsystem, each with its own error type and its own routes: [`config`]
+//! (file, environment, validation), [`kms`] (signing keys and rotation), [`receipts`] (the
+//! durable, signed receipt log), [`policy`] (signed config epochs pushed to the filters),
+//! [`gates`] (promotion gates), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
+//! SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`quorum`]
+//! (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold),
+//! [`verify`] (offline checks) and [`run`](mod@run) (startup, background tasks, composing every
+//! subsystem's routes, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
+//! `cargo xtask import-cycles` checks that no module imports form a circle.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod clock;

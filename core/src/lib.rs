@@ -3,6 +3,7 @@
 //! No proxy-wasm, no tokio: everything here compiles natively and for `wasm32-wasip1`, and
 //! reaches the host only through the small traits in [`host`].
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod admission;

@@ -6,6 +6,8 @@
 //! one write of the route header, one clock read at each end, and nothing else unless a header
 //! must change. Counters live in VM memory and reach Envoy's stats on the timer tick.
 
+#![warn(missing_docs)]
+
 mod control;
 mod host;
 mod http;
@@ -14,12 +16,15 @@ mod receipts;
 mod root;
 mod state;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::KnhkRoot::new())
-    });
-}}
+/// The module's entry point: Envoy calls the `_start` this macro exports once per VM.
+mod entry {
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+            Box::new(crate::root::KnhkRoot::new())
+        });
+    }}
+}
 
 /// The module's allocator: talc instead of std's dlmalloc. Every header value the host hands
 /// the filter is a fresh allocation, so allocation is on the per-request path.

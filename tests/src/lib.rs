@@ -3,6 +3,8 @@
 //!
 //! Used by the tests in `tests/tests/` and by `cargo xtask demo`.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod client;
 pub mod control_double;

@@ -1,5 +1,5 @@
 //! The agent's HTTP API (axum): the pieces shared by every subsystem's routes, and the receipt
-//! log's own routes. Each subsystem serves its own routes; [`crate::run`] composes them.
+//! log's own routes. Each subsystem serves its own routes; [`crate::run()`] composes them.
 //!
 //! | module | routes |
 //! |---|---|
