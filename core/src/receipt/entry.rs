@@ -24,7 +24,7 @@ pub const ENTRY_KIND_RECEIPT: u8 = 0;
 /// Leaf kind byte of a key rotation.
 pub const ENTRY_KIND_KEY_ROTATION: u8 = 1;
 // Kind 2 is reserved (rollout events).
-/// Leaf kind byte of a legal hold being placed (see [`super::hold`]).
+/// Leaf kind byte of a legal hold being placed (see [`HoldPlaced`]).
 pub const ENTRY_KIND_HOLD_PLACED: u8 = 3;
 /// Leaf kind byte of a legal hold being released.
 pub const ENTRY_KIND_HOLD_RELEASED: u8 = 4;
