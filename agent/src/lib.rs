@@ -10,7 +10,7 @@
 //! [`gates`] (promotion gates), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
 //! SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`quorum`]
 //! (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold),
-//! [`verify`] (offline checks) and [`run`](mod@run) (startup, background tasks, composing every
+//! [`verify`] (offline checks), [`key_route`] (which route and flags a key gets) and [`run`](mod@run) (startup, background tasks, composing every
 //! subsystem's routes, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
 //! `cargo xtask import-cycles` checks that no module imports form a circle.
 
@@ -23,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod gates;
 pub mod identity;
+pub mod key_route;
 pub mod kms;
 pub mod peer;
 pub mod policy;
