@@ -34,12 +34,11 @@ use std::time::Duration;
 
 use knhk_core::checkpoint::Checkpoint;
 use knhk_core::merkle::EMPTY_ROOT;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::api::auth::{ApiConfig, AuthError};
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
-use crate::kms::config::parse_duration;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
 use crate::quorum::{QuorumConfig, QuorumError};
@@ -51,6 +50,8 @@ pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/knhk";
 /// Default seal interval.
 pub const DEFAULT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest seal interval accepted.
+pub const MIN_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest seal interval accepted.
 pub const MAX_SEAL_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -104,16 +105,6 @@ pub enum ConfigError {
     Retention(#[from] RetentionError),
 }
 
-/// Serde adapter: a duration written `"<n>s"`, `"<n>m"` or `"<n>h"`.
-pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
-}
-
 /// The agent's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +113,8 @@ pub struct AgentConfig {
     pub origin: String,
     /// Directory of the receipt database.
     pub data_dir: PathBuf,
-    /// How often the log is sealed into a signed checkpoint.
-    #[serde(deserialize_with = "de_duration")]
+    /// How often the log is sealed into a signed checkpoint; 1s to 1h.
+    #[serde(with = "crate::settings::duration")]
     pub seal_interval: Duration,
     /// Key management.
     pub kms: KmsConfig,
@@ -205,7 +196,7 @@ impl AgentConfig {
                 self.origin
             ),
         })?;
-        if self.seal_interval.is_zero() || self.seal_interval > MAX_SEAL_INTERVAL {
+        if self.seal_interval < MIN_SEAL_INTERVAL || self.seal_interval > MAX_SEAL_INTERVAL {
             return Err(ConfigError::Invalid {
                 setting: "seal_interval",
                 reason: "must be between 1s and 1h".to_owned(),
@@ -261,6 +252,68 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(setting), "{text}: {err}");
         }
+    }
+
+    /// Every duration setting of every table reads the one grammar of `settings`: the same
+    /// spellings parse everywhere (`500ms` included), the same ones are refused at parse time
+    /// naming the setting, and range checks then apply per setting.
+    #[test]
+    fn every_duration_setting_has_one_grammar() {
+        let p = Path::new("agent.toml");
+        let settings = [
+            ("", "seal_interval"),
+            ("[kms]\n", "rotation_interval"),
+            ("[policy]\n", "watch_interval"),
+            ("[policy]\n", "long_poll_timeout"),
+            ("[policy]\n", "long_poll_max"),
+            ("[identity]\n", "refresh_interval"),
+            ("[identity]\n", "connect_timeout"),
+            ("[quorum]\n", "timeout"),
+            ("[quorum]\n", "retry_interval"),
+            ("[retention]\n", "max_age"),
+            ("[retention]\n", "interval"),
+        ];
+        for (table, key) in settings {
+            for good in ["500ms", "2s", "3m", "1h"] {
+                let text = format!("{table}{key} = \"{good}\"\n");
+                AgentConfig::from_toml(&text, p).unwrap_or_else(|e| panic!("{text}: {e}"));
+            }
+            for bad in [
+                "",
+                "5",
+                "1d",
+                "1.5s",
+                "-1s",
+                " 1s",
+                "1h 30m",
+                "99999999999999999999s",
+            ] {
+                let text = format!("{table}{key} = \"{bad}\"\n");
+                let err = AgentConfig::from_toml(&text, p).unwrap_err().to_string();
+                assert!(err.contains(key), "{text}: {err}");
+                assert!(err.contains("invalid duration"), "{text}: {err}");
+            }
+        }
+        // Sub-second values parse everywhere; where a setting's floor is 1s, its range check
+        // refuses them naming the setting (policy.watch_interval goes down to 10ms).
+        for (text, setting) in [
+            ("seal_interval = \"500ms\"\n", "seal_interval"),
+            (
+                "[kms]\nrotation_interval = \"500ms\"\n",
+                "kms.rotation_interval",
+            ),
+            ("[retention]\ninterval = \"500ms\"\n", "retention"),
+            ("[retention]\nmax_age = \"999ms\"\n", "retention"),
+        ] {
+            let err = AgentConfig::from_toml(text, p)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(setting), "{text}: {err}");
+        }
+        let cfg = AgentConfig::from_toml("[policy]\nwatch_interval = \"500ms\"\n", p).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.policy.watch_interval, Duration::from_millis(500));
     }
 
     /// Environment overrides apply on load, and a bad one stops the load naming the variable.

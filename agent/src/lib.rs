@@ -7,7 +7,8 @@
 //! [`api`] (HTTP), [`identity`] (SPIFFE SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS
 //! agent-to-agent API), [`quorum`] (cross-region witnessing and k-of-n commits),
 //! [`retention`] (retention and legal hold), [`verify`] (offline checks) and [`run`](mod@run)
-//! (startup, background tasks, graceful shutdown). [`run()`] is what `main.rs` and the tests
+//! (startup, background tasks, graceful shutdown); [`settings`] is the leaf they share: the
+//! one grammar of durations and environment booleans. [`run()`] is what `main.rs` and the tests
 //! call.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod quorum;
 pub mod receipts;
 pub mod retention;
 pub mod run;
+pub mod settings;
 pub mod verify;
 
 pub use run::{run, Listeners, RunError};
