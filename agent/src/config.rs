@@ -3,12 +3,13 @@
 //!
 //! ```toml
 //! origin = "knhk.example/eu-west-1"   # checkpoint origin line; pinned into the store
-//! data_dir = "/var/lib/knhk"          # receipts.db lives here
+//! data_dir = "/var/lib/knhk"          # all state: receipts.db, policy.db, gates.db, keys/, …
 //! seal_interval = "1s"                # checkpoint cadence: one KMS call each
 //! policy_file = "/etc/knhk/policy.json" # watched policy pushed to the filters (optional)
 //!
 //! [kms]                               # see `kms::config`
 //! provider = "local"
+//! # key_dir = "/var/lib/knhk/keys"    # default: <data_dir>/keys
 //!
 //! [policy]                            # config push; see `policy::config`
 //! key_id = "knhk-config"
@@ -39,6 +40,7 @@ use serde::Deserialize;
 use crate::api::auth::{ApiConfig, AuthError};
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
+use crate::kms::config::KEY_DIR_NAME;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
 use crate::quorum::{QuorumConfig, QuorumError};
@@ -154,12 +156,35 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    /// Parse TOML text (no environment applied).
+    /// Parse TOML text (no environment applied); paths left unset are derived from
+    /// `data_dir` ([`AgentConfig::resolve_paths`]).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        cfg.resolve_paths();
+        Ok(cfg)
+    }
+
+    /// Derive every path setting left unset from `data_dir`: `kms.key_dir` becomes
+    /// `<data_dir>/keys`. An explicit path is kept as written. Idempotent; [`Self::from_toml`],
+    /// [`Self::load`] and [`crate::run()`] call it, so a config built in code with only
+    /// `data_dir` set follows it too. (The other files the agent keeps — `receipts.db`,
+    /// `policy.db`, `gates.db`, `quorum.db`, `witness.db`, `witness-key/` — are always under
+    /// `data_dir`.)
+    pub fn resolve_paths(&mut self) {
+        if self.kms.key_dir.is_none() {
+            self.kms.key_dir = Some(self.key_dir());
+        }
+    }
+
+    /// The local key directory: `kms.key_dir`, else `<data_dir>/keys`.
+    pub fn key_dir(&self) -> PathBuf {
+        self.kms
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(KEY_DIR_NAME))
     }
 
     /// Read the file (or take defaults when `None`), apply environment overrides through
@@ -178,6 +203,7 @@ impl AgentConfig {
             }
             None => AgentConfig::default(),
         };
+        cfg.resolve_paths();
         cfg.kms.apply_env(&env)?;
         cfg.gates.apply_env(&env)?;
         cfg.api.apply_env(&env);
@@ -252,6 +278,51 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(setting), "{text}: {err}");
         }
+    }
+
+    /// With only `data_dir` set, every path the agent writes resolves under it (the key
+    /// directory included, for checkpoints and the config key alike); an explicit
+    /// `kms.key_dir` is kept; the defaults stay under the default data directory.
+    #[test]
+    fn paths_follow_data_dir() {
+        let p = Path::new("agent.toml");
+        let cfg = AgentConfig::from_toml("data_dir = \"/srv/knhk\"\n", p).unwrap();
+        cfg.validate().unwrap();
+        let root = Path::new("/srv/knhk");
+        assert_eq!(
+            cfg.kms.key_dir.as_deref(),
+            Some(root.join("keys").as_path())
+        );
+        assert_eq!(cfg.key_dir(), root.join("keys"));
+        assert_eq!(
+            cfg.policy.signer_config(&cfg.kms).key_dir.as_deref(),
+            Some(root.join("keys").as_path())
+        );
+        assert_eq!(cfg.database_path(), root.join("receipts.db"));
+        let explicit = AgentConfig::from_toml(
+            "data_dir = \"/srv/knhk\"\n[kms]\nkey_dir = \"/etc/knhk/keys\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            explicit.kms.key_dir.as_deref(),
+            Some(Path::new("/etc/knhk/keys"))
+        );
+        let mut again = explicit.clone();
+        again.resolve_paths();
+        assert_eq!(again, explicit, "resolving twice changes nothing");
+        let defaults = AgentConfig::load(None, |_| None).unwrap();
+        assert_eq!(
+            defaults.kms.key_dir.as_deref(),
+            Some(Path::new("/var/lib/knhk/keys"))
+        );
+        let mut literal = AgentConfig {
+            data_dir: PathBuf::from("/data"),
+            ..AgentConfig::default()
+        };
+        assert_eq!(literal.kms.key_dir, None);
+        literal.resolve_paths();
+        assert_eq!(literal.key_dir(), PathBuf::from("/data/keys"));
     }
 
     /// Every duration setting of every table reads the one grammar of `settings`: the same

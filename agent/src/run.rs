@@ -1,6 +1,6 @@
 //! [`run`]: start the agent on listeners it is given, until a shutdown future completes.
 //!
-//! Order: validate the configuration, open the signer (creating the key on first use), open
+//! Order: derive unset paths from `data_dir` and validate the configuration, open the signer (creating the key on first use), open
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
@@ -111,6 +111,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let mut config = config;
+    config.resolve_paths();
     config.validate()?;
     let admin_token = config.api.token().map_err(ConfigError::from)?;
     if admin_token.is_none() {

@@ -32,8 +32,8 @@ pub const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_ROTATION_INTERVAL: Duration = MAX_ROTATION_INTERVAL;
 /// Default key identifier.
 pub const DEFAULT_KEY_ID: &str = "knhk-checkpoints";
-/// Default local key directory.
-pub const DEFAULT_KEY_DIR: &str = "/var/lib/knhk/keys";
+/// The local key directory's name under `data_dir` when `key_dir` is not set.
+pub const KEY_DIR_NAME: &str = "keys";
 /// Default Transit mount.
 pub const DEFAULT_VAULT_MOUNT: &str = "transit";
 
@@ -59,8 +59,10 @@ pub struct KmsConfig {
     /// (the grammar of [`crate::settings`]).
     #[serde(with = "crate::settings::duration")]
     pub rotation_interval: Duration,
-    /// Directory of the local provider's key files.
-    pub key_dir: PathBuf,
+    /// Directory of the local provider's key files. Not set: `<data_dir>/keys`, filled in by
+    /// [`crate::config::AgentConfig::resolve_paths`] (so it follows `data_dir`); an explicit
+    /// path is kept as written.
+    pub key_dir: Option<PathBuf>,
     /// Vault/OpenBao address for the Transit provider.
     pub vault_address: Option<String>,
     /// Transit mount path.
@@ -78,7 +80,7 @@ impl Default for KmsConfig {
             provider: Provider::Local,
             key_id: DEFAULT_KEY_ID.to_owned(),
             rotation_interval: DEFAULT_ROTATION_INTERVAL,
-            key_dir: PathBuf::from(DEFAULT_KEY_DIR),
+            key_dir: None,
             vault_address: None,
             vault_mount: DEFAULT_VAULT_MOUNT.to_owned(),
             vault_key_type: Alg::Ed25519,
