@@ -57,23 +57,31 @@ pub const MIN_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest seal interval accepted.
 pub const MAX_SEAL_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Why the configuration was refused.
+/// Why the configuration was refused. Every message is one line and names what to fix: the
+/// setting (`invalid setting <name>: …`, the TOML key path or the environment variable) or,
+/// when there is none, the file. The binary exits 78 (`EX_CONFIG`) on any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config {path}: {source}")]
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    #[error("cannot read config file {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML of the expected shape.
-    #[error("parsing config {path}: {message}")]
+    /// The file is not TOML of the expected shape: a syntax error, an unknown or missing
+    /// field, a wrong type, or a value its grammar refuses (a duration, an enum).
+    #[error("{}", parse_message(path, setting.as_deref(), *line, message))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, naming the field.
+        /// Key path of the refused setting (`kms.rotation_interval`, `quorum.peers[0].url`,
+        /// an unknown field's own path); `None` for a TOML syntax error.
+        setting: Option<String>,
+        /// 1-based line of the error in the file, when the parser knows it.
+        line: Option<usize>,
+        /// The parser's message, on one line.
         message: String,
     },
     /// A value is out of range; `setting` names it.
@@ -105,6 +113,26 @@ pub enum ConfigError {
     /// The `[retention]` table is invalid.
     #[error(transparent)]
     Retention(#[from] RetentionError),
+}
+
+/// Text on one line: line breaks and the indentation after them become one space.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn parse_message(path: &Path, setting: Option<&str>, line: Option<usize>, message: &str) -> String {
+    let at = match line {
+        Some(l) => format!("{} line {l}", path.display()),
+        None => path.display().to_string(),
+    };
+    match setting {
+        Some(setting) => format!("invalid setting {setting}: {message} ({at})"),
+        None => format!("invalid config file {at}: {message}"),
+    }
 }
 
 /// The agent's configuration.
@@ -157,14 +185,41 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     /// Parse TOML text (no environment applied); paths left unset are derived from
-    /// `data_dir` ([`AgentConfig::resolve_paths`]).
+    /// `data_dir` ([`AgentConfig::resolve_paths`]). A refusal names the setting's key path
+    /// and line.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: AgentConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let setting = match e.path().to_string() {
+                    p if p == "." || p.is_empty() => None,
+                    p => Some(p),
+                };
+                let inner = e.into_inner();
+                let line = inner
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    setting,
+                    line,
+                    message: one_line(inner.message()),
+                }
+            })?;
         cfg.resolve_paths();
         Ok(cfg)
+    }
+
+    /// Refuse a peer listener without the SPIFFE identity; checked by the binary before it
+    /// binds anything, and again by [`crate::run()`].
+    pub fn check_listeners(&self, peer_listener: bool) -> Result<(), ConfigError> {
+        if peer_listener && !self.identity.enabled {
+            return Err(ConfigError::Invalid {
+                setting: "identity.enabled",
+                reason: "a peer listener (--peer-listen) needs the SPIFFE identity ([identity] enabled = true)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Derive every path setting left unset from `data_dir`: `kms.key_dir` becomes
@@ -385,6 +440,53 @@ mod tests {
         let cfg = AgentConfig::from_toml("[policy]\nwatch_interval = \"500ms\"\n", p).unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.policy.watch_interval, Duration::from_millis(500));
+    }
+
+    /// A parse refusal carries the setting's key path and line, and its message is one line
+    /// naming the setting; a syntax error names the file and line instead.
+    #[test]
+    fn parse_errors_name_setting_and_line() {
+        let p = Path::new("/etc/knhk/agent.toml");
+        let text = "origin = \"knhk.test/a\"\n[kms]\nrotation_interval = \"12\"\n";
+        let err = AgentConfig::from_toml(text, p).unwrap_err();
+        match &err {
+            ConfigError::Parse { setting, line, .. } => {
+                assert_eq!(setting.as_deref(), Some("kms.rotation_interval"));
+                assert_eq!(*line, Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("invalid setting kms.rotation_interval: invalid duration \"12\""),
+            "{msg}"
+        );
+        assert!(msg.ends_with("(/etc/knhk/agent.toml line 3)"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        let peers = "[quorum]\n[[quorum.peers]]\nregion = \"us\"\nurl = 5\n";
+        let msg = AgentConfig::from_toml(peers, p).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("invalid setting quorum.peers[0].url: "),
+            "{msg}"
+        );
+        let syntax = AgentConfig::from_toml("origin = \n", p).unwrap_err();
+        assert!(
+            matches!(
+                &syntax,
+                ConfigError::Parse {
+                    setting: None,
+                    line: Some(1),
+                    ..
+                }
+            ),
+            "{syntax:?}"
+        );
+        let msg = syntax.to_string();
+        assert!(
+            msg.starts_with("invalid config file /etc/knhk/agent.toml line 1: "),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     /// Environment overrides apply on load, and a bad one stops the load naming the variable.

@@ -118,14 +118,7 @@ pub async fn run(
     if admin_token.is_none() {
         tracing::warn!("no [api] admin_token_file: state-changing admin endpoints are open to whoever reaches the API address");
     }
-    if listeners.peer.is_some() && !config.identity.enabled {
-        return Err(ConfigError::Invalid {
-            setting: "identity.enabled",
-            reason: "a peer listener needs the SPIFFE identity ([identity] enabled = true)"
-                .to_owned(),
-        }
-        .into());
-    }
+    config.check_listeners(listeners.peer.is_some())?;
     let identity = match config.identity.enabled {
         true => Some(Identity::open(&config.identity).await?),
         false => None,
