@@ -3,12 +3,13 @@
 //!
 //! ```toml
 //! origin = "knhk.example/eu-west-1"   # checkpoint origin line; pinned into the store
-//! data_dir = "/var/lib/knhk"          # receipts.db lives here
+//! data_dir = "/var/lib/knhk"          # all state: receipts.db, policy.db, gates.db, keys/, …
 //! seal_interval = "1s"                # checkpoint cadence: one KMS call each
 //! policy_file = "/etc/knhk/policy.json" # watched policy pushed to the filters (optional)
 //!
 //! [kms]                               # see `kms::config`
 //! provider = "local"
+//! # key_dir = "/var/lib/knhk/keys"    # default: <data_dir>/keys
 //!
 //! [policy]                            # config push; see `policy::config`
 //! key_id = "knhk-config"
@@ -34,12 +35,12 @@ use std::time::Duration;
 
 use knhk_core::checkpoint::Checkpoint;
 use knhk_core::merkle::EMPTY_ROOT;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::api::auth::{ApiConfig, AuthError};
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
-use crate::kms::config::parse_duration;
+use crate::kms::config::KEY_DIR_NAME;
 use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
 use crate::quorum::{QuorumConfig, QuorumError};
@@ -51,26 +52,36 @@ pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/knhk";
 /// Default seal interval.
 pub const DEFAULT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest seal interval accepted.
+pub const MIN_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest seal interval accepted.
 pub const MAX_SEAL_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Why the configuration was refused.
+/// Why the configuration was refused. Every message is one line and names what to fix: the
+/// setting (`invalid setting <name>: …`, the TOML key path or the environment variable) or,
+/// when there is none, the file. The binary exits 78 (`EX_CONFIG`) on any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config {path}: {source}")]
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    #[error("cannot read config file {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML of the expected shape.
-    #[error("parsing config {path}: {message}")]
+    /// The file is not TOML of the expected shape: a syntax error, an unknown or missing
+    /// field, a wrong type, or a value its grammar refuses (a duration, an enum).
+    #[error("{}", parse_message(path, setting.as_deref(), *line, message))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, naming the field.
+        /// Key path of the refused setting (`kms.rotation_interval`, `quorum.peers[0].url`,
+        /// an unknown field's own path); `None` for a TOML syntax error.
+        setting: Option<String>,
+        /// 1-based line of the error in the file, when the parser knows it.
+        line: Option<usize>,
+        /// The parser's message, on one line.
         message: String,
     },
     /// A value is out of range; `setting` names it.
@@ -104,14 +115,24 @@ pub enum ConfigError {
     Retention(#[from] RetentionError),
 }
 
-/// Serde adapter: a duration written `"<n>s"`, `"<n>m"` or `"<n>h"`.
-pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
+/// Text on one line: line breaks and the indentation after them become one space.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn parse_message(path: &Path, setting: Option<&str>, line: Option<usize>, message: &str) -> String {
+    let at = match line {
+        Some(l) => format!("{} line {l}", path.display()),
+        None => path.display().to_string(),
+    };
+    match setting {
+        Some(setting) => format!("invalid setting {setting}: {message} ({at})"),
+        None => format!("invalid config file {at}: {message}"),
+    }
 }
 
 /// The agent's configuration.
@@ -122,8 +143,8 @@ pub struct AgentConfig {
     pub origin: String,
     /// Directory of the receipt database.
     pub data_dir: PathBuf,
-    /// How often the log is sealed into a signed checkpoint.
-    #[serde(deserialize_with = "de_duration")]
+    /// How often the log is sealed into a signed checkpoint; 1s to 1h.
+    #[serde(with = "crate::settings::duration")]
     pub seal_interval: Duration,
     /// Key management.
     pub kms: KmsConfig,
@@ -163,12 +184,62 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    /// Parse TOML text (no environment applied).
+    /// Parse TOML text (no environment applied); paths left unset are derived from
+    /// `data_dir` ([`AgentConfig::resolve_paths`]). A refusal names the setting's key path
+    /// and line.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        let mut cfg: AgentConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let setting = match e.path().to_string() {
+                    p if p == "." || p.is_empty() => None,
+                    p => Some(p),
+                };
+                let inner = e.into_inner();
+                let line = inner
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    setting,
+                    line,
+                    message: one_line(inner.message()),
+                }
+            })?;
+        cfg.resolve_paths();
+        Ok(cfg)
+    }
+
+    /// Refuse a peer listener without the SPIFFE identity; checked by the binary before it
+    /// binds anything, and again by [`crate::run()`].
+    pub fn check_listeners(&self, peer_listener: bool) -> Result<(), ConfigError> {
+        if peer_listener && !self.identity.enabled {
+            return Err(ConfigError::Invalid {
+                setting: "identity.enabled",
+                reason: "a peer listener (--peer-listen) needs the SPIFFE identity ([identity] enabled = true)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Derive every path setting left unset from `data_dir`: `kms.key_dir` becomes
+    /// `<data_dir>/keys`. An explicit path is kept as written. Idempotent; [`Self::from_toml`],
+    /// [`Self::load`] and [`crate::run()`] call it, so a config built in code with only
+    /// `data_dir` set follows it too. (The other files the agent keeps — `receipts.db`,
+    /// `policy.db`, `gates.db`, `quorum.db`, `witness.db`, `witness-key/` — are always under
+    /// `data_dir`.)
+    pub fn resolve_paths(&mut self) {
+        if self.kms.key_dir.is_none() {
+            self.kms.key_dir = Some(self.key_dir());
+        }
+    }
+
+    /// The local key directory: `kms.key_dir`, else `<data_dir>/keys`.
+    pub fn key_dir(&self) -> PathBuf {
+        self.kms
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(KEY_DIR_NAME))
     }
 
     /// Read the file (or take defaults when `None`), apply environment overrides through
@@ -187,6 +258,7 @@ impl AgentConfig {
             }
             None => AgentConfig::default(),
         };
+        cfg.resolve_paths();
         cfg.kms.apply_env(&env)?;
         cfg.gates.apply_env(&env)?;
         cfg.api.apply_env(&env);
@@ -205,7 +277,7 @@ impl AgentConfig {
                 self.origin
             ),
         })?;
-        if self.seal_interval.is_zero() || self.seal_interval > MAX_SEAL_INTERVAL {
+        if self.seal_interval < MIN_SEAL_INTERVAL || self.seal_interval > MAX_SEAL_INTERVAL {
             return Err(ConfigError::Invalid {
                 setting: "seal_interval",
                 reason: "must be between 1s and 1h".to_owned(),
@@ -238,61 +310,4 @@ impl AgentConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A full file parses and validates; unknown fields, bad origins and intervals are refused
-    /// naming the setting.
-    #[test]
-    fn file_is_parsed_and_validated() {
-        let p = Path::new("agent.toml");
-        let cfg = AgentConfig::from_toml(
-            "origin = \"knhk.test/a\"\ndata_dir = \"/tmp/x\"\nseal_interval = \"2s\"\n[kms]\nprovider = \"local\"\n",
-            p,
-        )
-        .unwrap();
-        cfg.validate().unwrap();
-        assert_eq!(cfg.seal_interval, Duration::from_secs(2));
-        assert_eq!(cfg.database_path(), PathBuf::from("/tmp/x/receipts.db"));
-        let unknown = AgentConfig::from_toml("colour = 1\n", p).unwrap_err();
-        assert!(unknown.to_string().contains("colour"), "{unknown}");
-        for (text, setting) in [
-            ("origin = \"a b\"\n", "origin"),
-            ("seal_interval = \"0s\"\n", "seal_interval"),
-            ("seal_interval = \"2h\"\n", "seal_interval"),
-            (
-                "[kms]\nrotation_interval = \"48h\"\n",
-                "kms.rotation_interval",
-            ),
-        ] {
-            let err = AgentConfig::from_toml(text, p)
-                .unwrap()
-                .validate()
-                .unwrap_err();
-            assert!(err.to_string().contains(setting), "{text}: {err}");
-        }
-    }
-
-    /// Environment overrides apply on load, and a bad one stops the load naming the variable.
-    #[test]
-    fn load_applies_environment() {
-        let cfg = AgentConfig::load(None, |k| {
-            (k == "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS").then(|| "6".to_owned())
-        })
-        .unwrap();
-        assert_eq!(cfg.kms.rotation_interval, Duration::from_secs(6 * 3600));
-        let err = AgentConfig::load(None, |k| {
-            (k == "KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS").then(|| "30".to_owned())
-        })
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS"),
-            "{err}"
-        );
-        assert!(matches!(
-            AgentConfig::load(Some(Path::new("/nonexistent/agent.toml")), |_| None),
-            Err(ConfigError::Read { .. })
-        ));
-    }
-}
+mod tests;

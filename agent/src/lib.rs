@@ -2,7 +2,8 @@
 //! and offline verification of what it exports.
 //!
 //! Shared leaves, which import nothing above them: [`api::error`] (the refusal every route
-//! answers with), [`clock`] (the process clock) and [`db`] (the one SQLite opener).
+//! answers with), [`clock`] (the process clock), [`db`] (the one SQLite opener) and
+//! [`settings`] (the one grammar of durations and environment booleans).
 //!
 //! One module per subsystem, each with its own error type and its own routes: [`config`]
 //! (file, environment, validation), [`kms`] (signing keys and rotation), [`receipts`] (the
@@ -10,9 +11,10 @@
 //! [`gates`] (promotion gates), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
 //! SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`quorum`]
 //! (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold),
-//! [`verify`] (offline checks), [`key_route`] (which route and flags a key gets) and [`run`](mod@run) (startup, background tasks, composing every
-//! subsystem's routes, graceful shutdown). [`run()`] is what `main.rs` and the tests call.
-//! `cargo xtask import-cycles` checks that no module imports form a circle.
+//! [`verify`] (offline checks), [`key_route`] (which route and flags a key gets) and
+//! [`run`](mod@run) (startup, background tasks, composing every subsystem's routes, graceful
+//! shutdown). [`run()`] is what `main.rs` and the tests call. `cargo xtask import-cycles`
+//! checks that no module imports form a circle.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -31,6 +33,7 @@ pub mod quorum;
 pub mod receipts;
 pub mod retention;
 pub mod run;
+pub mod settings;
 pub mod verify;
 
 pub use run::{run, Listeners, RunError};

@@ -1,5 +1,11 @@
 //! `knhk-agent`: command-line entry of the knhk control agent (`run`, `verify`, `keys`,
 //! `rollout`, `holds`).
+//!
+//! Exit codes: 0 success; 78 (`EX_CONFIG` of sysexits, as linkerd2-proxy) when the TOML file
+//! or the environment is refused, before anything is bound or written, with one line
+//! `knhk-agent: invalid setting <name>: …` on stderr; 1 for any other failure (a tampered
+//! bundle, an unreachable agent, a runtime error), with one line `knhk-agent: error: …`;
+//! 2 for command-line usage errors (clap). Never a backtrace, whatever `RUST_BACKTRACE` says.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use knhk_agent::config::AgentConfig;
+use knhk_agent::config::{AgentConfig, ConfigError};
 use knhk_agent::kms::build_signer;
 use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
@@ -15,7 +21,7 @@ use knhk_agent::quorum::witness::open_witness_key;
 use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
 use knhk_agent::verify::quorum::verify_cosignatures_json;
 use knhk_agent::verify::verify_json;
-use knhk_agent::{run, Listeners};
+use knhk_agent::{run, Listeners, RunError};
 use knhk_core::checkpoint::PublicKeyVersion;
 use knhk_core::cosignature::WitnessKey;
 
@@ -291,8 +297,32 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// `EX_CONFIG` (sysexits.h): a configuration error.
+const EX_CONFIG: u8 = 78;
+
+/// The configuration error inside `e`, when it is one (directly, or as `RunError::Config`).
+fn config_error(e: &anyhow::Error) -> Option<&ConfigError> {
+    e.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<ConfigError>()
+            .or_else(|| match cause.downcast_ref::<RunError>() {
+                Some(RunError::Config(c)) => Some(c),
+                _ => None,
+            })
+    })
+}
+
+/// One line of stderr for `text`, whatever line breaks it holds.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -301,13 +331,30 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    match command(cli.command).await {
+        Ok(code) => code,
+        Err(e) => match config_error(&e) {
+            Some(c) => {
+                eprintln!("knhk-agent: {}", one_line(&c.to_string()));
+                ExitCode::from(EX_CONFIG)
+            }
+            None => {
+                eprintln!("knhk-agent: error: {}", one_line(&format!("{e:#}")));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Run {
             config,
             listen,
             peer_listen,
         } => {
             let cfg = load(config.as_ref())?;
+            cfg.check_listeners(peer_listen.is_some())?;
             let api = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -369,7 +416,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
                 KeysAction::Witness => {
                     if cfg.quorum.region.is_empty() && cfg.quorum.witness_name.is_none() {
-                        anyhow::bail!("set [quorum] region (or KGC_SIDECAR_REGION) first: the witness key is named after it");
+                        return Err(ConfigError::Invalid {
+                            setting: "quorum.region",
+                            reason: "set [quorum] region (or KGC_SIDECAR_REGION) first: the witness key is named after it".to_owned(),
+                        }
+                        .into());
                     }
                     serde_json::to_string_pretty(
                         &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,

@@ -1,6 +1,6 @@
 //! [`run`]: start the agent on listeners it is given, until a shutdown future completes.
 //!
-//! Order: validate the configuration, open the signer (creating the key on first use), open
+//! Order: derive unset paths from `data_dir` and validate the configuration, open the signer (creating the key on first use), open
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
@@ -111,19 +111,14 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let mut config = config;
+    config.resolve_paths();
     config.validate()?;
     let admin_token = config.api.token().map_err(ConfigError::from)?;
     if admin_token.is_none() {
         tracing::warn!("no [api] admin_token_file: state-changing admin endpoints are open to whoever reaches the API address");
     }
-    if listeners.peer.is_some() && !config.identity.enabled {
-        return Err(ConfigError::Invalid {
-            setting: "identity.enabled",
-            reason: "a peer listener needs the SPIFFE identity ([identity] enabled = true)"
-                .to_owned(),
-        }
-        .into());
-    }
+    config.check_listeners(listeners.peer.is_some())?;
     let identity = match config.identity.enabled {
         true => Some(Identity::open(&config.identity).await?),
         false => None,

@@ -36,7 +36,7 @@ impl Agent {
             seal_interval: Duration::from_secs(1),
             ..AgentConfig::default()
         };
-        config.kms.key_dir = dir.join("keys");
+        config.kms.key_dir = Some(dir.join("keys"));
         Agent(InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await)
     }
 
@@ -324,4 +324,63 @@ async fn shutdown_seals_and_restart_keeps_receipts() {
     verify_json(&bundle, None).unwrap();
     agent.post(batch(200..210), Some(CT)).await;
     agent.stop().await;
+}
+
+/// Every file the agent keeps, relative to `root`, sorted.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An agent configured with only `data_dir` (from a file, or in code) keeps all its state
+/// under it, the checkpoint and config keys included; nothing lands beside it.
+#[tokio::test]
+async fn all_state_follows_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("srv");
+    let from_file = AgentConfig::from_toml(
+        &format!("data_dir = {:?}\n", data.display().to_string()),
+        Path::new("agent.toml"),
+    )
+    .unwrap();
+    let agent =
+        InProcessAgent::start(from_file, reqwest::Client::new(), "/v1/checkpoints/latest").await;
+    agent.stop().await;
+    let files = files_under(&data);
+    for want in [
+        "receipts.db",
+        "policy.db",
+        "gates.db",
+        "keys/knhk-checkpoints/v1.ed25519",
+        "keys/knhk-config/v1.ed25519",
+    ] {
+        assert!(files.iter().any(|f| f == want), "{want} not in {files:?}");
+    }
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, vec![std::ffi::OsString::from("srv")]);
+
+    let in_code = dir.path().join("code");
+    let config = AgentConfig {
+        data_dir: in_code.clone(),
+        ..AgentConfig::default()
+    };
+    let agent =
+        InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await;
+    agent.stop().await;
+    assert!(in_code.join("keys/knhk-checkpoints/v1.ed25519").exists());
 }

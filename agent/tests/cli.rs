@@ -1,12 +1,15 @@
 //! The `knhk-agent` binary: `keys list` writes a trust file, `verify` passes an honest export
-//! and bundle and exits non-zero with the reason on a tampered one.
+//! and bundle and exits non-zero with the reason on a tampered one; a refused configuration
+//! exits 78 with one line naming the setting and changes nothing, other failures exit 1 with
+//! one line, never a backtrace.
 
 // An integration test crate: helpers may fail loudly like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use knhk_agent::kms::local::LocalSigner;
 use knhk_agent::receipts::ReceiptLog;
@@ -151,4 +154,229 @@ fn rotation_interval_above_24h_is_refused_by_the_binary() {
         stderr.contains("KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS"),
         "{stderr}"
     );
+}
+
+/// `EX_CONFIG` of sysexits: what the binary exits with on a refused configuration.
+const EX_CONFIG: i32 = 78;
+
+/// Run the binary with `args` and `env` plus `RUST_BACKTRACE=1`, killing it (and failing) if
+/// it has not exited within 30 s: a configuration error must stop it before it serves.
+fn agent_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
+    cmd.args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "knhk-agent {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Check a configuration refusal: exit 78, exactly one stderr line, starting with
+/// `knhk-agent: ` and naming `setting`, no backtrace; returns the line.
+fn assert_config_refusal(out: &Output, setting: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(EX_CONFIG), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
+    assert!(lines[0].starts_with("knhk-agent: "), "{stderr}");
+    assert!(lines[0].contains(setting), "names {setting}: {stderr}");
+    assert!(
+        !stderr.contains("Backtrace") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    lines[0].to_owned()
+}
+
+/// A directory holding only `agent.toml` (with `data_dir` inside it, not yet created).
+fn config_dir(toml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n{toml}", data.display().to_string()),
+    )
+    .unwrap();
+    (dir, config.to_str().unwrap().to_owned())
+}
+
+/// Nothing but `agent.toml` is in `dir`: no data dir, no keys, no database.
+fn assert_untouched(dir: &Path) {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["agent.toml".to_owned()]);
+}
+
+/// A bad duration in the TOML stops `run` and `keys` with 78 and one line naming the setting,
+/// the file and the line, without a backtrace even with RUST_BACKTRACE=1, before anything is
+/// created.
+#[test]
+fn bad_duration_exits_78_with_one_line() {
+    for (toml, setting) in [
+        (
+            "seal_interval = \"500\"\n",
+            "invalid setting seal_interval: ",
+        ),
+        (
+            "[kms]\nrotation_interval = \"1d\"\n",
+            "invalid setting kms.rotation_interval: ",
+        ),
+        (
+            "[policy]\nwatch_interval = \"1 s\"\n",
+            "invalid setting policy.watch_interval: ",
+        ),
+    ] {
+        let (dir, config) = config_dir(toml);
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &[],
+        );
+        let line = assert_config_refusal(&out, setting);
+        assert!(line.contains("invalid duration"), "{line}");
+        assert!(line.contains("agent.toml line "), "{line}");
+        assert_untouched(dir.path());
+        let out = agent_exit(&["keys", "--config", &config, "list"], &[]);
+        assert_config_refusal(&out, setting);
+        assert_untouched(dir.path());
+    }
+    // A value the grammar takes but the setting's range refuses is a configuration error too.
+    let (dir, config) = config_dir("seal_interval = \"500ms\"\n");
+    let out = agent_exit(
+        &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_config_refusal(
+        &out,
+        "invalid setting seal_interval: must be between 1s and 1h",
+    );
+    assert_untouched(dir.path());
+}
+
+/// A bad KGC_SIDECAR_* boolean exits 78 naming the variable and the value.
+#[test]
+fn bad_environment_boolean_exits_78_naming_the_variable() {
+    let (dir, config) = config_dir("");
+    for var in [
+        "KGC_SIDECAR_SPIFFE_ENABLED",
+        "KGC_SIDECAR_CROSS_REGION_SYNC_ENABLED",
+        "KGC_SIDECAR_AUTO_ROLLBACK_ENABLED",
+    ] {
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &[(var, "maybe")],
+        );
+        let line = assert_config_refusal(&out, &format!("invalid setting {var}: "));
+        assert!(line.contains("\"maybe\""), "{line}");
+        assert_untouched(dir.path());
+    }
+}
+
+/// An unknown TOML field, at the top or in a table, exits 78 naming it.
+#[test]
+fn unknown_field_exits_78() {
+    for (toml, setting) in [
+        (
+            "colour = 1\n",
+            "invalid setting colour: unknown field `colour`",
+        ),
+        (
+            "[kms]\nkeydir = \"/x\"\n",
+            "invalid setting kms.keydir: unknown field",
+        ),
+    ] {
+        let (dir, config) = config_dir(toml);
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &[],
+        );
+        assert_config_refusal(&out, setting);
+        assert_untouched(dir.path());
+    }
+}
+
+/// A missing config file is a configuration error: 78, one line naming the file, and the
+/// default data directory is not created.
+#[test]
+fn missing_config_file_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let default_data = Path::new(knhk_agent::config::DEFAULT_DATA_DIR);
+    let existed = default_data.exists();
+    for args in [
+        vec![
+            "run",
+            "--config",
+            missing.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        vec!["keys", "--config", missing.to_str().unwrap(), "list"],
+    ] {
+        let out = agent_exit(&args, &[]);
+        let line = assert_config_refusal(&out, missing.to_str().unwrap());
+        assert!(line.contains("cannot read config file"), "{line}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert_eq!(default_data.exists(), existed, "{}", default_data.display());
+}
+
+/// A failure that is not about configuration exits 1 with one `knhk-agent: error:` line and
+/// no backtrace.
+#[test]
+fn other_failures_exit_1_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.json");
+    let out = agent_exit(&["verify", missing.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("knhk-agent: error: reading "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("acktrace"), "{stderr}");
+}
+
+/// `--peer-listen` without `[identity] enabled` is refused as configuration, before binding.
+#[test]
+fn peer_listener_without_identity_exits_78() {
+    let (dir, config) = config_dir("");
+    let out = agent_exit(
+        &[
+            "run",
+            "--config",
+            &config,
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_config_refusal(&out, "invalid setting identity.enabled: ");
+    assert_untouched(dir.path());
 }

@@ -41,7 +41,7 @@ fn config(dir: &Path, policy_file: Option<PathBuf>) -> AgentConfig {
         policy_file,
         ..AgentConfig::default()
     };
-    config.kms.key_dir = dir.join("keys");
+    config.kms.key_dir = Some(dir.join("keys"));
     config.policy.watch_interval = Duration::from_millis(20);
     config
 }

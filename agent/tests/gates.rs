@@ -27,7 +27,7 @@ fn config(dir: &Path) -> AgentConfig {
         data_dir: dir.join("data"),
         ..AgentConfig::default()
     };
-    config.kms.key_dir = dir.join("keys");
+    config.kms.key_dir = Some(dir.join("keys"));
     config
 }
 

@@ -600,7 +600,7 @@ async fn malformed_config_and_env_are_refused() {
         data_dir: dir.path().join("data"),
         ..AgentConfig::default()
     };
-    agent.kms.key_dir = dir.path().join("keys");
+    agent.kms.key_dir = Some(dir.path().join("keys"));
     let err = run(
         Listeners {
             api,
@@ -660,7 +660,7 @@ async fn agent_serves_the_peer_api_over_mtls() {
         identity: config(&api_a.endpoint(), "eu.knhk.test", &[REGIONS]),
         ..AgentConfig::default()
     };
-    cfg.kms.key_dir = dir.path().join("keys");
+    cfg.kms.key_dir = Some(dir.path().join("keys"));
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (api_addr, peer_addr) = (api.local_addr().unwrap(), peer.local_addr().unwrap());

@@ -383,7 +383,7 @@ async fn quorum_commit_latency() {
     let mut regions = Regions::start(&["eu", "us", "ap"], 2).await;
     regions.stop("eu").await;
     let eu = &regions.regions[0].config;
-    let signer = Arc::new(LocalSigner::open(&eu.kms.key_dir, &eu.kms.key_id).unwrap());
+    let signer = Arc::new(LocalSigner::open(&eu.key_dir(), &eu.kms.key_id).unwrap());
     let log = Arc::new(
         ReceiptLog::open(&eu.database_path(), &eu.origin, signer)
             .await
@@ -462,7 +462,7 @@ async fn witnesses_follow_key_rotations_recorded_in_the_log() {
     // `knhk-agent keys rotate` while eu is stopped (local key files).
     regions.stop("eu").await;
     let eu = &regions.regions[0].config;
-    LocalSigner::open(&eu.kms.key_dir, &eu.kms.key_id)
+    LocalSigner::open(&eu.key_dir(), &eu.kms.key_id)
         .unwrap()
         .rotate()
         .await

@@ -80,7 +80,7 @@ async fn us_witnessing_eu(dir: &std::path::Path) -> (InProcessAgent, WitnessKey,
         witness: eu_witness,
     }];
     let agent = InProcessAgent::start(config, reqwest::Client::new(), "/v1/witness/logs").await;
-    let eu_signer = LocalSigner::open(&eu_config.kms.key_dir, &eu_config.kms.key_id).unwrap();
+    let eu_signer = LocalSigner::open(&eu_config.key_dir(), &eu_config.kms.key_id).unwrap();
     (agent, witness, eu_signer)
 }
 

@@ -55,7 +55,7 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The file could not be read.
-    #[error("reading api.admin_token_file {path}: {source}")]
+    #[error("invalid setting api.admin_token_file: cannot read {path}: {source}")]
     Read {
         /// The file.
         path: String,
@@ -63,7 +63,7 @@ pub enum AuthError {
         source: std::io::Error,
     },
     /// The token is too short, too long or not printable ASCII.
-    #[error("api.admin_token_file {path}: the token must be {MIN_TOKEN_BYTES}–{MAX_TOKEN_BYTES} printable ASCII characters (surrounding whitespace is ignored)")]
+    #[error("invalid setting api.admin_token_file: {path}: the token must be {MIN_TOKEN_BYTES}–{MAX_TOKEN_BYTES} printable ASCII characters (surrounding whitespace is ignored)")]
     Invalid {
         /// The file.
         path: String,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::terms::{percent_to_bp, Analysis, Gate, DEFAULT_STEPS};
 use super::GatesError;
+use crate::settings;
 
 /// Defaults of the `[gates]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -82,16 +83,8 @@ impl GatesConfig {
             self.first_step_percent = p;
         }
         if let Some(v) = env("KGC_SIDECAR_AUTO_ROLLBACK_ENABLED") {
-            self.auto_rollback = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => {
-                    return Err(env_error(
-                        "KGC_SIDECAR_AUTO_ROLLBACK_ENABLED",
-                        format!("{v:?} is not true or false"),
-                    ))
-                }
-            };
+            self.auto_rollback = settings::env_bool("KGC_SIDECAR_AUTO_ROLLBACK_ENABLED", &v)
+                .map_err(|e| env_error(e.setting, e.reason))?;
         }
         if let Some(v) = env("KGC_SIDECAR_SLO_THRESHOLD") {
             let t: f64 = v.trim().parse().map_err(|_| {

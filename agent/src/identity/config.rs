@@ -7,8 +7,8 @@
 //! socket = "unix:///run/spire/sockets/agent.sock"  # SPIFFE Workload API endpoint
 //! trust_domain = "eu.knhk.test"                     # our own SVID must be of this domain
 //! id = "spiffe://eu.knhk.test/region/eu"            # optional: pick / require this SVID
-//! refresh_interval = "1h"                           # at most 1h; also on every source update
-//! connect_timeout = "10s"                           # Workload API wait before file fallback
+//! refresh_interval = "1h"                           # 1s..1h; also on every source update
+//! connect_timeout = "10s"                           # 1s..5m; Workload API wait before file fallback
 //! allow = ["spiffe://eu.knhk.test/region/*"]        # peers we accept (see `allow`)
 //!
 //! [identity.files]                                  # fallback when SPIRE is unavailable
@@ -21,7 +21,7 @@
 //!
 //! | variable | setting |
 //! |---|---|
-//! | `KGC_SIDECAR_SPIFFE_ENABLED` | `enabled` (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`) |
+//! | `KGC_SIDECAR_SPIFFE_ENABLED` | `enabled` (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case: [`crate::settings`]) |
 //! | `KGC_SIDECAR_SPIFFE_SOCKET` | `socket` (wins over `SPIFFE_ENDPOINT_SOCKET`) |
 //! | `SPIFFE_ENDPOINT_SOCKET` | `socket` when neither the file nor `KGC_SIDECAR_SPIFFE_SOCKET` sets it |
 //! | `KGC_SIDECAR_SPIFFE_TRUST_DOMAIN` | `trust_domain` |
@@ -35,8 +35,10 @@ use spiffe::{SpiffeId, TrustDomain};
 
 use super::allow::AllowEntry;
 use super::IdentityError;
-use crate::kms::config::de_duration;
+use crate::settings;
 
+/// Shortest refresh interval and connect timeout accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest refresh interval accepted (the older sidecar's rule: at most every hour).
 pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 /// Default refresh interval.
@@ -71,11 +73,11 @@ pub struct IdentityConfig {
     /// Our expected SPIFFE ID; when set, this SVID is picked and any other is refused.
     pub id: Option<String>,
     /// Longest time between two refreshes of the SVID and bundle; at most 1 h.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub refresh_interval: Duration,
     /// How long `Identity::open` waits for the Workload API before the file fallback (or
     /// failing, without one).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub connect_timeout: Duration,
     /// Peers allowed to connect (and to be connected to): `spiffe://<trust domain>/<pattern>`.
     pub allow: Vec<String>,
@@ -102,18 +104,6 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> IdentityError {
     IdentityError::InvalidConfig {
         setting,
         reason: reason.into(),
-    }
-}
-
-/// Parse a boolean the way the older sidecar's manifests write it.
-fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, IdentityError> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid(
-            setting,
-            format!("{raw:?} is not a boolean (true/false, 1/0, yes/no, on/off)"),
-        )),
     }
 }
 
@@ -148,7 +138,8 @@ impl IdentityConfig {
     /// Apply environment overrides, reading variables through `env` (tests pass a map).
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), IdentityError> {
         if let Some(v) = env("KGC_SIDECAR_SPIFFE_ENABLED") {
-            self.enabled = parse_bool("KGC_SIDECAR_SPIFFE_ENABLED", &v)?;
+            self.enabled = settings::env_bool("KGC_SIDECAR_SPIFFE_ENABLED", &v)
+                .map_err(|e| invalid(e.setting, e.reason))?;
         }
         if let Some(v) = env("KGC_SIDECAR_SPIFFE_SOCKET") {
             self.socket = Some(normalize_socket("KGC_SIDECAR_SPIFFE_SOCKET", &v)?);
@@ -225,13 +216,13 @@ impl IdentityConfig {
                 "identity needs a Workload API socket (SPIFFE_ENDPOINT_SOCKET) or [identity.files]",
             ));
         }
-        if self.refresh_interval.is_zero() || self.refresh_interval > MAX_REFRESH_INTERVAL {
+        if self.refresh_interval < MIN_INTERVAL || self.refresh_interval > MAX_REFRESH_INTERVAL {
             return Err(invalid(
                 "identity.refresh_interval",
                 "must be between 1s and 1h",
             ));
         }
-        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_CONNECT_TIMEOUT {
+        if self.connect_timeout < MIN_INTERVAL || self.connect_timeout > MAX_CONNECT_TIMEOUT {
             return Err(invalid(
                 "identity.connect_timeout",
                 "must be between 1s and 5m",

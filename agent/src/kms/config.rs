@@ -18,19 +18,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use knhk_core::checkpoint::Alg;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::transit::TransitSettings;
 use super::KmsError;
 
+/// The shortest rotation interval accepted (whole seconds were the finest the grammar had
+/// before it took `ms`).
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest rotation interval accepted.
 pub const MAX_ROTATION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Default rotation interval.
 pub const DEFAULT_ROTATION_INTERVAL: Duration = MAX_ROTATION_INTERVAL;
 /// Default key identifier.
 pub const DEFAULT_KEY_ID: &str = "knhk-checkpoints";
-/// Default local key directory.
-pub const DEFAULT_KEY_DIR: &str = "/var/lib/knhk/keys";
+/// The local key directory's name under `data_dir` when `key_dir` is not set.
+pub const KEY_DIR_NAME: &str = "keys";
 /// Default Transit mount.
 pub const DEFAULT_VAULT_MOUNT: &str = "transit";
 
@@ -52,11 +55,14 @@ pub struct KmsConfig {
     pub provider: Provider,
     /// Key identifier: file-name safe, 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
     pub key_id: String,
-    /// How often the background task rotates the key; at most 24 h. Written `"90m"`, `"12h"`.
-    #[serde(deserialize_with = "de_duration")]
+    /// How often the background task rotates the key; 1s to 24 h. Written `"90m"`, `"12h"`
+    /// (the grammar of [`crate::settings`]).
+    #[serde(with = "crate::settings::duration")]
     pub rotation_interval: Duration,
-    /// Directory of the local provider's key files.
-    pub key_dir: PathBuf,
+    /// Directory of the local provider's key files. Not set: `<data_dir>/keys`, filled in by
+    /// [`crate::config::AgentConfig::resolve_paths`] (so it follows `data_dir`); an explicit
+    /// path is kept as written.
+    pub key_dir: Option<PathBuf>,
     /// Vault/OpenBao address for the Transit provider.
     pub vault_address: Option<String>,
     /// Transit mount path.
@@ -74,38 +80,13 @@ impl Default for KmsConfig {
             provider: Provider::Local,
             key_id: DEFAULT_KEY_ID.to_owned(),
             rotation_interval: DEFAULT_ROTATION_INTERVAL,
-            key_dir: PathBuf::from(DEFAULT_KEY_DIR),
+            key_dir: None,
             vault_address: None,
             vault_mount: DEFAULT_VAULT_MOUNT.to_owned(),
             vault_key_type: Alg::Ed25519,
             vault_token: None,
         }
     }
-}
-
-/// Parse `"<n>s"`, `"<n>m"` or `"<n>h"` (a whole number and a unit).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
-}
-
-/// Deserialize a [`parse_duration`] string (`"90s"`, `"10m"`, `"1h"`).
-pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
 }
 
 /// Whether `id` is usable as a key identifier (and so as a file name).
@@ -143,10 +124,10 @@ fn check_url(setting: &'static str, raw: &str) -> Result<String, KmsError> {
 }
 
 fn check_interval(setting: &'static str, d: Duration) -> Result<Duration, KmsError> {
-    if d.is_zero() {
+    if d < MIN_ROTATION_INTERVAL {
         return Err(KmsError::InvalidConfig {
             setting,
-            reason: "must be greater than zero".to_owned(),
+            reason: "must be at least 1s".to_owned(),
         });
     }
     if d > MAX_ROTATION_INTERVAL {

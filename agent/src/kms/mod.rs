@@ -122,10 +122,16 @@ pub trait Signer: Send + Sync {
 pub async fn build_signer(config: &KmsConfig) -> Result<Box<dyn Signer>, KmsError> {
     config.validate()?;
     match config.provider {
-        Provider::Local => Ok(Box::new(local::LocalSigner::open(
-            &config.key_dir,
-            &config.key_id,
-        )?)),
+        Provider::Local => {
+            let key_dir = config
+                .key_dir
+                .as_deref()
+                .ok_or(KmsError::InvalidConfig {
+                    setting: "kms.key_dir",
+                    reason: "no key directory: set kms.key_dir, or resolve the config (AgentConfig::resolve_paths derives <data_dir>/keys)".to_owned(),
+                })?;
+            Ok(Box::new(local::LocalSigner::open(key_dir, &config.key_id)?))
+        }
         Provider::Transit => Ok(Box::new(
             transit::TransitSigner::connect(&config.transit_settings()?).await?,
         )),

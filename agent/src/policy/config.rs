@@ -6,7 +6,7 @@
 //!
 //! [policy]
 //! key_id = "knhk-config"         # Ed25519 config signing key (same provider as [kms]); not kms.key_id
-//! watch_interval = "1s"          # policy file check period ("250ms", "1s", "1m")
+//! watch_interval = "1s"          # policy file check period, 10ms..1h ("250ms", "1s", "1m")
 //! long_poll_timeout = "30s"      # hold of GET /v1/config without timeout_ms
 //! long_poll_max = "300s"         # largest timeout_ms accepted
 //! ```
@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use knhk_core::checkpoint::Alg;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::PolicyError;
 use crate::kms::config::valid_key_id;
@@ -35,30 +35,6 @@ pub const DEFAULT_LONG_POLL_MAX: Duration = Duration::from_secs(300);
 /// Ceiling of `long_poll_max`.
 pub const MAX_LONG_POLL_MAX: Duration = Duration::from_secs(3600);
 
-/// Parse `"<n>ms"`, `"<n>s"`, `"<n>m"` or `"<n>h"` (a whole number and a unit).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by ms, s, m or h"
-        ))
-    })
-}
-
 /// Config push settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,13 +45,13 @@ pub struct PolicyConfig {
     /// handover epoch the filters follow.
     pub key_id: String,
     /// How often the policy file is checked for a change.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub watch_interval: Duration,
     /// How long `GET /v1/config` holds when the caller gives no `timeout_ms`.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub long_poll_timeout: Duration,
     /// The largest `timeout_ms` accepted; larger values are refused with 400.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub long_poll_max: Duration,
 }
 
@@ -149,18 +125,6 @@ impl PolicyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Durations take ms, s, m and h; anything else is refused.
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("3m"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "5", "ms", "-1s", "1.5s", "1d", "99999999999999999999s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     /// Defaults validate; each bad value is refused naming its setting; the config signer is
     /// Ed25519 even when checkpoints use ECDSA.

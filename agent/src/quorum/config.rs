@@ -27,7 +27,7 @@ use knhk_core::merkle::EMPTY_ROOT;
 use serde::Deserialize;
 
 use super::QuorumError;
-use crate::config::de_duration;
+use crate::settings;
 
 /// Default per-request timeout towards a peer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,10 +71,10 @@ pub struct QuorumConfig {
     /// This region's witness key name; default `knhk/witness/<region>`.
     pub witness_name: Option<String>,
     /// Per-request timeout towards a peer.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub timeout: Duration,
     /// How often lagging peers are retried when no new checkpoint wakes the replicator.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub retry_interval: Duration,
     /// The other regions.
     pub peers: Vec<PeerConfig>,
@@ -129,11 +129,8 @@ impl QuorumConfig {
         const THRESHOLD: &str = "KGC_SIDECAR_QUORUM_THRESHOLD";
         const ENDPOINTS: &str = "KGC_SIDECAR_RECEIPT_SYNC_ENDPOINTS";
         if let Some(v) = env(ENABLED) {
-            self.enabled = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(invalid(ENABLED, format!("{v:?} is not true or false"))),
-            };
+            self.enabled =
+                settings::env_bool(ENABLED, &v).map_err(|e| invalid(e.setting, e.reason))?;
         }
         if let Some(v) = env("KGC_SIDECAR_REGION") {
             self.region = v.trim().to_owned();
@@ -208,7 +205,8 @@ impl QuorumConfig {
                 format!("at most {MAX_PEERS} peers"),
             ));
         }
-        if self.timeout.is_zero() || self.retry_interval.is_zero() {
+        let second = Duration::from_secs(1);
+        if self.timeout < second || self.retry_interval < second {
             return Err(invalid(
                 "quorum.timeout",
                 "timeout and retry_interval must be at least 1s",
@@ -378,6 +376,24 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("\"sa\""), "{err}");
+    }
+
+    /// KGC_SIDECAR_CROSS_REGION_SYNC_ENABLED takes the one boolean grammar of `settings`
+    /// (any case) and a bad value is refused naming the variable.
+    #[test]
+    fn legacy_enabled_takes_the_shared_boolean_grammar() {
+        const VAR: &str = "KGC_SIDECAR_CROSS_REGION_SYNC_ENABLED";
+        for (raw, want) in [("ON", true), ("no", false), (" 1 ", true), ("False", false)] {
+            let mut cfg = QuorumConfig::default();
+            cfg.apply_env(|k| (k == VAR).then(|| raw.to_owned()))
+                .unwrap();
+            assert_eq!(cfg.enabled, want, "{raw:?}");
+        }
+        let err = QuorumConfig::default()
+            .apply_env(|k| (k == VAR).then(|| "maybe".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(VAR) && err.contains("\"maybe\""), "{err}");
     }
 
     /// The documented TOML shape parses into the agent config and validates.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use knhk_core::receipt::{HoldPlaced, HoldReleased, LogEntry, ReceiptError};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -32,7 +32,6 @@ pub use holds::{Hold, HoldView};
 pub use knhk_core::receipt::HoldSelector;
 
 use crate::clock::now_ns;
-use crate::kms::config::parse_duration;
 use crate::quorum::{QuorumError, Witness};
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
@@ -75,28 +74,15 @@ impl From<ReceiptError> for RetentionError {
     }
 }
 
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map(Some).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?}: expected a whole number followed by s, m or h"
-        ))
-    })
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    de_opt_duration(d).map(|d| d.unwrap_or(DEFAULT_INTERVAL))
-}
-
 /// The `[retention]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Age after which receipt payloads are pruned; `None` keeps them forever.
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(with = "crate::settings::opt_duration")]
     pub max_age: Option<Duration>,
     /// How often the retention run happens.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "crate::settings::duration")]
     pub interval: Duration,
 }
 
@@ -112,7 +98,8 @@ impl Default for RetentionConfig {
 impl RetentionConfig {
     /// Check every value.
     pub fn validate(&self) -> Result<(), RetentionError> {
-        if self.interval.is_zero() || self.max_age.is_some_and(|a| a.is_zero()) {
+        let second = Duration::from_secs(1);
+        if self.interval < second || self.max_age.is_some_and(|a| a < second) {
             return Err(RetentionError::InvalidConfig {
                 setting: "retention",
                 reason: "max_age and interval must be at least 1s".to_owned(),

@@ -77,7 +77,7 @@ pub async fn prepare(
         seal_interval: Duration::from_secs(1),
         ..AgentConfig::default()
     };
-    config.kms.key_dir = base.join("keys");
+    config.kms.key_dir = Some(base.join("keys"));
     config.retention.max_age = Some(Duration::from_secs(1));
     config.quorum = QuorumConfig {
         enabled: true,
@@ -87,7 +87,7 @@ pub async fn prepare(
         retry_interval: Duration::from_secs(1),
         ..QuorumConfig::default()
     };
-    let signer = LocalSigner::open(&config.kms.key_dir, &config.kms.key_id).unwrap();
+    let signer = LocalSigner::open(&config.key_dir(), &config.kms.key_id).unwrap();
     let log_keys = signer.public_keys().await.unwrap();
     std::fs::create_dir_all(&config.data_dir).unwrap();
     let (_, witness) = open_witness_key(&config.quorum, &config.data_dir)
