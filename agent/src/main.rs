@@ -83,6 +83,23 @@ enum Command {
         #[command(subcommand)]
         action: RolloutAction,
     },
+    /// Which route, buckets and flags a routing key gets under a policy, computed with the
+    /// filter's own bucketing (the weighted decision: no force header, audience or exclusion).
+    Bucket {
+        /// The routing key: what the policy's key source (header, cookie or query) carries.
+        #[arg(long)]
+        key: String,
+        /// Read the policy from this filter configuration (JSON, as `policy_file`) instead of
+        /// asking a running agent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Address of the running agent whose policy in force (`GET /v1/policy`) is used.
+        #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "policy")]
+        agent: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
         /// Agent config file (TOML); defaults apply when absent.
@@ -211,6 +228,27 @@ async fn rollout(
         print!("{}", knhk_agent::gates::report::render(&status));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy in force on the agent at `agent`, from `GET /v1/policy`.
+async fn policy_in_force(agent: &str) -> anyhow::Result<knhk_core::Policy> {
+    let url = format!("http://{agent}/v1/policy");
+    let answer = reqwest::get(&url)
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = answer.status();
+    if !status.is_success() {
+        anyhow::bail!(
+            "agent at {agent} answered {status}: {}",
+            answer.text().await?
+        );
+    }
+    let view: serde_json::Value = answer.json().await.context("reading GET /v1/policy")?;
+    let Some(policy) = view.get("policy").filter(|p| !p.is_null()) else {
+        anyhow::bail!("agent at {agent} has no policy in force yet");
+    };
+    knhk_core::Policy::from_json(policy.to_string().as_bytes())
+        .context("the agent's policy in force")
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -393,6 +431,28 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("agent at {agent} answered {status}: {text}");
             }
             println!("{text}");
+        }
+        Command::Bucket {
+            key,
+            policy,
+            agent,
+            json,
+        } => {
+            let policy = match policy {
+                Some(file) => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    knhk_core::Policy::from_json(&bytes)
+                        .with_context(|| format!("policy {}", file.display()))?
+                }
+                None => policy_in_force(&agent).await?,
+            };
+            let answer = knhk_agent::key_route::key_route(&policy, key.as_bytes());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{answer}");
+            }
         }
         Command::Rollout {
             agent,

@@ -711,3 +711,80 @@ async fn transit_signs_configs_with_an_ed25519_key() {
     assert!(envelope::open(&e3, &old, 2).is_err());
     agent.stop().await;
 }
+
+/// The `knhk-agent` binary's output of `bucket --json` for `key`, with the policy from `source`
+/// (`--policy FILE` or `--agent ADDR`).
+fn bucket_cli(key: &str, source: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+        .args(["bucket", "--key", key, "--json"])
+        .args(source)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// `knhk-agent bucket` answers, from a policy file and from the running agent's policy in force,
+/// the route, buckets and flags the filter's own `decide()` gives a request with that key; a
+/// refused policy file and an agent with no policy are one-line errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_command_agrees_with_the_filters_decision() {
+    use knhk_core::host::FakeRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"routing": {"salt": "cli-salt", "canary_basis_points": 3000,
+             "key_sources": [{"header": "x-user-id"}]},
+            "flags": {"items": [{"name": "new-cart", "basis_points": 5000}]}}"#,
+    )
+    .unwrap();
+    let policy = knhk_core::Policy::from_json(&std::fs::read(&file).unwrap()).unwrap();
+
+    let empty = Agent::start(config(&dir.path().join("empty"), None)).await;
+    let (code, _, stderr) = bucket_cli("u", &["--agent", &empty.addr.to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no policy in force"), "{stderr}");
+    empty.stop().await;
+
+    let agent = Agent::start(config(dir.path(), Some(file.clone()))).await;
+    let addr = agent.addr.to_string();
+    let mut canary = 0;
+    for i in 0..40 {
+        let key = format!("user-{i}");
+        let req = FakeRequest::get("/").with("x-user-id", &key);
+        let d = knhk_core::decide(&policy, &Default::default(), &req);
+        for source in [
+            vec!["--policy", file.to_str().unwrap()],
+            vec!["--agent", &addr],
+        ] {
+            let (code, json, stderr) = bucket_cli(&key, &source);
+            assert_eq!(code, 0, "{source:?}: {stderr}");
+            assert_eq!(json["route"], d.route.unwrap().as_str(), "{key} {source:?}");
+            assert_eq!(json["routing_bucket"], d.buckets.unwrap().routing);
+            assert_eq!(json["priority_bucket"], d.buckets.unwrap().priority);
+            let flags = policy.flags.as_ref().unwrap().header_value(d.flags);
+            let got: Vec<&str> = json["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            assert_eq!(flags, (!got.is_empty()).then(|| got.join(",")), "{key}");
+        }
+        canary += usize::from(d.route == Some(knhk_core::Route::Canary));
+    }
+    assert!(
+        (1..40).contains(&canary),
+        "30 % weight put {canary} of 40 keys on canary"
+    );
+    agent.stop().await;
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"routing": {"canary_basis_points": 20000}}"#).unwrap();
+    let (code, _, stderr) = bucket_cli("u", &["--policy", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("routing.canary_basis_points"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
