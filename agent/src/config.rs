@@ -115,8 +115,9 @@ pub enum ConfigError {
     Retention(#[from] RetentionError),
 }
 
-/// Text on one line: line breaks and the indentation after them become one space.
-fn one_line(text: &str) -> String {
+/// Text on one line: line breaks and the indentation after them become one space (what the
+/// binary prints for any error, so a refusal is always one line of stderr).
+pub fn one_line(text: &str) -> String {
     text.split('\n')
         .map(str::trim)
         .filter(|l| !l.is_empty())

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use knhk_agent::config::{AgentConfig, ConfigError};
+use knhk_agent::config::{one_line, AgentConfig, ConfigError};
 use knhk_agent::kms::build_signer;
 use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
@@ -348,15 +348,6 @@ fn config_error(e: &anyhow::Error) -> Option<&ConfigError> {
                 _ => None,
             })
     })
-}
-
-/// One line of stderr for `text`, whatever line breaks it holds.
-fn one_line(text: &str) -> String {
-    text.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[tokio::main]

@@ -316,16 +316,12 @@ mod tests {
     use knhk_core::receipt::ReceiptBuilder;
 
     fn receipt(route: Route, status: u16, latency_us: u32, epoch: u64) -> Receipt {
+        // The analysis reads only the route, status, latency and epoch of a receipt.
         ReceiptBuilder::new(0)
-            .time_ns(1)
-            .key_digest([1; 16])
             .route(Some(route))
-            .routing_bucket(1)
-            .priority(1)
             .status(status)
             .latency_us(latency_us)
             .config_epoch(epoch)
-            .worker_id(0)
             .build()
     }
 
