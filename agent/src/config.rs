@@ -210,9 +210,22 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    /// Refuse a peer listener without the SPIFFE identity; checked by the binary before it
-    /// binds anything, and again by [`crate::run()`].
-    pub fn check_listeners(&self, peer_listener: bool) -> Result<(), ConfigError> {
+    /// Refuse an API address beyond loopback without an admin token (whoever reaches it could
+    /// change the agent's state), and a peer listener without the SPIFFE identity; checked by
+    /// the binary before it binds anything, and again by [`crate::run()`].
+    pub fn check_listeners(
+        &self,
+        api: std::net::SocketAddr,
+        peer_listener: bool,
+    ) -> Result<(), ConfigError> {
+        if !api.ip().is_loopback() && self.api.admin_token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "api.admin_token_file",
+                reason: format!(
+                    "the API would listen on {api}, beyond loopback, where anyone who reaches it could change the agent's state: set an admin token file, or listen on 127.0.0.1"
+                ),
+            });
+        }
         if peer_listener && !self.identity.enabled {
             return Err(ConfigError::Invalid {
                 setting: "identity.enabled",

@@ -48,13 +48,24 @@ enum Command {
         #[arg(long)]
         peer_listen: Option<SocketAddr>,
     },
-    /// Check a proof bundle or log export offline; exits 1 with the reason on any tampering.
+    /// Check a proof bundle or log export offline against pinned keys; exits 1 with the reason
+    /// on any tampering, on entries no signed checkpoint covers, and on a file without one.
+    #[command(group(clap::ArgGroup::new("trust").required(true).args(["trusted_keys", "trust_keys_in_file"])))]
     Verify {
         /// The bundle or export (JSON).
         file: PathBuf,
         /// JSON list of trusted public key versions (from `knhk-agent keys list`).
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
+        /// Take the signing keys from the file being verified instead of pinned ones. This
+        /// proves only that the file is consistent with itself: whoever wrote it may have
+        /// signed it with a key of their own.
+        #[arg(long)]
+        trust_keys_in_file: bool,
+        /// Accept entries of an export after its last checkpoint (reported as unproven)
+        /// instead of failing on them.
+        #[arg(long)]
+        accept_unproven: bool,
         /// Require this many signatures on the bundle's checkpoint: the log's own plus
         /// cosignatures of witnesses in `--witness-keys`.
         #[arg(long, requires = "witness_keys")]
@@ -260,6 +271,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
 fn verify(
     file: &PathBuf,
     trusted_keys: Option<&PathBuf>,
+    accept_unproven: bool,
     quorum: Option<(usize, &PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -297,9 +309,17 @@ fn verify(
             for line in &report.lines {
                 println!("{line}");
             }
+            if report.unproven > 0 && !accept_unproven {
+                eprintln!(
+                    "verification FAILED: {}: {} entries after the last checkpoint are proven by no signature (--accept-unproven accepts them as unproven)",
+                    file.display(),
+                    report.unproven
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             if report.self_certified {
                 println!(
-                    "warning: keys were taken from the file itself; pass --trusted-keys to check them against keys you trust"
+                    "warning: keys were taken from the file itself (--trust-keys-in-file): this shows the file is consistent with itself, not who signed it"
                 );
             }
             println!("OK: {}", file.display());
@@ -383,7 +403,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             peer_listen,
         } => {
             let cfg = load(config.as_ref())?;
-            cfg.check_listeners(peer_listen.is_some())?;
+            cfg.check_listeners(listen, peer_listen.is_some())?;
             let api = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -400,11 +420,13 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify {
             file,
             trusted_keys,
+            trust_keys_in_file: _,
+            accept_unproven,
             quorum,
             witness_keys,
         } => {
             let quorum = quorum.zip(witness_keys.as_ref());
-            return verify(&file, trusted_keys.as_ref(), quorum);
+            return verify(&file, trusted_keys.as_ref(), accept_unproven, quorum);
         }
         Command::Holds { agent, action } => {
             let (method, path, body) = holds_request(&action)?;

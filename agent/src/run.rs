@@ -118,7 +118,11 @@ pub async fn run(
     if admin_token.is_none() {
         tracing::warn!("no [api] admin_token_file: state-changing admin endpoints are open to whoever reaches the API address");
     }
-    config.check_listeners(listeners.peer.is_some())?;
+    let api_addr = listeners.api.local_addr().map_err(|source| RunError::Io {
+        what: "reading the API listener's address",
+        source,
+    })?;
+    config.check_listeners(api_addr, listeners.peer.is_some())?;
     let identity = match config.identity.enabled {
         true => Some(Identity::open(&config.identity).await?),
         false => None,

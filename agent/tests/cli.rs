@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use knhk_agent::kms::local::LocalSigner;
 use knhk_agent::receipts::ReceiptLog;
 use knhk_core::class::{Class, Route};
-use knhk_core::receipt::{encode_batch, Receipt, ReceiptBuilder};
+use knhk_core::receipt::{encode_batch, LogEntry, Receipt, ReceiptBuilder};
 
 fn agent(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
@@ -101,7 +101,19 @@ async fn verify_command_end_to_end() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK:"));
 
-    let plain = agent(&["verify", bundle.to_str().unwrap()], &[]);
+    // Without pinned keys verify refuses to run; taking them from the file is an explicit,
+    // labelled opt-in.
+    let unpinned = agent(&["verify", bundle.to_str().unwrap()], &[]);
+    assert!(!unpinned.status.success());
+    assert!(
+        String::from_utf8_lossy(&unpinned.stderr).contains("--trusted-keys"),
+        "{}",
+        String::from_utf8_lossy(&unpinned.stderr)
+    );
+    let plain = agent(
+        &["verify", bundle.to_str().unwrap(), "--trust-keys-in-file"],
+        &[],
+    );
     assert!(
         plain.status.success(),
         "{}",
@@ -114,7 +126,10 @@ async fn verify_command_end_to_end() {
     tampered["checkpoints"].as_array_mut().unwrap().swap(0, 1);
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, serde_json::to_vec(&tampered).unwrap()).unwrap();
-    let failed = agent(&["verify", bad.to_str().unwrap()], &[]);
+    let failed = agent(
+        &["verify", bad.to_str().unwrap(), "--trust-keys-in-file"],
+        &[],
+    );
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
@@ -123,10 +138,76 @@ async fn verify_command_end_to_end() {
     );
 
     let missing = agent(
-        &["verify", dir.path().join("nope.json").to_str().unwrap()],
+        &[
+            "verify",
+            dir.path().join("nope.json").to_str().unwrap(),
+            "--trust-keys-in-file",
+        ],
         &[],
     );
     assert!(!missing.status.success());
+
+    // Fails closed on what no checkpoint proves.
+    let pinned = |file: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            file.to_str().unwrap(),
+            "--trusted-keys",
+            trust.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        agent(&args, &[])
+    };
+    let honest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let write = |name: &str, v: &serde_json::Value| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, serde_json::to_vec(v).unwrap()).unwrap();
+        f
+    };
+    // Every checkpoint removed (and a receipt altered): nothing is signed, so nothing passes.
+    let mut stripped = honest.clone();
+    stripped["checkpoints"] = serde_json::json!([]);
+    stripped["consistency"] = serde_json::json!([]);
+    let out = pinned(&write("stripped.json", &stripped), &["--accept-unproven"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Three forged receipts appended after the last checkpoint: refused as unproven, and
+    // accepted only when asked, labelled unproven.
+    let mut appended = honest.clone();
+    let forged: Vec<Vec<u8>> = (0..3)
+        .map(|i| LogEntry::Receipt(receipt(900 + i)).encode().unwrap())
+        .collect();
+    for leaf in &forged {
+        appended["entries"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(base64_encode(leaf)));
+    }
+    let appended = write("appended.json", &appended);
+    let out = pinned(&appended, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("3 entries after the last checkpoint are proven by no signature"),
+        "{stderr}"
+    );
+    let out = pinned(&appended, &["--accept-unproven"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 entries after size 31"));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A rotation interval above 24 h from the legacy variable makes the binary exit non-zero
@@ -350,7 +431,10 @@ fn missing_config_file_exits_78() {
 fn other_failures_exit_1_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.json");
-    let out = agent_exit(&["verify", missing.to_str().unwrap()], &[]);
+    let out = agent_exit(
+        &["verify", missing.to_str().unwrap(), "--trust-keys-in-file"],
+        &[],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
@@ -379,4 +463,17 @@ fn peer_listener_without_identity_exits_78() {
     );
     assert_config_refusal(&out, "invalid setting identity.enabled: ");
     assert_untouched(dir.path());
+}
+
+/// An API address beyond loopback without an admin token is refused as configuration before
+/// anything binds; on loopback the same config is accepted as far as the bind.
+#[test]
+fn non_loopback_api_without_a_token_exits_78() {
+    let (dir, config) = config_dir("");
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let out = agent_exit(&["run", "--config", &config, "--listen", listen], &[]);
+        let line = assert_config_refusal(&out, "invalid setting api.admin_token_file: ");
+        assert!(line.contains("beyond loopback"), "{line}");
+        assert_untouched(dir.path());
+    }
 }

@@ -308,7 +308,8 @@ pub struct AdmissionConfig {
     pub shadow: bool,
     /// Header carrying the class: read when trusted, rewritten on demotion.
     pub class_header: String,
-    /// Accept an explicit class from the client/mesh in `class_header`.
+    /// Accept an explicit class in `class_header` (default off: a client must not choose its
+    /// own class; turn it on where the mesh, not the client, sets the header).
     pub trust_class_header: bool,
     /// Class of requests no rule matches.
     pub default_class: Class,
@@ -336,7 +337,7 @@ impl Default for AdmissionConfig {
             enabled: true,
             shadow: false,
             class_header: defaults::class_header(),
-            trust_class_header: true,
+            trust_class_header: false,
             default_class: defaults::default_class(),
             rules: Vec::new(),
             classes: ClassesConfig::default(),

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn degrade_demotes_along_the_chain_and_c1_sheds() {
         let p = policy(
-            r#"{"routing":{"salt":"d"},"admission":{"classes":{"R1":{"p99_max_ms":10,"strategy":"degrade"},"W1":{"strategy":"degrade"}}}}"#,
+            r#"{"routing":{"salt":"d"},"admission":{"trust_class_header":true,"classes":{"R1":{"p99_max_ms":10,"strategy":"degrade"},"W1":{"strategy":"degrade"}}}}"#,
         );
         let low = key_with(b"d", |b| b.priority < 100);
         let mid = key_with(b"d", |b| (200..300).contains(&b.priority));

@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn classification_order() {
         let p = policy(
-            r#"{"admission":{"rules":[{"class":"R1","path_prefix":"/hot"},{"class":"C1","header":{"name":"X-Batch","value":"yes"}},{"class":"R1","path_prefix":"/both","header":{"name":"x-vip"}}]}}"#,
+            r#"{"admission":{"trust_class_header":true,"rules":[{"class":"R1","path_prefix":"/hot"},{"class":"C1","header":{"name":"X-Batch","value":"yes"}},{"class":"R1","path_prefix":"/both","header":{"name":"x-vip"}}]}}"#,
         );
         assert_eq!(classify(&p, &FakeRequest::get("/hot/x")), Class::R1);
         assert_eq!(
@@ -387,13 +387,17 @@ mod tests {
         );
     }
 
-    /// An untrusted class header cannot pick the class.
+    /// An untrusted class header cannot pick the class, and untrusted is the default.
     #[test]
     fn untrusted_class_header_is_ignored() {
-        let p = policy(r#"{"admission":{"trust_class_header":false}}"#);
-        assert_eq!(
-            classify(&p, &FakeRequest::get("/").with("x-knhk-class", "R1")),
-            Class::W1
-        );
+        for doc in [r#"{"admission":{"trust_class_header":false}}"#, "{}"] {
+            let p = policy(doc);
+            assert!(!p.trust_class_header, "{doc}");
+            assert_eq!(
+                classify(&p, &FakeRequest::get("/").with("x-knhk-class", "R1")),
+                Class::W1,
+                "{doc}"
+            );
+        }
     }
 }

@@ -151,11 +151,11 @@ impl HttpContext for KnhkHttp {
         if let (Some(flags), Some(_)) = (&policy.flags, decision.route) {
             self.set_request_header(&flags.header, flags.header_value(decision.flags).as_deref());
         }
-        // Upstreams see the class served: rewritten when demoted, corrected when a client sent
-        // one the filter did not accept.
-        let incoming_class = headers.header(&policy.class_header);
+        // Upstreams see exactly one class header, the class served: written when demoted, and
+        // whenever the request carried one (replacing every value: a request with two class
+        // headers whose first matched would otherwise reach the upstream with both).
         if decision.admission == Admission::Degraded
-            || incoming_class.is_some_and(|v| *v != *decision.class.as_str().as_bytes())
+            || headers.header(&policy.class_header).is_some()
         {
             self.set_request_header(&policy.class_header, Some(decision.class.as_str()));
         }

@@ -110,6 +110,25 @@ impl AgentProcess {
         self.dir.join("agent.toml")
     }
 
+    /// Write the agent's checkpoint keys (`knhk-agent keys list`) to `trusted-keys.json` in its
+    /// directory and return the path: what `verify --trusted-keys` pins.
+    pub fn trusted_keys_file(&self) -> anyhow::Result<PathBuf> {
+        let out = Command::new(paths::agent()?)
+            .args(["keys", "--config"])
+            .arg(self.config_path())
+            .arg("list")
+            .output()
+            .context("running knhk-agent keys list")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "knhk-agent keys list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = self.dir.join("trusted-keys.json");
+        std::fs::write(&file, &out.stdout)?;
+        Ok(file)
+    }
+
     /// `GET path`: the body of a 2xx answer, or an error with the status and body.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let response = self.http.get(self.url(path)).send().await?;

@@ -392,3 +392,39 @@ async fn shadow_counts_but_never_sheds() {
         0
     );
 }
+
+/// With the default `trust_class_header: false` a client does not choose its class, and the
+/// upstream receives exactly one class header, the class served: a forged `R1` on a W1 path is
+/// corrected to `W1`, and two class headers whose first matches the served class reach the
+/// upstream as that one value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_class_header_is_replaced_by_the_class_served() {
+    use reqwest::header::{HeaderMap, HeaderValue};
+    let mut config = config("strict", false);
+    config["admission"]
+        .as_object_mut()
+        .unwrap()
+        .remove("trust_class_header");
+    let rig = Rig::start("untrusted-class", &config).await.unwrap();
+    let forged = rig
+        .client
+        .get("/api/items", &[("x-user-id", "u1"), ("x-knhk-class", "R1")])
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 200, "{}", forged.describe());
+    assert_eq!(forged.decision().unwrap().get("class"), Some("W1"));
+    assert_eq!(forged.upstream_saw("x-knhk-class").as_deref(), Some("W1"));
+
+    let mut headers = HeaderMap::new();
+    headers.insert("x-user-id", HeaderValue::from_static("u2"));
+    headers.append("x-knhk-class", HeaderValue::from_static("W1"));
+    headers.append("x-knhk-class", HeaderValue::from_static("R1"));
+    let twice = rig.client.get_with("/api/items", headers).await.unwrap();
+    assert_eq!(twice.status, 200, "{}", twice.describe());
+    assert_eq!(
+        twice.upstream_saw("x-knhk-class").as_deref(),
+        Some("W1"),
+        "{}",
+        twice.body
+    );
+}

@@ -46,11 +46,12 @@ fn path_arg(p: &Path) -> String {
     p.to_str().unwrap().to_owned()
 }
 
-/// `knhk-agent verify <file> [--trusted-keys <trust>]`.
+/// `knhk-agent verify <file> --trusted-keys <trust>`, or `--trust-keys-in-file` without one.
 async fn verify(file: &Path, trust: Option<&Path>) -> Output {
     let mut args = vec!["verify".to_owned(), path_arg(file)];
-    if let Some(t) = trust {
-        args.extend(["--trusted-keys".to_owned(), path_arg(t)]);
+    match trust {
+        Some(t) => args.extend(["--trusted-keys".to_owned(), path_arg(t)]),
+        None => args.push("--trust-keys-in-file".to_owned()),
     }
     agent_cli(args, Vec::new()).await
 }

@@ -69,6 +69,8 @@ async fn rollback_scenario(name: &str, fault: Fault, cause: &str) {
     let out = std::process::Command::new(paths::agent().unwrap())
         .arg("verify")
         .arg(&file)
+        .arg("--trusted-keys")
+        .arg(rig.agent.trusted_keys_file().unwrap())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

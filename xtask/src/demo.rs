@@ -203,12 +203,19 @@ async fn rollout_section() -> anyhow::Result<bool> {
             .get_bytes(&format!("/v1/receipts/{leaf}/proof"))
             .await?,
     )?;
+    let trust = rig.agent.trusted_keys_file()?;
     let verified = Command::new(&agent_bin)
         .arg("verify")
         .arg(&proof)
+        .arg("--trusted-keys")
+        .arg(&trust)
         .output()
         .context("running knhk-agent verify")?;
-    println!("demo: knhk-agent verify {}", proof.display());
+    println!(
+        "demo: knhk-agent verify {} --trusted-keys {}",
+        proof.display(),
+        trust.display()
+    );
     for line in String::from_utf8_lossy(&verified.stdout).lines() {
         println!("  {line}");
     }
@@ -400,10 +407,12 @@ async fn agent_section(
     let verify = std::process::Command::new(knhk_e2e::paths::agent()?)
         .arg("verify")
         .arg(&file)
+        .arg("--trusted-keys")
+        .arg(agent.trusted_keys_file()?)
         .output()
         .context("run knhk-agent verify")?;
     row(
-        "knhk-agent verify proof-0.json",
+        "knhk-agent verify proof-0.json (keys pinned from keys list)",
         if verify.status.success() {
             "ok"
         } else {

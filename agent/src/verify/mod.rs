@@ -140,6 +140,9 @@ pub enum VerifyError {
         /// Leaves in the export.
         available: u64,
     },
+    /// An export holds no checkpoint, so no entry in it is signed.
+    #[error("the export holds no checkpoint: none of its entries is signed")]
+    NoCheckpoint,
     /// A checkpoint's root differs from the root of the exported leaves at its size.
     #[error("checkpoint {index} root does not match the exported leaves at size {size}: entries were altered, removed or reordered")]
     CheckpointRootMismatch {
@@ -194,6 +197,9 @@ pub struct Report {
     pub lines: Vec<String>,
     /// True when no trusted key set was given (keys came from the file itself).
     pub self_certified: bool,
+    /// Entries of an export after its last checkpoint: in the file, but proven by no signed
+    /// checkpoint (0 for a bundle). The command refuses them unless told to accept them.
+    pub unproven: u64,
 }
 
 fn same_key(a: &PublicKeyVersion, b: &PublicKeyVersion) -> bool {
@@ -296,6 +302,7 @@ pub fn verify_bundle(
     Ok(Report {
         lines,
         self_certified: trusted.is_none(),
+        unproven: 0,
     })
 }
 
@@ -345,6 +352,10 @@ pub fn verify_export(
     let available = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
     let mut trusted_set: Option<Vec<PublicKeyVersion>> =
         trusted.map(|t| t.iter().filter(|k| !k.retired).cloned().collect());
+    if export.checkpoints.is_empty() {
+        // Nothing in the file is signed: it proves nothing, whatever its entries say.
+        return Err(VerifyError::NoCheckpoint);
+    }
     // First pass: shape and order of the checkpoints themselves.
     let mut parsed = Vec::with_capacity(export.checkpoints.len());
     for (index, signed) in export.checkpoints.iter().enumerate() {
@@ -472,13 +483,14 @@ pub fn verify_export(
     }
     if sealed < available {
         lines.push(format!(
-            "{} entries after size {sealed} are not covered by a checkpoint yet",
+            "{} entries after size {sealed} are not covered by a signed checkpoint: unproven",
             available - sealed
         ));
     }
     Ok(Report {
         lines,
         self_certified: trusted.is_none(),
+        unproven: available.saturating_sub(sealed),
     })
 }
 

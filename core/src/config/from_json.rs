@@ -314,7 +314,7 @@ impl AdmissionConfig {
             enabled: o.or("enabled", At::bool, defaults::yes)?,
             shadow: o.or("shadow", At::bool, || false)?,
             class_header: o.or("class_header", At::string, defaults::class_header)?,
-            trust_class_header: o.or("trust_class_header", At::bool, defaults::yes)?,
+            trust_class_header: o.or("trust_class_header", At::bool, || false)?,
             default_class: o.or("default_class", read_class, defaults::default_class)?,
             rules: o.or("rules", |a| a.list(ClassRule::read), Vec::new)?,
             classes: o.or("classes", ClassesConfig::read, ClassesConfig::default)?,
