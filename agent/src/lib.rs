@@ -11,7 +11,8 @@
 //! [`gates`] (promotion gates), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
 //! SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`quorum`]
 //! (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold),
-//! [`verify`] (offline checks), [`key_route`] (which route and flags a key gets) and
+//! [`verify`] (offline checks), [`admin_client`] (the CLI's one client of a running agent),
+//! [`key_route`] (which route and flags a key gets) and
 //! [`run`](mod@run) (startup, background tasks, composing every subsystem's routes, graceful
 //! shutdown). [`run()`] is what `main.rs` and the tests call. `cargo xtask import-cycles`
 //! checks that no module imports form a circle.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin_client;
 pub mod api;
 pub mod clock;
 pub mod config;

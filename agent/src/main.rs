@@ -13,9 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use knhk_agent::admin_client::{AdminClient, AdminTarget};
 use knhk_agent::config::{one_line, AgentConfig, ConfigError};
 use knhk_agent::kms::build_signer;
-use knhk_agent::policy::client;
 use knhk_agent::policy::service::offline_trusted_keys;
 use knhk_agent::quorum::witness::open_witness_key;
 use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
@@ -24,6 +24,7 @@ use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners, RunError};
 use knhk_core::checkpoint::PublicKeyVersion;
 use knhk_core::cosignature::WitnessKey;
+use reqwest::Method;
 
 /// knhk control agent.
 #[derive(Debug, Parser)]
@@ -77,20 +78,15 @@ enum Command {
     },
     /// Place, release or list legal holds on a running agent.
     Holds {
-        /// Address of the running agent's API.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        agent: String,
+        #[command(flatten)]
+        target: AdminTarget,
         #[command(subcommand)]
         action: HoldsAction,
     },
     /// Start, inspect and steer a rollout on a running agent (promotion gates).
     Rollout {
-        /// Address of the running agent's API.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        agent: String,
-        /// File with the agent's admin bearer token (when it has `[api] admin_token_file`).
-        #[arg(long, env = "KNHK_ADMIN_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminTarget,
         #[command(subcommand)]
         action: RolloutAction,
     },
@@ -101,12 +97,11 @@ enum Command {
         #[arg(long)]
         key: String,
         /// Read the policy from this filter configuration (JSON, as `policy_file`) instead of
-        /// asking a running agent.
-        #[arg(long)]
+        /// asking the running agent at `--agent` for its policy in force (`GET /v1/policy`).
+        #[arg(long, conflicts_with = "agent")]
         policy: Option<PathBuf>,
-        /// Address of the running agent whose policy in force (`GET /v1/policy`) is used.
-        #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "policy")]
-        agent: String,
+        #[command(flatten)]
+        target: AdminTarget,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -133,12 +128,8 @@ enum KeysAction {
     Witness,
     /// Rotate the config signing key of a running agent and publish the handover epoch.
     RotateConfig {
-        /// Address of the running agent's API.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        agent: String,
-        /// File with the agent's admin bearer token (when it has `[api] admin_token_file`).
-        #[arg(long, env = "KNHK_ADMIN_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
@@ -178,38 +169,26 @@ enum RolloutAction {
     },
 }
 
-fn read_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    file.map(|p| {
-        std::fs::read_to_string(p)
-            .map(|t| t.trim().to_owned())
-            .with_context(|| format!("reading the admin token {}", p.display()))
-    })
-    .transpose()
-}
-
-async fn rollout(
-    agent: &str,
-    token: Option<&str>,
-    action: RolloutAction,
-) -> anyhow::Result<ExitCode> {
-    let (method, path, body): (&str, String, Option<Vec<u8>>) = match &action {
+async fn rollout(target: &AdminTarget, action: RolloutAction) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(target)?;
+    let (method, path, body): (Method, String, Option<Vec<u8>>) = match &action {
         RolloutAction::Start { file } => (
-            "POST",
+            Method::POST,
             "/v1/rollouts".to_owned(),
             Some(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?),
         ),
-        RolloutAction::Status { .. } => ("GET", "/v1/rollouts/current".to_owned(), None),
+        RolloutAction::Status { .. } => (Method::GET, "/v1/rollouts/current".to_owned(), None),
         RolloutAction::Promote { to } => (
-            "POST",
+            Method::POST,
             "/v1/rollouts/current/promote".to_owned(),
             to.as_ref()
                 .map(|t| serde_json::to_vec(&serde_json::json!({ "to": t })))
                 .transpose()?,
         ),
-        RolloutAction::Pause => ("POST", "/v1/rollouts/current/pause".to_owned(), None),
-        RolloutAction::Resume => ("POST", "/v1/rollouts/current/resume".to_owned(), None),
+        RolloutAction::Pause => (Method::POST, "/v1/rollouts/current/pause".to_owned(), None),
+        RolloutAction::Resume => (Method::POST, "/v1/rollouts/current/resume".to_owned(), None),
         RolloutAction::Abort { reason } => (
-            "POST",
+            Method::POST,
             "/v1/rollouts/current/abort".to_owned(),
             reason
                 .as_ref()
@@ -217,7 +196,7 @@ async fn rollout(
                 .transpose()?,
         ),
         RolloutAction::DisableFlag { name } => (
-            "POST",
+            Method::POST,
             format!(
                 "/v1/rollouts/current/flags/{}/disable",
                 url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
@@ -225,10 +204,15 @@ async fn rollout(
             None,
         ),
     };
-    let answer = client::call_with(agent, method, &path, body.as_deref(), token).await?;
-    let text = String::from_utf8_lossy(&answer.body);
-    if !(200..300).contains(&answer.status) {
-        eprintln!("agent at {agent} answered {}: {text}", answer.status);
+    let answer = client.call(method, &path, body).await?;
+    let text = answer.text();
+    if !answer.is_success() {
+        eprintln!(
+            "knhk-agent: error: agent at {} answered {}: {}",
+            client.base(),
+            answer.status,
+            one_line(&text)
+        );
         return Ok(ExitCode::FAILURE);
     }
     let status: serde_json::Value = serde_json::from_slice(&answer.body)
@@ -241,25 +225,36 @@ async fn rollout(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The policy in force on the agent at `agent`, from `GET /v1/policy`.
-async fn policy_in_force(agent: &str) -> anyhow::Result<knhk_core::Policy> {
-    let url = format!("http://{agent}/v1/policy");
-    let answer = reqwest::get(&url)
-        .await
-        .with_context(|| format!("calling {url}"))?;
-    let status = answer.status();
-    if !status.is_success() {
-        anyhow::bail!(
-            "agent at {agent} answered {status}: {}",
-            answer.text().await?
-        );
-    }
-    let view: serde_json::Value = answer.json().await.context("reading GET /v1/policy")?;
+/// The policy in force on the agent at `target`, from `GET /v1/policy`.
+async fn policy_in_force(target: &AdminTarget) -> anyhow::Result<knhk_core::Policy> {
+    let client = AdminClient::new(target)?;
+    let answer = admin_call(&client, Method::GET, "/v1/policy", None).await?;
+    let view: serde_json::Value =
+        serde_json::from_slice(&answer).context("reading GET /v1/policy")?;
     let Some(policy) = view.get("policy").filter(|p| !p.is_null()) else {
-        anyhow::bail!("agent at {agent} has no policy in force yet");
+        anyhow::bail!("agent at {} has no policy in force yet", client.base());
     };
     knhk_core::Policy::from_json(policy.to_string().as_bytes())
         .context("the agent's policy in force")
+}
+
+/// One call through `client`: the body of a 2xx answer, else an error naming the status.
+async fn admin_call(
+    client: &AdminClient,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    let answer = client.call(method, path, body).await?;
+    if !answer.is_success() {
+        anyhow::bail!(
+            "agent at {} answered {}: {}",
+            client.base(),
+            answer.status,
+            answer.text()
+        );
+    }
+    Ok(answer.body)
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -428,27 +423,22 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let quorum = quorum.zip(witness_keys.as_ref());
             return verify(&file, trusted_keys.as_ref(), accept_unproven, quorum);
         }
-        Command::Holds { agent, action } => {
+        Command::Holds { target, action } => {
             let (method, path, body) = holds_request(&action)?;
-            let url = format!("http://{agent}{path}");
-            let client = reqwest::Client::new();
-            let req = match (method, body) {
-                ("GET", _) => client.get(&url),
-                (_, Some(body)) => client.post(&url).json(&body),
-                (_, None) => client.post(&url),
+            let method = if method == "GET" {
+                Method::GET
+            } else {
+                Method::POST
             };
-            let answer = req.send().await.with_context(|| format!("calling {url}"))?;
-            let status = answer.status();
-            let text = answer.text().await?;
-            if !status.is_success() {
-                anyhow::bail!("agent at {agent} answered {status}: {text}");
-            }
-            println!("{text}");
+            let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+            let client = AdminClient::new(&target)?;
+            let answer = admin_call(&client, method, &path, body).await?;
+            println!("{}", String::from_utf8_lossy(&answer));
         }
         Command::Bucket {
             key,
             policy,
-            agent,
+            target,
             json,
         } => {
             let policy = match policy {
@@ -458,7 +448,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                     knhk_core::Policy::from_json(&bytes)
                         .with_context(|| format!("policy {}", file.display()))?
                 }
-                None => policy_in_force(&agent).await?,
+                None => policy_in_force(&target).await?,
             };
             let answer = knhk_agent::key_route::key_route(&policy, key.as_bytes());
             if json {
@@ -467,13 +457,8 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{answer}");
             }
         }
-        Command::Rollout {
-            agent,
-            token_file,
-            action,
-        } => {
-            let token = read_token(token_file.as_ref())?;
-            return rollout(&agent, token.as_deref(), action).await;
+        Command::Rollout { target, action } => {
+            return rollout(&target, action).await;
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;
@@ -499,21 +484,11 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                         &open_witness_key(&cfg.quorum, &cfg.data_dir).await?.1,
                     )?
                 }
-                KeysAction::RotateConfig { agent, token_file } => {
-                    let token = read_token(token_file.as_ref())?;
-                    let answer = client::call_with(
-                        &agent,
-                        "POST",
-                        "/v1/config/keys/rotate",
-                        None,
-                        token.as_deref(),
-                    )
-                    .await?;
-                    let body = String::from_utf8_lossy(&answer.body);
-                    if answer.status != 200 {
-                        anyhow::bail!("agent at {agent} answered {}: {body}", answer.status);
-                    }
-                    body.into_owned()
+                KeysAction::RotateConfig { target } => {
+                    let client = AdminClient::new(&target)?;
+                    let answer =
+                        admin_call(&client, Method::POST, "/v1/config/keys/rotate", None).await?;
+                    String::from_utf8_lossy(&answer).into_owned()
                 }
             };
             println!("{out}");

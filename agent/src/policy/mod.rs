@@ -11,7 +11,6 @@
 //!   `tokio::sync::watch` channel that wakes long-polls, and the policy file watcher.
 //! - [`api`]: the HTTP endpoints (`/v1/policy`, `/v1/config`, `/v1/config/keys`,
 //!   `/v1/config/keys/rotate`).
-//! - [`client`]: the minimal HTTP client `knhk-agent keys rotate-config` uses.
 //!
 //! Key handover: the filter trusts the key set in its static `control.trusted_keys`. When the
 //! config key gains a version (through `POST /v1/config/keys/rotate`, or rotated outside the
@@ -21,7 +20,6 @@
 //! previous version (e.g. restarted with its old static config) catches up.
 
 pub mod api;
-pub mod client;
 pub mod config;
 pub mod epoch;
 pub mod service;
@@ -94,12 +92,4 @@ pub enum PolicyError {
     /// The epoch counter reached its limit.
     #[error("config epoch counter is exhausted")]
     EpochExhausted,
-    /// A call to a running agent (`keys rotate-config`) failed.
-    #[error("agent at {addr}: {reason}")]
-    Client {
-        /// The agent address.
-        addr: String,
-        /// What failed.
-        reason: String,
-    },
 }

@@ -1,0 +1,134 @@
+//! The CLI's calls to a running agent that has an admin token: `holds`, `rollout` and
+//! `keys rotate-config` succeed with the token (from `--token-file` or
+//! `KNHK_ADMIN_TOKEN_FILE`) and are refused with 401 without it, changing nothing.
+
+// An integration test crate: helpers may fail loudly like the tests they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use knhk_agent::config::AgentConfig;
+use support::in_process::InProcessAgent;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef-cli-admin";
+
+/// `knhk-agent ARGS` with `env`, off the async runtime.
+async fn cli(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+            .args(&args)
+            .env_remove("KNHK_ADMIN_TOKEN_FILE")
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn holds(agent: &InProcessAgent) -> serde_json::Value {
+    agent
+        .http
+        .get(format!("http://{}/v1/holds", agent.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn start(dir: &Path) -> (InProcessAgent, String) {
+    let token = dir.join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let mut config = AgentConfig {
+        origin: "knhk.test/cli-admin".into(),
+        data_dir: dir.join("data"),
+        ..AgentConfig::default()
+    };
+    config.api.admin_token_file = Some(token.clone());
+    let agent =
+        InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await;
+    (agent, token.to_str().unwrap().to_owned())
+}
+
+/// Holds: without the token, place is refused with 401 and no hold exists; with it (flag or
+/// environment), place, list and release work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_need_and_take_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, token) = start(dir.path()).await;
+    let addr = agent.addr.to_string();
+    let place = |extra: &[&str]| {
+        let mut a = args(&["holds", "--agent", &addr]);
+        a.extend(args(extra));
+        a.extend(args(&[
+            "place", "--id", "case-1", "--reason", "legal", "--leaves", "0..1",
+        ]));
+        a
+    };
+    let refused = cli(place(&[]), vec![]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+    assert!(!stderr(&refused).contains(TOKEN));
+    let before = holds(&agent).await;
+    assert!(!before.to_string().contains("case-1"), "{before}");
+
+    let placed = cli(place(&["--token-file", &token]), vec![]).await;
+    assert!(placed.status.success(), "{}", stderr(&placed));
+    let listed = cli(args(&["holds", "--agent", &addr, "list"]), vec![]).await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("case-1"));
+    let released = cli(
+        args(&[
+            "holds", "--agent", &addr, "release", "--id", "case-1", "--reason", "closed",
+        ]),
+        vec![("KNHK_ADMIN_TOKEN_FILE", token.clone())],
+    )
+    .await;
+    assert!(released.status.success(), "{}", stderr(&released));
+    assert!(holds(&agent).await.to_string().contains("released"));
+    agent.stop().await;
+}
+
+/// `rollout pause` and `keys rotate-config` are refused with 401 without the token, and get
+/// past authorisation with it (the agent then answers on the merits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_and_keys_take_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, token) = start(dir.path()).await;
+    let addr = agent.addr.to_string();
+    for command in [
+        args(&["rollout", "--agent", &addr, "pause"]),
+        args(&["keys", "rotate-config", "--agent", &addr]),
+    ] {
+        let refused = cli(command.clone(), vec![]).await;
+        assert!(!refused.status.success(), "{command:?}");
+        assert!(
+            stderr(&refused).contains("401"),
+            "{command:?}: {}",
+            stderr(&refused)
+        );
+        let mut with = command.clone();
+        with.extend(args(&["--token-file", &token]));
+        let allowed = cli(with, vec![]).await;
+        assert!(
+            !stderr(&allowed).contains("401"),
+            "{command:?}: {}",
+            stderr(&allowed)
+        );
+        assert!(!stderr(&allowed).contains(TOKEN));
+    }
+    agent.stop().await;
+}
