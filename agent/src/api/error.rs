@@ -4,6 +4,7 @@
 
 use std::fmt::Display;
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -41,6 +42,19 @@ impl ApiError {
     pub fn internal(what: &'static str, error: &dyn Display) -> Self {
         tracing::error!(error = %error, "{what}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+    }
+}
+
+impl ApiError {
+    /// A request body axum refused: over the route's limit, `413` saying "`what` exceeds the
+    /// limit of `limit` bytes"; anything else keeps axum's status and text.
+    pub fn body_rejection(rejection: BytesRejection, what: &str, limit: usize) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(status, format!("{what} exceeds the limit of {limit} bytes"))
+        } else {
+            Self::new(status, rejection.body_text())
+        }
     }
 }
 

@@ -95,17 +95,7 @@ async fn post_receipts(
             ),
         ));
     }
-    let body = body.map_err(|r| {
-        let status = r.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                format!("receipt batch exceeds the limit of {MAX_BATCH_LEN} bytes"),
-            )
-        } else {
-            ApiError::new(status, r.body_text())
-        }
-    })?;
+    let body = body.map_err(|r| ApiError::body_rejection(r, "receipt batch", MAX_BATCH_LEN))?;
     let range = tokio::task::spawn_blocking(move || log.append_batch(&body))
         .await
         .map_err(|e| ApiError::internal("append task failed", &e))??;

@@ -161,17 +161,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn body_or_refusal(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        let status = r.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                format!("body exceeds the limit of {MAX_CONFIG_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(status, r.body_text())
-        }
-    })
+    body.map_err(|r| ApiError::body_rejection(r, "body", MAX_CONFIG_BYTES))
 }
 
 async fn put_policy(
