@@ -18,7 +18,8 @@
 //! environment = "canary"
 //!
 //! [api]
-//! admin_token_file = "/etc/knhk/admin-token" # bearer token for state-changing endpoints
+//! admin_token_file = "/etc/knhk/admin-token"   # bearer token of the admin routes (reads too)
+//! filter_token_file = "/etc/knhk/filter-tokens" # the filters' tokens, one per line; see `api::auth`
 //!
 //! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
 //! enabled = false
@@ -211,7 +212,8 @@ impl AgentConfig {
     }
 
     /// Refuse an API address beyond loopback without an admin token (whoever reaches it could
-    /// change the agent's state), and a peer listener without the SPIFFE identity; checked by
+    /// change the agent's state) or without filter tokens (whoever reaches it could write
+    /// receipts), and a peer listener without the SPIFFE identity; checked by
     /// the binary before it binds anything, and again by [`crate::run()`].
     pub fn check_listeners(
         &self,
@@ -223,6 +225,14 @@ impl AgentConfig {
                 setting: "api.admin_token_file",
                 reason: format!(
                     "the API would listen on {api}, beyond loopback, where anyone who reaches it could change the agent's state: set an admin token file, or listen on 127.0.0.1"
+                ),
+            });
+        }
+        if !api.ip().is_loopback() && self.api.filter_token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "api.filter_token_file",
+                reason: format!(
+                    "the API would listen on {api}, beyond loopback, where anyone who reaches it could post receipts that decide rollouts: set a filter token file (the filters' control.token), or listen on 127.0.0.1"
                 ),
             });
         }
@@ -301,6 +311,7 @@ impl AgentConfig {
         self.policy.validate(&self.kms)?;
         self.gates.validate()?;
         self.api.token()?;
+        self.api.filter_tokens()?;
         self.identity.validate()?;
         self.quorum.validate(&self.origin)?;
         self.retention.validate()?;

@@ -31,6 +31,9 @@ use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::{ReceiptLog, ReceiptsError};
 use crate::retention::Retention;
 
+/// How often the filter token file is re-read (a rotation or revocation takes effect within it).
+const TOKEN_RELOAD_PERIOD: Duration = Duration::from_secs(1);
+
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -114,9 +117,16 @@ pub async fn run(
     let mut config = config;
     config.resolve_paths();
     config.validate()?;
-    let admin_token = config.api.token().map_err(ConfigError::from)?;
-    if admin_token.is_none() {
-        tracing::warn!("no [api] admin_token_file: state-changing admin endpoints are open to whoever reaches the API address");
+    let credentials = Arc::new(crate::api::auth::Credentials {
+        admin: config.api.token().map_err(ConfigError::from)?,
+        filters: config.api.filter_tokens().map_err(ConfigError::from)?,
+        refusals: Default::default(),
+    });
+    if credentials.admin.is_none() {
+        tracing::warn!("no [api] admin_token_file: the admin routes are open to whoever reaches the API address (loopback)");
+    }
+    if credentials.filters.is_none() {
+        tracing::warn!("no [api] filter_token_file: receipt ingest and the config long-poll are open to whoever reaches the API address (loopback)");
     }
     let api_addr = listeners.api.local_addr().map_err(|source| RunError::Io {
         what: "reading the API listener's address",
@@ -186,8 +196,13 @@ pub async fn run(
         quorum.as_ref().map(|q| q.witness.clone()),
         config.retention.clone(),
     ));
+    let token_reloader = credentials
+        .filters
+        .as_ref()
+        .map(|f| f.spawn_reload(TOKEN_RELOAD_PERIOD, stop_rx.clone()));
     let pruner = retention.spawn(stop_rx);
     let mut api = crate::api::receipts::routes(log.clone())
+        .merge(crate::api::auth::routes(credentials.clone()))
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
         .merge(crate::retention::api::routes(retention));
@@ -204,10 +219,10 @@ pub async fn run(
             api = api.merge(witness);
         }
     }
-    if let Some(token) = admin_token {
+    if credentials.any() {
         api = api.layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
-            crate::api::auth::require_admin,
+            credentials.clone(),
+            crate::api::auth::authorize,
         ));
     }
     if let Ok(addr) = listeners.api.local_addr() {
@@ -246,7 +261,7 @@ pub async fn run(
     let _ = sealer.await;
     let _ = rotator.await;
     let _ = evaluator.await;
-    for task in replicator.into_iter().chain(pruner) {
+    for task in replicator.into_iter().chain(pruner).chain(token_reloader) {
         let _ = task.await;
     }
     log.seal(now_ns()).await?;

@@ -476,4 +476,36 @@ fn non_loopback_api_without_a_token_exits_78() {
         assert!(line.contains("beyond loopback"), "{line}");
         assert_untouched(dir.path());
     }
+    // With the admin token but no filter tokens, still refused: receipts decide rollouts.
+    let secrets = tempfile::tempdir().unwrap();
+    let admin = secrets.path().join("admin-token");
+    std::fs::write(&admin, "a".repeat(40)).unwrap();
+    let (dir, config) = config_dir(&format!("[api]\nadmin_token_file = {:?}\n", admin));
+    let out = agent_exit(&["run", "--config", &config, "--listen", "0.0.0.0:0"], &[]);
+    let line = assert_config_refusal(&out, "invalid setting api.filter_token_file: ");
+    assert!(line.contains("beyond loopback"), "{line}");
+    assert_untouched(dir.path());
+}
+
+/// A filter token file with a bad line, or no token, exits 78 naming the setting and the
+/// line, never the file's content.
+#[test]
+fn bad_filter_token_file_exits_78() {
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("filter-tokens");
+    for (content, want) in [
+        (format!("{}\nleaky-short\n", "f".repeat(40)), "line 2"),
+        ("# only a comment\n".to_owned(), "holds 0 tokens"),
+    ] {
+        std::fs::write(&file, &content).unwrap();
+        let (dir, config) = config_dir(&format!("[api]\nfilter_token_file = {:?}\n", file));
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &[],
+        );
+        let line = assert_config_refusal(&out, "invalid setting api.filter_token_file: ");
+        assert!(line.contains(want), "{line}");
+        assert!(!line.contains("leaky") && !line.contains("ffff"), "{line}");
+        assert_untouched(dir.path());
+    }
 }

@@ -1,5 +1,5 @@
 //! The CLI's calls to a running agent that has an admin token: `holds`, `rollout` and
-//! `keys rotate-config` succeed with the token (from `--token-file` or
+//! `keys rotate-config` (and `holds list`, an admin read) succeed with the token (from `--token-file` or
 //! `KNHK_ADMIN_TOKEN_FILE`) and are refused with 401 without it, changing nothing.
 
 // An integration test crate: helpers may fail loudly like the tests they serve.
@@ -58,8 +58,14 @@ async fn start(dir: &Path) -> (InProcessAgent, String) {
         ..AgentConfig::default()
     };
     config.api.admin_token_file = Some(token.clone());
-    let agent =
-        InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    // The test's own reads (GET /v1/holds is an admin read) carry the token.
+    let admin = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let agent = InProcessAgent::start(config, admin, "/v1/checkpoints/latest").await;
     (agent, token.to_str().unwrap().to_owned())
 }
 
@@ -87,7 +93,17 @@ async fn holds_need_and_take_the_admin_token() {
 
     let placed = cli(place(&["--token-file", &token]), vec![]).await;
     assert!(placed.status.success(), "{}", stderr(&placed));
-    let listed = cli(args(&["holds", "--agent", &addr, "list"]), vec![]).await;
+    let unlisted = cli(args(&["holds", "--agent", &addr, "list"]), vec![]).await;
+    assert!(
+        stderr(&unlisted).contains("401"),
+        "holds are an admin read: {}",
+        stderr(&unlisted)
+    );
+    let listed = cli(
+        args(&["holds", "--agent", &addr, "--token-file", &token, "list"]),
+        vec![],
+    )
+    .await;
     assert!(listed.status.success(), "{}", stderr(&listed));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("case-1"));
     let released = cli(

@@ -677,9 +677,11 @@ async fn rollout_flags_follow_the_gate_and_are_disabled_on_rollback() {
     agent.stop().await;
 }
 
-/// With `[api] admin_token_file`, state-changing requests need the bearer token (401 and
-/// nothing changes without it or with a wrong one), reads and receipt ingest stay open, the
-/// CLI passes the token from `--token-file`, and an unacceptable token file stops the start.
+/// With `[api] admin_token_file`, state-changing requests and operational reads (the policy
+/// with its salt, rollout state) need the bearer token (401 and nothing changes without it or
+/// with a wrong one), receipt ingest and checkpoints stay open (no filter tokens configured),
+/// the CLI passes the token from `--token-file`, and an unacceptable token file stops the
+/// start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_guards_state_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -688,8 +690,14 @@ async fn admin_token_guards_state_changes() {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut cfg = config(dir.path());
     cfg.api.admin_token_file = Some(token_file.clone());
-    let http = reqwest::Client::new();
-    let agent = InProcessAgent::start(cfg.clone(), http, "/v1/policy").await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let admin = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let anon = reqwest::Client::new();
+    let agent = InProcessAgent::start(cfg.clone(), admin, "/v1/policy").await;
     let body = json!({"routing": {"salt": "gates", "key_sources": [{"header": "x-user-id"}]}});
     for auth in [
         None,
@@ -697,7 +705,7 @@ async fn admin_token_guards_state_changes() {
         Some("Basic abc"),
         Some("Bearer "),
     ] {
-        let mut req = agent.http.put(agent.url("/v1/policy")).json(&body);
+        let mut req = anon.put(agent.url("/v1/policy")).json(&body);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -709,21 +717,43 @@ async fn admin_token_guards_state_changes() {
     let r = agent
         .http
         .put(agent.url("/v1/policy"))
-        .bearer_auth(&token)
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = agent
-        .http
+    for path in [
+        "/v1/policy",
+        "/v1/rollouts/current",
+        "/v1/holds",
+        "/v1/log/export",
+    ] {
+        let r = anon.get(agent.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "GET {path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            !text.contains("gates"),
+            "GET {path} leaked the salt: {text}"
+        );
+    }
+    let r = anon
+        .get(agent.url("/v1/checkpoints/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "checkpoints stay public");
+    let r = anon
         .post(agent.url("/v1/receipts"))
         .header("content-type", "application/x-knhk-receipts")
         .body(encode_batch(&[receipt(Route::Stable, 200, 1, 1, 0)]).unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "receipt ingest needs no token");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "without [api] filter_token_file receipt ingest needs no token (loopback only)"
+    );
     let file = dir.path().join("rollout.json");
     std::fs::write(&file, rollout("guarded", json!({})).to_string()).unwrap();
     let out = cli(&agent, &["start", file.to_str().unwrap()]);

@@ -71,8 +71,22 @@ pub struct ControlConfig {
     /// Public keys whose signatures on pushed configs are trusted (until a pushed config
     /// announces the next set).
     pub trusted_keys: Vec<crate::checkpoint::PublicKeyVersion>,
+    /// Bearer token presented on every call to the agent (receipt batches and config polls),
+    /// checked against the agent's `[api] filter_token_file`; absent: calls carry none. Kept
+    /// as text until validation; never printed.
+    pub token: Option<ConfigSecret>,
     /// Decision receipts sent to the agent.
     pub receipts: ReceiptsConfig,
+}
+
+/// A secret setting as written in the configuration; `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigSecret(pub String);
+
+impl core::fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ConfigSecret(..)")
+    }
 }
 
 /// What the filter does when its receipt buffer is full.

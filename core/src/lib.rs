@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod class;
 pub mod config;
 pub mod cosignature;
+pub mod credential;
 pub mod decision;
 pub mod envelope;
 pub mod flags;

@@ -10,6 +10,7 @@ use crate::config::{
     defaults, ClassConfig, ClassRule, ConfigError, ControlConfig, FailMode, FilterConfig,
     KeySource, ReceiptOverflow, Strategy,
 };
+use crate::credential::{BearerToken, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES};
 use crate::limits::{MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES};
 mod error_path;
 mod staging;
@@ -133,6 +134,8 @@ pub struct Control {
     pub poll_timeout_ms: u32,
     /// Keys trusted to sign pushed configs.
     pub trusted_keys: Vec<PublicKeyVersion>,
+    /// Credential sent with every agent call, when configured.
+    pub token: Option<BearerToken>,
     /// Receipt flushing, when enabled.
     pub receipts: Option<Receipts>,
 }
@@ -557,6 +560,18 @@ fn validate_control(c: &ControlConfig) -> Result<Control, ConfigError> {
         config_path: path("control.config_path", &c.config_path)?,
         poll_timeout_ms: c.poll_timeout_ms,
         trusted_keys: keys.clone(),
+        token: c
+            .token
+            .as_ref()
+            .map(|t| {
+                BearerToken::new(&t.0).ok_or_else(|| {
+                    ConfigError::new(
+                        "control.token",
+                        format!("must be {MIN_TOKEN_BYTES}..={MAX_TOKEN_BYTES} printable ASCII characters without spaces (the value is not shown)"),
+                    )
+                })
+            })
+            .transpose()?,
         receipts,
     })
 }

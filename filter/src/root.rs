@@ -22,6 +22,8 @@ pub struct KnhkRoot {
     state: Rc<RefCell<VmState>>,
     poll: Option<ConfigPoll>,
     flush_token: Option<u32>,
+    /// The agent answered the last batch with 401/403 (logged once per change).
+    receipts_refused: bool,
     last_flush_ms: u64,
     tick_ms: u32,
     sync_failures: u64,
@@ -43,6 +45,7 @@ impl KnhkRoot {
             state: Rc::new(RefCell::new(VmState::new(worker_id))),
             poll: None,
             flush_token: None,
+            receipts_refused: false,
             last_flush_ms: 0,
             tick_ms: 0,
             sync_failures: 0,
@@ -83,12 +86,15 @@ impl KnhkRoot {
         }
         let path = poll.path();
         let control = poll.control();
-        let headers = vec![
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", control.authority.as_str()),
             ("accept", "application/json"),
         ];
+        if let Some(token) = &control.token {
+            headers.push(("authorization", token.header_value()));
+        }
         let timeout = Duration::from_millis(poll.call_timeout_ms());
         match hostcalls::dispatch_http_call(&control.cluster, headers, None, vec![], timeout) {
             Ok(token) => poll.dispatched(token),
@@ -121,12 +127,15 @@ impl KnhkRoot {
             return;
         };
         let control = poll.control();
-        let headers = vec![
+        let mut headers = vec![
             (":method", "POST"),
             (":path", buffer.settings().path.as_str()),
             (":authority", control.authority.as_str()),
             ("content-type", "application/x-knhk-receipts"),
         ];
+        if let Some(token) = &control.token {
+            headers.push(("authorization", token.header_value()));
+        }
         self.last_flush_ms = now_ms;
         match hostcalls::dispatch_http_call(
             &control.cluster,
@@ -227,6 +236,11 @@ impl Context for KnhkRoot {
                         _ => buffer.failed(),
                     }
                 }
+                let refused = matches!(status, Some(401 | 403));
+                if refused && !self.receipts_refused {
+                    log::warn!("knhk: the agent refused the receipt credential (control.token) with {status:?}; receipts stay buffered");
+                }
+                self.receipts_refused = refused;
             }
             // A full batch waiting goes now; a partial one waits for the interval.
             if matches!(status, Some(200..=299)) {

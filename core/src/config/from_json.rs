@@ -47,6 +47,7 @@ impl ControlConfig {
                 "config_path",
                 "poll_timeout_ms",
                 "trusted_keys",
+                "token",
                 "receipts",
             ],
         )?;
@@ -56,6 +57,7 @@ impl ControlConfig {
             config_path: o.or("config_path", At::string, defaults::config_path)?,
             poll_timeout_ms: o.or("poll_timeout_ms", At::u32, defaults::poll_timeout_ms)?,
             trusted_keys: o.required("trusted_keys")?.list(read_public_key)?,
+            token: o.opt("token", At::string)?.map(ConfigSecret),
             receipts: o.or("receipts", ReceiptsConfig::read, ReceiptsConfig::default)?,
         })
     }

@@ -574,6 +574,37 @@ fn control_defaults() {
     );
 }
 
+/// `control.token` becomes the `authorization` header of agent calls; an unacceptable one is
+/// refused naming the setting, and neither the error nor `Debug` of the policy shows it.
+#[test]
+fn control_token_is_checked_and_never_shown() {
+    let secret = "filter-secret-0123456789abcdef-0123456789";
+    let p = Policy::from_json(control(&format!(r#","token":"{secret}""#)).as_bytes()).unwrap();
+    let c = p.control.as_ref().unwrap();
+    assert_eq!(
+        c.token.as_ref().map(|t| t.header_value().to_owned()),
+        Some(format!("Bearer {secret}"))
+    );
+    assert!(!format!("{p:?}").contains(secret));
+    assert!(Policy::from_json(control("").as_bytes())
+        .unwrap()
+        .control
+        .unwrap()
+        .token
+        .is_none());
+    for bad in ["short-secret", "has a space in it 0123456789abcdef0123"] {
+        let e = Policy::from_json(control(&format!(r#","token":"{bad}""#)).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("control.token") && e.contains("printable ASCII"),
+            "{e}"
+        );
+        assert!(!e.contains(bad), "{e}");
+    }
+    assert_rejects(&control(r#","token":7"#), "control.token", "");
+}
+
 /// Each invalid control setting is refused with its field and reason.
 #[test]
 fn control_rejections() {
