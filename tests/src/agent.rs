@@ -1,5 +1,7 @@
 //! The real `knhk-agent` as a child process: started on a free port with a local signer in a
-//! scratch directory, polled until it serves, killed with SIGKILL on demand or on drop.
+//! scratch directory, polled until it serves, killed with SIGKILL on demand or on drop. It
+//! runs as production would: with an admin token (which [`AgentProcess`]'s own calls carry)
+//! and a filter token file holding [`FILTER_TOKEN`] (the e2e filters' `control.token`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +14,12 @@ use crate::paths;
 use crate::ports::free_port;
 use crate::wait::poll;
 
+/// The admin token of every e2e agent.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef0123456789abcdef";
+/// The filter token every e2e agent accepts at start ([`crate::rig::control_section`] puts it
+/// in the filters' `control.token`).
+pub const FILTER_TOKEN: &str = "e2e-filter-token-0123456789abcdef0123456789abcdef";
+
 /// A running agent.
 #[derive(Debug)]
 pub struct AgentProcess {
@@ -19,6 +27,18 @@ pub struct AgentProcess {
     port: u16,
     dir: PathBuf,
     http: reqwest::Client,
+}
+
+/// A client whose every request carries `Authorization: Bearer <token>`.
+pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 impl AgentProcess {
@@ -43,9 +63,16 @@ impl AgentProcess {
     ) -> anyhow::Result<AgentProcess> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("agent.toml");
+        std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n"))?;
+        let filter_tokens = dir.join("filter-tokens");
+        if !filter_tokens.exists() {
+            std::fs::write(&filter_tokens, format!("{FILTER_TOKEN}\n"))?;
+        }
         let toml = format!(
-            "origin = \"knhk.test/e2e\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n{kms_toml}",
+            "origin = \"knhk.test/e2e\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[api]\nadmin_token_file = \"{admin}\"\nfilter_token_file = \"{filters}\"\n\n{kms_toml}",
             data = dir.join("data").display(),
+            admin = dir.join("admin-token").display(),
+            filters = filter_tokens.display(),
         );
         std::fs::write(&config, toml)?;
         let port = match port {
@@ -70,7 +97,7 @@ impl AgentProcess {
             child: Some(child),
             port,
             dir: dir.to_path_buf(),
-            http: reqwest::Client::new(),
+            http: client_with_token(ADMIN_TOKEN)?,
         };
         let url = agent.url("/v1/policy");
         let http = agent.http.clone();
@@ -103,6 +130,19 @@ impl AgentProcess {
     /// URL of `path` on the agent.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The admin token file (for the CLI's `--token-file`).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.dir.join("admin-token")
+    }
+
+    /// Replace the filter tokens the agent accepts (it re-reads the file every second).
+    pub fn set_filter_tokens(&self, tokens: &[&str]) -> anyhow::Result<()> {
+        let mut text = tokens.join("\n");
+        text.push('\n');
+        std::fs::write(self.dir.join("filter-tokens"), text)?;
+        Ok(())
     }
 
     /// The config file the agent was started with (for `knhk-agent keys --config …`).

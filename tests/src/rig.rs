@@ -131,13 +131,15 @@ pub fn base_config() -> serde_json::Value {
 }
 
 /// The filter's `control` section for the e2e tests: the `knhk_agent` cluster, the given
-/// trusted config keys, a 5 s long-poll and receipts flushed every 50 ms.
+/// trusted config keys, the e2e agents' filter token, a 5 s long-poll and receipts flushed
+/// every 50 ms.
 pub fn control_section(
     trusted_keys: &[knhk_core::checkpoint::PublicKeyVersion],
 ) -> serde_json::Value {
     serde_json::json!({
         "cluster": "knhk_agent",
         "poll_timeout_ms": 5000,
+        "token": crate::agent::FILTER_TOKEN,
         "trusted_keys": trusted_keys,
         "receipts": {"flush_interval_ms": 50, "max_batch": 256, "max_buffer": 16384}
     })

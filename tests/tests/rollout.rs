@@ -325,3 +325,129 @@ async fn rollout_survives_agent_crash_and_obeys_manual_controls() {
         .collect();
     assert_eq!(actions, ["start", "promote", "pause", "resume", "abort"]);
 }
+
+/// A batch of `n` healthy candidate receipts under `epoch`, stamped now: what a forger who
+/// reaches the agent's port would post to promote the candidate.
+fn healthy_candidate_batch(epoch: u64, n: u64) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let receipts: Vec<_> = (0..n)
+        .map(|i| {
+            knhk_core::receipt::ReceiptBuilder::new(i)
+                .time_ns(now + i)
+                .route(Some(knhk_core::class::Route::Canary))
+                .priority(1)
+                .status(200)
+                .latency_us(800)
+                .config_epoch(epoch)
+                .worker_id(7)
+                .build()
+        })
+        .collect();
+    knhk_core::receipt::encode_batch(&receipts).unwrap()
+}
+
+/// The forged-promotion attack: a rollout is running (no traffic through Envoy); a raw
+/// client without the filter credential, or with a wrong one, floods healthy candidate
+/// receipts for four times the gate's pass period. Every batch is refused with 401 and
+/// counted, the log does not grow, the analysis counts no candidate sample and the rollout
+/// stays where it was. The same batches with the credential promote it (the attack is real);
+/// once the credential is revoked from the agent's token file, it is refused again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_receipts_cannot_move_a_rollout() {
+    use knhk_e2e::agent::FILTER_TOKEN;
+    let s = RolloutRig::start("forged").await.unwrap();
+    let spec = rollout_spec(
+        "forged",
+        &json!({"analysis": {"interval_ms": 50, "window_ms": 3000, "pass_for_ms": 500,
+                "min_samples": 20, "failure_threshold": 2, "max_p99_ms": 150.0}}),
+    );
+    let started = s.call("POST", "/v1/rollouts", Some(spec)).await.unwrap();
+    let epoch = started["history"][0]["epoch"].as_u64().unwrap();
+    // The probes of the rig's start were flushed by the filter; wait until the log is still.
+    let mut size = s.agent.log_size().await.unwrap();
+    let mut still = 0;
+    while still < 10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = s.agent.log_size().await.unwrap();
+        still = if now == size { still + 1 } else { 0 };
+        size = now;
+    }
+    let anon = reqwest::Client::new();
+    let url = s.agent.url("/v1/receipts");
+    let post = |token: Option<&'static str>| {
+        let mut req = anon
+            .post(&url)
+            .header("content-type", "application/x-knhk-receipts")
+            .body(healthy_candidate_batch(epoch, 100));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let flood_until = Instant::now() + Duration::from_millis(2000);
+    let mut refused = 0;
+    while Instant::now() < flood_until {
+        for token in [None, Some("forged-token-0123456789abcdef0123456789abcdef")] {
+            let (status, body) = post(token).await;
+            assert_eq!(status, 401, "{body}");
+            assert!(body.contains("filter credential"), "{body}");
+            refused += 1;
+        }
+    }
+    let after = s.call("GET", "/v1/rollouts/current", None).await.unwrap();
+    assert_eq!(after["phase"], "running", "{after:#}");
+    assert_eq!(after["history"].as_array().unwrap().len(), 1, "{after:#}");
+    assert_eq!(after["canary_percent"], started["canary_percent"]);
+    let samples = after["figures"]["candidate"]["samples"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(
+        samples, 0,
+        "forged receipts reached the analysis: {after:#}"
+    );
+    assert_eq!(
+        s.agent.log_size().await.unwrap(),
+        size,
+        "forged receipts were appended"
+    );
+    let counts = s.call("GET", "/v1/auth/refusals", None).await.unwrap();
+    assert!(
+        counts["receipts"].as_u64().unwrap() >= refused,
+        "{counts} < {refused}"
+    );
+
+    // With the credential, the same batches are accepted and promote the candidate.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = post(Some(FILTER_TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        let st = s.call("GET", "/v1/rollouts/current", None).await.unwrap();
+        if st["phase"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not promoted: {st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.agent.log_size().await.unwrap() > size);
+
+    // Revoked: the agent re-reads its token file; the old credential is refused again.
+    s.agent
+        .set_filter_tokens(&["e2e-rotated-filter-token-0123456789abcdef0123"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = post(Some(FILTER_TOKEN)).await;
+        if status == 401 {
+            assert!(body.contains("rotated or revoked"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted after revocation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

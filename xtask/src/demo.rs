@@ -181,8 +181,10 @@ async fn rollout_section() -> anyhow::Result<bool> {
             "rollout",
             "--agent",
             &format!("127.0.0.1:{}", rig.agent.port()),
-            "status",
+            "--token-file",
         ])
+        .arg(rig.agent.admin_token_file())
+        .arg("status")
         .output()
         .context("running knhk-agent rollout status")?;
     for line in String::from_utf8_lossy(&status.stdout).lines() {
