@@ -14,8 +14,12 @@ use serde::Serialize;
 /// What a key gets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRoute {
-    /// The salted key digest receipts carry for this key (hex, 16 bytes).
+    /// The filter's salted digest of the key (hex, 16 bytes): what it sends; the log keys it.
     pub key_digest: String,
+    /// The digest this key's receipts carry in the log (hex), when asked of an agent
+    /// (`--agent`): the filter digest keyed with the agent's secret digest key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf_digest: Option<String>,
     /// Routing bucket, 0–9999: canary when below `canary_basis_points`.
     pub routing_bucket: u16,
     /// Priority bucket, 0–9999: shed first when low.
@@ -49,6 +53,7 @@ pub fn key_route(policy: &Policy, key: &[u8]) -> KeyRoute {
         .collect();
     KeyRoute {
         key_digest: hex::encode(b.key_digest),
+        leaf_digest: None,
         routing_bucket: b.routing,
         priority_bucket: b.priority,
         canary_basis_points: policy.canary_basis_points,
@@ -77,7 +82,17 @@ impl std::fmt::Display for KeyRoute {
             self.flags.join(", ")
         };
         writeln!(f, "flags on:       {flags}")?;
-        write!(f, "key digest:     {}", self.key_digest)
+        match &self.leaf_digest {
+            Some(leaf) => {
+                writeln!(f, "filter digest:  {}", self.key_digest)?;
+                write!(f, "log digest:     {leaf} (what this key's receipts carry)")
+            }
+            None => write!(
+                f,
+                "filter digest:  {} (receipts carry it keyed by the agent: ask with --agent)",
+                self.key_digest
+            ),
+        }
     }
 }
 

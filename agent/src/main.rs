@@ -238,6 +238,22 @@ async fn policy_in_force(target: &AdminTarget) -> anyhow::Result<knhk_core::Poli
         .context("the agent's policy in force")
 }
 
+/// The log digest of a filter digest, asked of the agent (`POST /v1/receipts/leaf-digest`).
+async fn leaf_digest(target: &AdminTarget, key_digest: &str) -> anyhow::Result<String> {
+    let client = AdminClient::new(target)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "key_digest": key_digest }))?;
+    let answer = admin_call(
+        &client,
+        Method::POST,
+        "/v1/receipts/leaf-digest",
+        Some(body),
+    )
+    .await?;
+    let view: knhk_agent::api::receipts::LeafDigest =
+        serde_json::from_slice(&answer).context("reading POST /v1/receipts/leaf-digest")?;
+    Ok(view.leaf_digest)
+}
+
 /// One call through `client`: the body of a 2xx answer, else an error naming the status.
 async fn admin_call(
     client: &AdminClient,
@@ -441,6 +457,7 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             target,
             json,
         } => {
+            let from_agent = policy.is_none();
             let policy = match policy {
                 Some(file) => {
                     let bytes = std::fs::read(&file)
@@ -450,7 +467,10 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => policy_in_force(&target).await?,
             };
-            let answer = knhk_agent::key_route::key_route(&policy, key.as_bytes());
+            let mut answer = knhk_agent::key_route::key_route(&policy, key.as_bytes());
+            if from_agent {
+                answer.leaf_digest = Some(leaf_digest(&target, &answer.key_digest).await?);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {

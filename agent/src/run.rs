@@ -145,6 +145,11 @@ pub async fn run(
     let log = Arc::new(ReceiptLog::open(&config.database_path(), &config.origin, signer).await?);
     log.seal(now_ns()).await?;
     let policy = PolicyService::open(config.policy_setup()).await?;
+    let issued = policy.clone();
+    log.set_ingest(crate::receipts::ingest::Ingest {
+        issued: Arc::new(move || issued.snapshot().epoch()),
+        digest_key: crate::receipts::ingest::DigestKey::open(&config.data_dir)?,
+    });
     let watcher = policy.spawn_file_watcher();
     let gates = Gates::open(
         &config.data_dir,

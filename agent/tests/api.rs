@@ -70,7 +70,7 @@ impl Agent {
 }
 
 fn receipt(i: u64) -> Receipt {
-    ReceiptBuilder::new(i).config_epoch(9).build()
+    ReceiptBuilder::new(i).config_epoch(0).build()
 }
 
 fn batch(range: std::ops::Range<u64>) -> Vec<u8> {
@@ -363,6 +363,7 @@ async fn all_state_follows_data_dir() {
         "receipts.db",
         "policy.db",
         "gates.db",
+        "digest-key",
         "keys/knhk-checkpoints/v1.ed25519",
         "keys/knhk-config/v1.ed25519",
     ] {
@@ -383,4 +384,122 @@ async fn all_state_follows_data_dir() {
         InProcessAgent::start(config, reqwest::Client::new(), "/v1/checkpoints/latest").await;
     agent.stop().await;
     assert!(in_code.join("keys/knhk-checkpoints/v1.ed25519").exists());
+}
+
+/// A batch with a receipt claiming a config epoch the agent never issued (2^63, or the next
+/// one) is refused with 422 naming the receipt and the epochs, and appends nothing; once the
+/// epoch is issued the same batch is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_of_unissued_epochs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    let claim = |epoch: u64| {
+        encode_batch(&[
+            ReceiptBuilder::new(0).config_epoch(0).build(),
+            ReceiptBuilder::new(1).config_epoch(epoch).build(),
+        ])
+        .unwrap()
+    };
+    for epoch in [1u64 << 63, 1] {
+        let (status, message) = error_of(agent.post(claim(epoch), Some(CT)).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+        assert!(
+            message.contains("receipt 1")
+                && message.contains(&format!("config epoch {epoch}"))
+                && message.contains("issued is 0"),
+            "{message}"
+        );
+        assert_eq!(agent.size().await, 0, "nothing appended");
+    }
+    let r = agent
+        .http
+        .put(agent.url("/v1/policy"))
+        .json(&serde_json::json!({"routing": {"salt": "epochs"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = agent.post(claim(1), Some(CT)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(agent.size().await, 2);
+    agent.0.stop().await;
+}
+
+/// The log carries keyed digests: not the filter's salted digest, the same for the same key,
+/// and what `POST /v1/receipts/leaf-digest` (and `knhk-agent bucket --key K --agent`) answers
+/// for that key; a malformed query is refused. Without the agent's digest key, knowing the salt
+/// does not find a key's receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_digests_are_keyed_by_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path()).await;
+    let r = agent
+        .http
+        .put(agent.url("/v1/policy"))
+        .json(&serde_json::json!({"routing": {"salt": "keyed", "key_sources": [{"header": "x-user-id"}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let filter_digest = knhk_core::receipt::key_digest(b"keyed", b"user-42");
+    let receipts: Vec<_> = (0..2)
+        .map(|i| ReceiptBuilder::new(i).key_digest(filter_digest).build())
+        .collect();
+    let r = agent.post(encode_batch(&receipts).unwrap(), Some(CT)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = agent.json("/v1/receipts?from=0&limit=2").await;
+    let logged: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["key_digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(logged[0], logged[1]);
+    assert_ne!(
+        logged[0],
+        hex::encode(filter_digest),
+        "the log holds the unkeyed digest"
+    );
+    let asked = agent
+        .http
+        .post(agent.url("/v1/receipts/leaf-digest"))
+        .json(&serde_json::json!({"key_digest": hex::encode(filter_digest)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), StatusCode::OK);
+    let asked: serde_json::Value = asked.json().await.unwrap();
+    assert_eq!(asked["leaf_digest"], logged[0]);
+    for bad in [
+        serde_json::json!({"key_digest": "zz"}),
+        serde_json::json!({"key": "user-42"}),
+    ] {
+        let r = agent
+            .http
+            .post(agent.url("/v1/receipts/leaf-digest"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{bad}: {}", r.status());
+    }
+    let addr = agent.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+            .args(["bucket", "--key", "user-42", "--agent", &addr, "--json"])
+            .env_remove("KNHK_ADMIN_TOKEN_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["leaf_digest"], logged[0], "{answer}");
+    assert_eq!(answer["key_digest"], hex::encode(filter_digest));
+    agent.0.stop().await;
 }

@@ -34,7 +34,7 @@ fn receipt(i: u64) -> Receipt {
         .priority(2)
         .class(Class::W1)
         .latency_us(10)
-        .config_epoch(3)
+        .config_epoch(0)
         .worker_id(0)
         .build()
 }

@@ -114,8 +114,14 @@ impl Region {
     }
 
     async fn post(&self, range: std::ops::Range<u64>) -> u64 {
-        let body =
-            knhk_core::receipt::encode_batch(&range.map(receipt).collect::<Vec<_>>()).unwrap();
+        // Epoch 0 (the filters' static configuration): these agents issue no config epochs.
+        let receipts: Vec<_> = range
+            .map(|i| knhk_core::receipt::Receipt {
+                config_epoch: 0,
+                ..receipt(i)
+            })
+            .collect();
+        let body = knhk_core::receipt::encode_batch(&receipts).unwrap();
         let r = self
             .agent
             .http

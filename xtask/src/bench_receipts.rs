@@ -129,7 +129,7 @@ fn receipt(batch: usize, i: usize, now_ns: u64) -> Receipt {
         admission,
         status,
         latency_us: ((n * 37) % 250_000) as u32,
-        config_epoch: 3 + n % 2,
+        config_epoch: 0,
         worker_id: (n % 2) as u32,
     }
 }

@@ -41,6 +41,9 @@ impl From<ReceiptsError> for ApiError {
             ReceiptsError::OutOfRange { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             ReceiptsError::NotSealed { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             ReceiptsError::Pruned { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
+            ReceiptsError::UnknownEpoch { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             other => ApiError::internal("receipt log failure", &other),
         }
     }
@@ -51,6 +54,7 @@ pub fn routes(log: Arc<ReceiptLog>) -> Router {
     Router::new()
         .route("/v1/receipts", post(post_receipts).get(get_receipts))
         .route("/v1/receipts/{index}/proof", get(get_proof))
+        .route("/v1/receipts/leaf-digest", post(post_leaf_digest))
         .route("/v1/checkpoints/latest", get(get_latest_checkpoint))
         .route("/v1/log/export", get(get_export))
         .layer(DefaultBodyLimit::max(MAX_BATCH_LEN))
@@ -106,6 +110,43 @@ async fn post_receipts(
     }))
 }
 
+/// Body of `POST /v1/receipts/leaf-digest`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafDigestQuery {
+    /// The filter's salted digest of a routing key, 32 hex digits (`knhk-agent bucket` prints it).
+    pub key_digest: String,
+}
+
+/// Answer of `POST /v1/receipts/leaf-digest`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeafDigest {
+    /// The digest the key's receipts carry in the log, 32 hex digits.
+    pub leaf_digest: String,
+}
+
+/// `POST /v1/receipts/leaf-digest` (admin): the keyed digest receipts of a key carry, from the
+/// filter's digest (so the key itself never reaches the agent).
+async fn post_leaf_digest(
+    State(log): State<Arc<ReceiptLog>>,
+    body: Result<Json<LeafDigestQuery>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LeafDigest>, ApiError> {
+    let Json(q) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let digest: [u8; 16] = hex::decode(&q.key_digest)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("key_digest must be 32 hex digits"))?;
+    let ingest = log.ingest().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this log keys no digests (no ingest configured)",
+        )
+    })?;
+    Ok(Json(LeafDigest {
+        leaf_digest: hex::encode(ingest.digest_key.leaf_digest(digest)),
+    }))
+}
+
 /// Query of `GET /v1/receipts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +174,9 @@ pub enum EntryBody {
     Receipt {
         /// Decision time, ns since the epoch.
         time_ns: u64,
-        /// Salted key digest, hex.
+        /// Keyed routing-key digest, hex: HMAC-SHA-256 under the agent's digest key of the
+        /// filter's salted digest, first 16 bytes ([`crate::receipts::ingest`]); zeros without
+        /// a key.
         key_digest: String,
         /// `stable`, `canary` or absent for excluded requests.
         route: Option<String>,

@@ -16,6 +16,7 @@ use knhk_core::merkle::{leaf_hash, Hash};
 use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
 
 use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
+use super::ingest::Ingest;
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
 use crate::kms::{KmsError, Signer};
 
@@ -29,6 +30,7 @@ pub struct ReceiptLog {
     signer: Arc<dyn Signer>,
     seal_lock: tokio::sync::Mutex<()>,
     observer: OnceLock<ReceiptObserver>,
+    ingest: OnceLock<Ingest>,
     sealed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -67,6 +69,7 @@ impl ReceiptLog {
             signer,
             seal_lock: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
+            ingest: OnceLock::new(),
             sealed: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -78,13 +81,27 @@ impl ReceiptLog {
     /// Decode a `KNRB` batch and append it atomically. When this returns `Ok`, the batch is
     /// durable; on any error nothing was appended.
     pub fn append_batch(&self, body: &[u8]) -> Result<Range<u64>, ReceiptsError> {
-        let receipts = decode_batch(body)?;
+        let mut receipts = decode_batch(body)?;
+        if let Some(ingest) = self.ingest.get() {
+            ingest.apply(&mut receipts)?;
+        }
         let entries: Vec<LogEntry> = receipts.iter().copied().map(LogEntry::Receipt).collect();
         let range = self.store()?.append(&entries)?;
         if let Some(observe) = self.observer.get() {
             observe(range.start, &receipts);
         }
         Ok(range)
+    }
+
+    /// Set what every batch goes through before it is appended (once; later calls are ignored
+    /// and return false): the epoch check and the digest keying of [`Ingest`].
+    pub fn set_ingest(&self, ingest: Ingest) -> bool {
+        self.ingest.set(ingest).is_ok()
+    }
+
+    /// The ingest in force, when set.
+    pub fn ingest(&self) -> Option<&Ingest> {
+        self.ingest.get()
     }
 
     /// Set the observer of appended batches (once; later calls are ignored and return false).

@@ -9,6 +9,7 @@
 //! - [`export`]: the JSON proof bundle and whole-log export formats.
 
 pub mod export;
+pub mod ingest;
 pub(crate) mod leaf_source;
 pub mod log;
 pub mod store;
@@ -85,6 +86,20 @@ pub enum ReceiptsError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("receipt store lock poisoned")]
     Poisoned,
+    /// A receipt claims a config epoch the agent never issued; nothing of the batch was
+    /// appended.
+    #[error("receipt {index} of the batch claims config epoch {epoch}, but the newest epoch this agent issued is {issued}; nothing was appended")]
+    UnknownEpoch {
+        /// Position in the batch.
+        index: usize,
+        /// The epoch claimed.
+        epoch: u64,
+        /// The newest epoch issued.
+        issued: u64,
+    },
+    /// The digest key could not be read or created.
+    #[error("digest key {0}")]
+    DigestKey(String),
 }
 
 /// A checkpoint's note text with its signature.

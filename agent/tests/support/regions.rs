@@ -59,6 +59,9 @@ pub struct Regions {
     _dir: tempfile::TempDir,
 }
 
+/// Config epochs each region issues at start (covers [`receipt`] for `i < 10 * (FIXTURE_EPOCHS + 1)`).
+pub const FIXTURE_EPOCHS: u64 = 11;
+
 /// A receipt with distinct fields per `i`.
 pub fn receipt(i: u64) -> Receipt {
     ReceiptBuilder::new(i).config_epoch(i / 10).build()
@@ -161,8 +164,27 @@ impl Regions {
         };
         for (i, (listener, peer)) in listeners.into_iter().enumerate() {
             set.start_on(i, listener, peer).await;
+            set.issue_epochs(i).await;
         }
         set
+    }
+
+    /// Publish policies until config epoch [`FIXTURE_EPOCHS`] is issued on region `i`: the
+    /// agent refuses receipts claiming an epoch it never issued, and [`receipt`] claims up to
+    /// `i / 10`.
+    async fn issue_epochs(&self, i: usize) {
+        let agent = self.regions[i].agent.as_ref().unwrap();
+        for epoch in 1..=FIXTURE_EPOCHS {
+            let policy = serde_json::json!({"routing": {"salt": format!("epoch-{epoch}")}});
+            let r = self
+                .http
+                .put(agent.url("/v1/policy"))
+                .json(&policy)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "PUT /v1/policy: {}", r.status());
+        }
     }
 
     async fn start_on(
@@ -233,7 +255,7 @@ impl Regions {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        assert!(r.status().is_success(), "{name}: {}", r.status());
         r.json::<Value>().await.unwrap()["size"].as_u64().unwrap()
     }
 
