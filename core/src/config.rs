@@ -399,7 +399,7 @@ pub mod defaults {
     }
     /// `x-knhk-flags`.
     pub fn flags_header() -> String {
-        "x-knhk-flags".to_string()
+        crate::limits::DEFAULT_FLAGS_HEADER.to_string()
     }
     /// `x-knhk-class`.
     pub fn class_header() -> String {

@@ -11,6 +11,9 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// Only this many leading bytes of a routing key are hashed (a guard against huge headers).
 pub const MAX_KEY_BYTES: usize = 1024;
+/// The feature-flags header when `flags.header` is not set; the filter removes it from client
+/// requests even when no flags are configured, so a client cannot hand the upstream flags.
+pub const DEFAULT_FLAGS_HEADER: &str = "x-knhk-flags";
 /// Header used when no configured source yields a key and the fallback is on.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 

@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use knhk_core::config::FailMode;
 use knhk_core::host::RequestHeaders;
+use knhk_core::limits::DEFAULT_FLAGS_HEADER;
 use knhk_core::receipt::{Completion, Receipt};
 use knhk_core::{decide, Admission, Decision, Policy};
 use proxy_wasm::hostcalls;
@@ -147,9 +148,15 @@ impl HttpContext for KnhkHttp {
             return self.shed(&policy, &decision);
         }
         // Flags: the filter's value replaces whatever a client sent (it must not pick its own
-        // flags); with no flag on, the header is removed. Excluded requests stay untouched.
-        if let (Some(flags), Some(_)) = (&policy.flags, decision.route) {
-            self.set_request_header(&flags.header, flags.header_value(decision.flags).as_deref());
+        // flags); with no flag on, the header is removed. Without a flags section a client's
+        // default flags header is removed too. Excluded requests stay untouched.
+        match (&policy.flags, decision.route) {
+            (Some(flags), Some(_)) => self
+                .set_request_header(&flags.header, flags.header_value(decision.flags).as_deref()),
+            (None, Some(_)) if headers.header(DEFAULT_FLAGS_HEADER).is_some() => {
+                self.set_request_header(DEFAULT_FLAGS_HEADER, None)
+            }
+            _ => {}
         }
         // Upstreams see exactly one class header, the class served: written when demoted, and
         // whenever the request carried one (replacing every value: a request with two class

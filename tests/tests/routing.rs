@@ -281,6 +281,17 @@ async fn exclusions_and_spoofed_route_header() {
         r.describe()
     );
     assert_eq!(r.upstream_saw("x-knhk-route").as_deref(), Some("stable"));
+    // No flags are configured: a client's flags header does not reach the upstream either.
+    let r = rig
+        .client
+        .get(
+            "/api/items",
+            &[("x-user-id", &stable_key), ("x-knhk-flags", "admin,beta")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.upstream_saw("x-knhk-flags"), None, "{}", r.body);
     let r = rig
         .client
         .get("/healthzz-not-a-boundary", &[("x-user-id", &canary_key)])

@@ -45,8 +45,9 @@ fn calls(cost: &Cost, name: &str) -> f64 {
 }
 
 /// Two runs of the same module and configuration count exactly the same fuel, and with the
-/// bench configuration a request costs two header reads, one header write and two clock
-/// reads — no bulk header copy, no stats call, no property read — and nothing is shed.
+/// bench configuration a request costs three header reads (the routing key, the class header,
+/// and the absent flags header a client may not forge: issue 13), one header write and two
+/// clock reads — no bulk header copy, no stats call, no property read — and nothing is shed.
 #[test]
 fn bench_config_profile_is_deterministic_and_lean() {
     let Some(wasm) = module() else { return };
@@ -57,7 +58,7 @@ fn bench_config_profile_is_deterministic_and_lean() {
     assert_eq!(first.local_replies, 0);
     assert_eq!(
         calls(&first, "proxy_get_header_map_value"),
-        2.0,
+        3.0,
         "{first:?}"
     );
     assert_eq!(
@@ -110,7 +111,7 @@ fn last_request_trace_follows_the_host_calls() {
         .iter()
         .filter(|l| **l == "request_headers → proxy_get_header_map_value")
         .count();
-    assert_eq!(reads, 2, "{labels:#?}");
+    assert_eq!(reads, 3, "{labels:#?}");
     let first_read = labels
         .iter()
         .position(|l| l.contains("proxy_get_header_map_value"));
