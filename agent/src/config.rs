@@ -20,6 +20,8 @@
 //! [api]
 //! admin_token_file = "/etc/knhk/admin-token"   # bearer token of the admin routes (reads too)
 //! filter_token_file = "/etc/knhk/filter-tokens" # the filters' tokens, one per line; see `api::auth`
+//! max_connections = 1024                        # open API connections at most; see `api::serve`
+//! header_timeout = "15s"                        # request headers, and idle keep-alive
 //!
 //! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
 //! enabled = false
@@ -39,6 +41,10 @@ use knhk_core::merkle::EMPTY_ROOT;
 use serde::Deserialize;
 
 use crate::api::auth::{ApiConfig, AuthError};
+
+/// Connections `api.max_connections` keeps beyond `policy.max_long_polls`: held polls never
+/// take the connections receipt ingest and admin calls need.
+pub const LONG_POLL_HEADROOM: usize = 64;
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::KEY_DIR_NAME;
@@ -213,7 +219,8 @@ impl AgentConfig {
 
     /// Refuse an API address beyond loopback without an admin token (whoever reaches it could
     /// change the agent's state) or without filter tokens (whoever reaches it could write
-    /// receipts), and a peer listener without the SPIFFE identity; checked by
+    /// receipts), a file-descriptor limit too low for `api.max_connections` (raised toward
+    /// the hard limit when it can be), and a peer listener without the SPIFFE identity; checked by
     /// the binary before it binds anything, and again by [`crate::run()`].
     pub fn check_listeners(
         &self,
@@ -236,6 +243,12 @@ impl AgentConfig {
                 ),
             });
         }
+        crate::api::serve::ensure_fd_headroom(self.api.max_connections).map_err(|reason| {
+            ConfigError::Invalid {
+                setting: "api.max_connections",
+                reason,
+            }
+        })?;
         if peer_listener && !self.identity.enabled {
             return Err(ConfigError::Invalid {
                 setting: "identity.enabled",
@@ -310,6 +323,16 @@ impl AgentConfig {
         self.kms.validate()?;
         self.policy.validate(&self.kms)?;
         self.gates.validate()?;
+        self.api.validate()?;
+        if self.policy.max_long_polls + LONG_POLL_HEADROOM > self.api.max_connections {
+            return Err(ConfigError::Invalid {
+                setting: "policy.max_long_polls",
+                reason: format!(
+                    "{} held long-polls would leave fewer than {LONG_POLL_HEADROOM} of api.max_connections ({}) for receipts and admin calls",
+                    self.policy.max_long_polls, self.api.max_connections
+                ),
+            });
+        }
         self.api.token()?;
         self.api.filter_tokens()?;
         self.identity.validate()?;

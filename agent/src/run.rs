@@ -244,8 +244,8 @@ pub async fn run(
         _ => None,
     };
     let closing = policy.clone();
-    let served = axum::serve(listeners.api, api)
-        .with_graceful_shutdown(async move {
+    let served =
+        crate::api::serve::serve(listeners.api, api, config.api.serve_limits(), async move {
             shutdown.await;
             closing.close();
             let _ = peer_stop.send(());

@@ -509,3 +509,39 @@ fn bad_filter_token_file_exits_78() {
         assert_untouched(dir.path());
     }
 }
+
+/// A file-descriptor limit too low for `api.max_connections` (and not raisable: the hard
+/// limit is lowered too) stops the start with exit 78 naming the setting.
+#[test]
+fn too_few_file_descriptors_exits_78() {
+    let (dir, config) = config_dir("[api]\nmax_connections = 1024\n");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 200 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_knhk-agent"),
+            "run",
+            "--config",
+            &config,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let line = assert_config_refusal(&out, "invalid setting api.max_connections: ");
+    assert!(
+        line.contains("1280 file descriptors") && line.contains("200"),
+        "{line}"
+    );
+    let _ = dir;
+}

@@ -216,7 +216,10 @@ async fn long_poll_holds_until_timeout_or_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_waiters_wake_on_one_put() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(config(dir.path(), None)).await;
+    let mut cfg = config(dir.path(), None);
+    // Every waiter comes from 127.0.0.1: let this one client hold all 200.
+    cfg.policy.max_long_polls_per_client = 256;
+    let agent = Agent::start(cfg).await;
     let mut epoch = agent.put_ok(&policy(0)).await;
     let trusted = agent.keys().await;
 

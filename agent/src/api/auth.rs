@@ -38,9 +38,16 @@ use tokio::sync::watch;
 use super::error::ApiError;
 
 /// The `[api]` table of the agent configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    /// Open API connections at most (128..=65536; default 1024); beyond, new connections are
+    /// closed at once. The agent checks at start that its file-descriptor limit leaves room.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, and an idle keep-alive connection may
+    /// wait for its next request (1s..=300s; default 15s).
+    #[serde(with = "crate::settings::duration")]
+    pub header_timeout: Duration,
     /// File holding the admin bearer token (env `KNHK_ADMIN_TOKEN_FILE`); absent: the admin
     /// routes are open to whoever reaches the API address (loopback only).
     pub admin_token_file: Option<PathBuf>,
@@ -50,7 +57,55 @@ pub struct ApiConfig {
     pub filter_token_file: Option<PathBuf>,
 }
 
+/// Default of `api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Fewest `api.max_connections` accepted.
+pub const MIN_CONNECTIONS: usize = 128;
+/// Default of `api.header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            admin_token_file: None,
+            filter_token_file: None,
+        }
+    }
+}
+
 impl ApiConfig {
+    /// Check the bounds of the server settings.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        if !(MIN_CONNECTIONS..=65_536).contains(&self.max_connections) {
+            return Err(AuthError::Setting {
+                setting: "api.max_connections",
+                reason: format!(
+                    "must be {MIN_CONNECTIONS}..=65536, got {}",
+                    self.max_connections
+                ),
+            });
+        }
+        if self.header_timeout < Duration::from_secs(1)
+            || self.header_timeout > Duration::from_secs(300)
+        {
+            return Err(AuthError::Setting {
+                setting: "api.header_timeout",
+                reason: "must be between 1s and 300s".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The server bounds these settings give.
+    pub fn serve_limits(&self) -> super::serve::ServeLimits {
+        super::serve::ServeLimits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+        }
+    }
+
     /// Apply `KNHK_ADMIN_TOKEN_FILE` and `KNHK_FILTER_TOKEN_FILE`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         if let Some(v) = env("KNHK_ADMIN_TOKEN_FILE").filter(|v| !v.is_empty()) {
@@ -81,7 +136,7 @@ impl ApiConfig {
 /// Most filter tokens one file may hold (old and new during a rotation, one per deployment).
 pub const MAX_FILTER_TOKENS: usize = 64;
 
-/// Why a token file could not be loaded. No message contains a token.
+/// Why an `[api]` setting or a token file is refused. No message contains a token.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The file could not be read.
@@ -103,6 +158,14 @@ pub enum AuthError {
         path: String,
         /// ` line N` for the filter token file, empty for the admin token.
         line: String,
+    },
+    /// A server setting is out of its bounds.
+    #[error("invalid setting {setting}: {reason}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
     },
     /// The filter token file holds no token or too many.
     #[error("invalid setting api.filter_token_file: {path} holds {count} tokens, 1..={MAX_FILTER_TOKENS} allowed")]

@@ -9,9 +9,13 @@
 //! | [`crate::retention::api`] | legal holds and retention: `/v1/holds`, `/v1/retention/run` |
 //! | [`crate::quorum`] | witness and quorum status (`/v1/witness/…`, `/v1/quorum/…`), when `[quorum]` is enabled |
 //!
-//! [`auth`] guards the state-changing ones; [`error`] is the refusal every route answers with.
+//! [`auth`] decides who may call what; [`error`] is the refusal every route answers with;
+//! [`serve`] is the HTTP server with its timeouts and connection cap; [`slots`] bounds what
+//! one client may hold at once (long-polls).
 //! Every refusal is a 4xx with a JSON body `{"error": "<reason>"}` and changes nothing.
 
 pub mod auth;
 pub mod error;
 pub mod receipts;
+pub mod serve;
+pub mod slots;

@@ -91,6 +91,7 @@ fn every_duration_setting_has_one_grammar() {
         ("[policy]\n", "watch_interval"),
         ("[policy]\n", "long_poll_timeout"),
         ("[policy]\n", "long_poll_max"),
+        ("[api]\n", "header_timeout"),
         ("[identity]\n", "refresh_interval"),
         ("[identity]\n", "connect_timeout"),
         ("[quorum]\n", "timeout"),
@@ -129,6 +130,7 @@ fn every_duration_setting_has_one_grammar() {
         ),
         ("[retention]\ninterval = \"500ms\"\n", "retention"),
         ("[retention]\nmax_age = \"999ms\"\n", "retention"),
+        ("[api]\nheader_timeout = \"500ms\"\n", "api.header_timeout"),
     ] {
         let err = AgentConfig::from_toml(text, p)
             .unwrap()
@@ -209,4 +211,50 @@ fn load_applies_environment() {
         AgentConfig::load(Some(Path::new("/nonexistent/agent.toml")), |_| None),
         Err(ConfigError::Read { .. })
     ));
+}
+
+/// The server and long-poll bounds are range-checked naming the setting.
+#[test]
+fn availability_bounds_are_checked() {
+    let p = Path::new("agent.toml");
+    for (text, setting) in [
+        ("[api]\nmax_connections = 127\n", "api.max_connections"),
+        (
+            "[api]\nmax_connections = 128\n[policy]\nmax_long_polls = 65\n",
+            "policy.max_long_polls",
+        ),
+        ("[api]\nmax_connections = 65537\n", "api.max_connections"),
+        ("[api]\nheader_timeout = \"301s\"\n", "api.header_timeout"),
+        ("[policy]\nmax_long_polls = 0\n", "policy.max_long_polls"),
+        (
+            "[policy]\nmax_long_polls = 16385\n",
+            "policy.max_long_polls",
+        ),
+        (
+            "[policy]\nmax_long_polls = 10\nmax_long_polls_per_client = 11\n",
+            "policy.max_long_polls_per_client",
+        ),
+        (
+            "[policy]\nmax_long_polls_per_client = 0\n",
+            "policy.max_long_polls_per_client",
+        ),
+    ] {
+        let err = AgentConfig::from_toml(text, p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(setting), "{text}: {err}");
+    }
+    let err = AgentConfig::from_toml("[api]\nmax_connections = -1\n", p)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_connections"), "{err}");
+    AgentConfig::from_toml(
+        "[api]\nmax_connections = 128\nheader_timeout = \"5s\"\n[policy]\nmax_long_polls = 8\nmax_long_polls_per_client = 8\n",
+        p,
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
 }

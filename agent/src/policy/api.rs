@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::service::{Epoch, PolicyService, Rotation, Source};
 use super::{PolicyConfig, PolicyError};
 use crate::api::error::ApiError;
+use crate::api::slots::SlotRefusal;
 
 /// Header carrying the epoch of a `GET /v1/config` answer.
 pub const EPOCH_HEADER: &str = "x-knhk-epoch";
@@ -278,6 +279,7 @@ fn epoch_header(epoch: u64) -> (HeaderName, HeaderValue) {
 
 async fn get_config(
     State(svc): State<Arc<PolicyService>>,
+    extensions: axum::http::Extensions,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (after, timeout) = parse_poll_query(query.as_deref(), svc.config())?;
@@ -291,6 +293,31 @@ async fn get_config(
         ));
     }
     let no_store = (header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A call that would hold takes a slot: the total and one client's share are bounded, so
+    // held polls cannot take the file descriptors receipt ingest needs.
+    let _slot = if after == current {
+        let client = crate::api::serve::client_ip(&extensions);
+        match svc.poll_slots().try_take(client) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                let (which, n) = match refusal {
+                    SlotRefusal::Total(n) => ("policy.max_long_polls", n),
+                    SlotRefusal::PerClient(n) => ("policy.max_long_polls_per_client", n),
+                };
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("{n} long-polls are held ({which}): poll again later"),
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok(response);
+            }
+        }
+    } else {
+        None
+    };
     match svc.wait_newer(after, timeout).await {
         Some(e) => Ok((
             StatusCode::OK,

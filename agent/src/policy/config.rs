@@ -9,6 +9,8 @@
 //! watch_interval = "1s"          # policy file check period, 10ms..1h ("250ms", "1s", "1m")
 //! long_poll_timeout = "30s"      # hold of GET /v1/config without timeout_ms
 //! long_poll_max = "300s"         # largest timeout_ms accepted
+//! max_long_polls = 512           # long-polls held at once, all clients (1..=16384)
+//! max_long_polls_per_client = 128 # of which one client address may hold (1..=max_long_polls)
 //! ```
 
 use std::time::Duration;
@@ -53,7 +55,17 @@ pub struct PolicyConfig {
     /// The largest `timeout_ms` accepted; larger values are refused with 400.
     #[serde(with = "crate::settings::duration")]
     pub long_poll_max: Duration,
+    /// Long-polls held at once, all clients together; beyond, `GET /v1/config` that would
+    /// hold is answered 429 at once (the filter backs off and polls again).
+    pub max_long_polls: usize,
+    /// Long-polls one client address may hold (an Envoy holds one per worker).
+    pub max_long_polls_per_client: usize,
 }
+
+/// Default of `policy.max_long_polls`.
+pub const DEFAULT_MAX_LONG_POLLS: usize = 512;
+/// Default of `policy.max_long_polls_per_client`.
+pub const DEFAULT_MAX_LONG_POLLS_PER_CLIENT: usize = 128;
 
 impl Default for PolicyConfig {
     fn default() -> Self {
@@ -62,6 +74,8 @@ impl Default for PolicyConfig {
             watch_interval: DEFAULT_WATCH_INTERVAL,
             long_poll_timeout: DEFAULT_LONG_POLL_TIMEOUT,
             long_poll_max: DEFAULT_LONG_POLL_MAX,
+            max_long_polls: DEFAULT_MAX_LONG_POLLS,
+            max_long_polls_per_client: DEFAULT_MAX_LONG_POLLS_PER_CLIENT,
         }
     }
 }
@@ -105,6 +119,21 @@ impl PolicyConfig {
                 reason: format!(
                     "must be between 1ms and policy.long_poll_max ({} ms)",
                     self.long_poll_max.as_millis()
+                ),
+            });
+        }
+        if !(1..=16_384).contains(&self.max_long_polls) {
+            return Err(PolicyError::Setting {
+                setting: "policy.max_long_polls",
+                reason: format!("must be 1..=16384, got {}", self.max_long_polls),
+            });
+        }
+        if !(1..=self.max_long_polls).contains(&self.max_long_polls_per_client) {
+            return Err(PolicyError::Setting {
+                setting: "policy.max_long_polls_per_client",
+                reason: format!(
+                    "must be 1..=policy.max_long_polls ({}), got {}",
+                    self.max_long_polls, self.max_long_polls_per_client
                 ),
             });
         }

@@ -100,6 +100,7 @@ pub struct PolicyService {
     file_state: Mutex<FileState>,
     config: PolicyConfig,
     overlay: Mutex<Option<Overlay>>,
+    polls: crate::api::slots::ClientSlots,
 }
 
 impl std::fmt::Debug for PolicyService {
@@ -187,6 +188,10 @@ impl PolicyService {
                 applied,
                 ..FileState::default()
             }),
+            polls: crate::api::slots::ClientSlots::new(
+                config.max_long_polls,
+                config.max_long_polls_per_client,
+            ),
             config,
             overlay: Mutex::new(None),
         });
@@ -202,6 +207,11 @@ impl PolicyService {
     /// The current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         self.state.borrow().clone()
+    }
+
+    /// The long-poll slots (`policy.max_long_polls`, `max_long_polls_per_client`).
+    pub fn poll_slots(&self) -> &crate::api::slots::ClientSlots {
+        &self.polls
     }
 
     /// Long-polls held right now.
