@@ -22,6 +22,8 @@
 //! filter_token_file = "/etc/knhk/filter-tokens" # the filters' tokens, one per line; see `api::auth`
 //! max_connections = 1024                        # open API connections at most; see `api::serve`
 //! header_timeout = "15s"                        # request headers, and idle keep-alive
+//! receipt_batches_per_second = 1000             # per client address, then 429; see `api::rate`
+//! receipt_batch_burst = 2000
 //!
 //! [identity]                          # SPIFFE SVIDs, peer mTLS; see `identity::config`
 //! enabled = false

@@ -206,7 +206,7 @@ pub async fn run(
         .as_ref()
         .map(|f| f.spawn_reload(TOKEN_RELOAD_PERIOD, stop_rx.clone()));
     let pruner = retention.spawn(stop_rx);
-    let mut api = crate::api::receipts::routes(log.clone())
+    let mut api = crate::api::receipts::routes(log.clone(), Arc::new(config.api.receipt_rate()))
         .merge(crate::api::auth::routes(credentials.clone()))
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))

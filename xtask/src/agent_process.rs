@@ -87,7 +87,9 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let config = format!(
-            "origin = \"{origin}\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
+            // The ingest benches post from one address as fast as they can: measure the store,
+            // not the per-client batch rate limit.
+            "origin = \"{origin}\"\ndata_dir = \"{data}\"\nseal_interval = \"1s\"\n\n[api]\nreceipt_batches_per_second = 1000000\nreceipt_batch_burst = 1000000\n\n[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n",
             data = dir.join("data").display(),
             keys = dir.join("keys").display(),
         );

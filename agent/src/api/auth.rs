@@ -48,6 +48,11 @@ pub struct ApiConfig {
     /// wait for its next request (1s..=300s; default 15s).
     #[serde(with = "crate::settings::duration")]
     pub header_timeout: Duration,
+    /// Receipt batches one client address may post per second (1..=1000000; default 1000);
+    /// beyond, `429` with `retry-after`. Behind a sidecar every caller shares one address.
+    pub receipt_batches_per_second: u32,
+    /// Batches one client address may post at once above the rate (1..=1000000; default 2000).
+    pub receipt_batch_burst: u32,
     /// File holding the admin bearer token (env `KNHK_ADMIN_TOKEN_FILE`); absent: the admin
     /// routes are open to whoever reaches the API address (loopback only).
     pub admin_token_file: Option<PathBuf>,
@@ -69,6 +74,8 @@ impl Default for ApiConfig {
         ApiConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            receipt_batches_per_second: 1000,
+            receipt_batch_burst: 2000,
             admin_token_file: None,
             filter_token_file: None,
         }
@@ -95,7 +102,26 @@ impl ApiConfig {
                 reason: "must be between 1s and 300s".to_owned(),
             });
         }
+        for (setting, value) in [
+            (
+                "api.receipt_batches_per_second",
+                self.receipt_batches_per_second,
+            ),
+            ("api.receipt_batch_burst", self.receipt_batch_burst),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(AuthError::Setting {
+                    setting,
+                    reason: format!("must be 1..=1000000, got {value}"),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The per-client receipt batch limiter these settings give.
+    pub fn receipt_rate(&self) -> super::rate::RateLimiter {
+        super::rate::RateLimiter::new(self.receipt_batches_per_second, self.receipt_batch_burst)
     }
 
     /// The server bounds these settings give.

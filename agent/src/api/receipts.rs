@@ -9,7 +9,9 @@
 //! | `GET /v1/checkpoints/latest` | the newest signed checkpoint |
 //! | `GET /v1/log/export` | the whole log export |
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -24,6 +26,7 @@ use knhk_core::receipt::{LogEntry, MAX_BATCH_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
+use crate::api::rate::RateLimiter;
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
 /// Largest page of `GET /v1/receipts`.
@@ -50,15 +53,57 @@ impl From<ReceiptsError> for ApiError {
 }
 
 /// The receipt, proof, checkpoint and export routes over `log`.
-pub fn routes(log: Arc<ReceiptLog>) -> Router {
+pub fn routes(log: Arc<ReceiptLog>, rate: Arc<RateLimiter>) -> Router {
     Router::new()
-        .route("/v1/receipts", post(post_receipts).get(get_receipts))
+        .route(
+            "/v1/receipts",
+            post(post_receipts)
+                .route_layer(axum::middleware::from_fn_with_state(rate, limit_batches))
+                .get(get_receipts),
+        )
         .route("/v1/receipts/{index}/proof", get(get_proof))
         .route("/v1/receipts/leaf-digest", post(post_leaf_digest))
         .route("/v1/checkpoints/latest", get(get_latest_checkpoint))
         .route("/v1/log/export", get(get_export))
         .layer(DefaultBodyLimit::max(MAX_BATCH_LEN))
         .with_state(log)
+}
+
+/// Refused batches so far (logged at each power of two).
+static RATE_REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// Middleware of `POST /v1/receipts`: a client over its batch rate gets `429` with
+/// `retry-after` before its body is read.
+async fn limit_batches(
+    State(rate): State<Arc<RateLimiter>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = crate::api::serve::client_ip(request.extensions());
+    match rate.try_take(client, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let n = RATE_REFUSALS.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(%client, refused_so_far = n, "receipt batch refused: over api.receipt_batches_per_second");
+            }
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "receipt batches from {client} exceed api.receipt_batches_per_second ({}/s): retry in {} ms; nothing was appended",
+                    rate.per_second(),
+                    wait.as_millis().max(1)
+                ),
+            )
+            .into_response();
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
+            response
+        }
+    }
 }
 
 /// Answer to an accepted batch.

@@ -227,6 +227,14 @@ fn availability_bounds_are_checked() {
         ("[api]\nheader_timeout = \"301s\"\n", "api.header_timeout"),
         ("[policy]\nmax_long_polls = 0\n", "policy.max_long_polls"),
         (
+            "[api]\nreceipt_batches_per_second = 0\n",
+            "api.receipt_batches_per_second",
+        ),
+        (
+            "[api]\nreceipt_batch_burst = 1000001\n",
+            "api.receipt_batch_burst",
+        ),
+        (
             "[policy]\nmax_long_polls = 16385\n",
             "policy.max_long_polls",
         ),
