@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
 use crate::api::rate::RateLimiter;
+use crate::receipts::stream::{write_export, StreamError};
 use crate::receipts::{ReceiptLog, ReceiptsError};
 
 /// Largest page of `GET /v1/receipts`.
@@ -401,9 +402,29 @@ async fn get_latest_checkpoint(State(log): State<Arc<ReceiptLog>>) -> Result<Res
     }
 }
 
+/// Chunks of an export in flight between the reader thread and the connection.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// `GET /v1/log/export`: streamed from a snapshot taken now, in chunks
+/// ([`crate::receipts::stream`]), so memory stays bounded whatever the log size. A failure
+/// after the first chunk ends the body early: the truncated document does not parse, so
+/// `verify` fails closed.
 async fn get_export(State(log): State<Arc<ReceiptLog>>) -> Result<Response, ApiError> {
-    let export = tokio::task::spawn_blocking(move || log.export())
+    let reader = tokio::task::spawn_blocking(move || log.reader())
         .await
         .map_err(|e| ApiError::internal("receipt log task failed", &e))??;
-    Ok(Json(export).into_response())
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let sent = write_export(&reader, |chunk| tx.blocking_send(Ok(chunk.into())).is_ok());
+        match sent {
+            Ok(()) | Err(StreamError::Gone) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "log export failed mid-stream");
+                let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

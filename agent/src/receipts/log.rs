@@ -15,7 +15,7 @@ use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::{leaf_hash, Hash};
 use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
 
-use super::export::{ConsistencyStep, LogExport, ProofBundle, BUNDLE_FORMAT, EXPORT_FORMAT};
+use super::export::{LogExport, ProofBundle, BUNDLE_FORMAT};
 use super::ingest::Ingest;
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
 use crate::kms::{KmsError, Signer};
@@ -397,51 +397,27 @@ impl ReceiptLog {
         self.store()?.consistency_proof(first, second)
     }
 
-    /// The whole log, for offline verification.
-    ///
-    /// Only copying the in-memory tree holds the store's lock; the reads run on a reader of
-    /// their own, so an export of a large log does not stall receipt ingest. The export covers
-    /// the log as it was when it started, and the checkpoints up to that size.
+    /// A snapshot of the log for a long read (an export): see [`ReceiptStore::reader`].
+    pub fn reader(&self) -> Result<ReceiptStore, ReceiptsError> {
+        self.store()?.reader()
+    }
+
+    /// The whole log as a [`LogExport`], built through the streamed writer
+    /// ([`super::stream::write_export`]) so both produce the same document. In memory: for
+    /// tests and small logs; the API streams it.
     pub fn export(&self) -> Result<LogExport, ReceiptsError> {
-        let store = self.store()?.reader()?;
-        let size = store.size();
-        let rows = store.entries(0, size)?;
-        let mut pruned_hashes = Vec::new();
-        for (i, e) in &rows {
-            if e.is_empty() {
-                pruned_hashes.push(store.leaf_hash_at(*i)?);
-            }
-        }
-        let entries = rows.into_iter().map(|(_, e)| e).collect();
-        let mut checkpoints = Vec::new();
-        let mut sizes = Vec::new();
-        for cp in store.checkpoints()? {
-            let tree_size = Checkpoint::parse(&cp.text)?.tree_size;
-            // Sealed after the export began: outside the rows read.
-            if tree_size <= size {
-                sizes.push(tree_size);
-                checkpoints.push(cp);
-            }
-        }
-        let mut consistency = Vec::with_capacity(sizes.len().saturating_sub(1));
-        for pair in sizes.windows(2) {
-            if let [from, to] = *pair {
-                consistency.push(ConsistencyStep {
-                    from,
-                    to,
-                    proof: store.consistency_proof(from, to)?,
-                });
-            }
-        }
-        Ok(LogExport {
-            format: EXPORT_FORMAT.to_owned(),
-            origin: store.origin().to_owned(),
-            entries,
-            checkpoints,
-            consistency,
-            public_keys: store.public_keys()?,
-            pruned_hashes,
+        let store = self.reader()?;
+        let mut bytes = Vec::new();
+        super::stream::write_export(&store, |chunk| {
+            bytes.extend_from_slice(&chunk);
+            true
         })
+        .map_err(|e| match e {
+            super::stream::StreamError::Log(e) => e,
+            super::stream::StreamError::Gone => ReceiptsError::Corrupt("export sink gone".into()),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ReceiptsError::Corrupt(format!("the streamed export does not parse: {e}")))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod ingest;
 pub(crate) mod leaf_source;
 pub mod log;
 pub mod store;
+pub mod stream;
 
 use knhk_core::checkpoint::{CheckpointError, SignatureRecord};
 use knhk_core::merkle::MerkleError;

@@ -352,6 +352,27 @@ impl ReceiptStore {
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
+    /// Up to `limit` indexes of pruned leaves (empty payloads) from `from`, below `size`.
+    pub fn pruned_indexes(
+        &self,
+        from: u64,
+        size: u64,
+        limit: u64,
+    ) -> Result<Vec<u64>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx FROM leaves WHERE idx >= ?1 AND idx < ?2 AND length(entry) = 0 ORDER BY idx LIMIT ?3",
+            )
+            .map_err(sql("read pruned"))?;
+        let rows = stmt
+            .query_map(params![to_i64(from), to_i64(size), to_i64(limit)], |r| {
+                Ok(to_u64(r.get::<_, i64>(0)?))
+            })
+            .map_err(sql("read pruned"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read pruned"))
+    }
+
     /// Every legal hold entry (kinds 3 and 4), as `(index, bytes)` in index order.
     pub fn hold_entries(&self) -> Result<Vec<(u64, Vec<u8>)>, ReceiptsError> {
         let mut stmt = self
