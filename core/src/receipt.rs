@@ -20,14 +20,16 @@
 //! | 47 | 4 | worker id |
 //!
 //! The raw routing key never enters a receipt: only its salted digest, which is the same hash
-//! the bucketing uses ([`crate::bucket`]), so an auditor holding the salt and a key can find
-//! that key's receipts, and nobody else can read keys out of the log.
+//! the bucketing uses ([`crate::bucket`]). The salt is in every filter's configuration, so the
+//! agent keys the digest again with a secret of its own before the receipt becomes a leaf
+//! (`agent/src/receipts/ingest.rs`): a log or export alone cannot be brute-forced back to keys.
 
 mod entry;
 pub mod event;
 #[cfg(any(test, feature = "test-util"))]
 mod fixture;
 mod hold;
+mod prune;
 mod wire;
 
 pub use entry::{
@@ -38,6 +40,7 @@ pub use event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 #[cfg(any(test, feature = "test-util"))]
 pub use fixture::ReceiptBuilder;
 pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
+pub use prune::{PruneRecord, ENTRY_KIND_PRUNED, MAX_PRUNE_RANGES};
 
 use crate::bucket::BUCKETS;
 use crate::class::{Class, Route};

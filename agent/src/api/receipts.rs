@@ -276,6 +276,15 @@ pub enum EntryBody {
     },
     /// A receipt whose payload retention removed; its leaf hash remains.
     Pruned,
+    /// A retention run's record of the leaves it pruned.
+    RetentionRecord {
+        /// Run time, ns since the epoch.
+        time_ns: u64,
+        /// Receipts decided before this were due, ns since the epoch.
+        cutoff_ns: u64,
+        /// Half-open leaf ranges pruned.
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
@@ -320,6 +329,11 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
         },
         LogEntry::HoldPlaced(_) | LogEntry::HoldReleased(_) => EntryBody::Hold {
             hold: crate::retention::HoldView::of(&entry),
+        },
+        LogEntry::Pruned(p) => EntryBody::RetentionRecord {
+            time_ns: p.time_ns,
+            cutoff_ns: p.cutoff_ns,
+            ranges: p.ranges,
         },
     };
     Ok(EntryView {

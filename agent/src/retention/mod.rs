@@ -23,7 +23,7 @@ pub mod holds;
 use std::sync::Arc;
 use std::time::Duration;
 
-use knhk_core::receipt::{HoldPlaced, HoldReleased, LogEntry, ReceiptError};
+use knhk_core::receipt::{HoldPlaced, HoldReleased, LogEntry, PruneRecord, ReceiptError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -269,6 +269,15 @@ impl Retention {
                 break;
             };
             let victims = expired(&self.origin, &page, cutoff, &holds, &mut report.held);
+            // Recorded in the log before they go: a verifier accepts an empty leaf only when
+            // a later retention record lists it.
+            let records: Vec<LogEntry> = PruneRecord::covering(now, cutoff, &victims)
+                .into_iter()
+                .map(LogEntry::Pruned)
+                .collect();
+            if !records.is_empty() {
+                self.log.append_entries(&records)?;
+            }
             report.pruned_own += self.log.prune(&victims)?;
             from = last + 1;
         }

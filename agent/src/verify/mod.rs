@@ -170,6 +170,13 @@ pub enum VerifyError {
     /// The pruned leaf hashes do not pair up with the pruned (empty) entries.
     #[error("the export's pruned_hashes do not match its pruned (empty) entries")]
     PrunedHashes,
+    /// An empty (pruned) leaf no later retention record lists: retention prunes receipts only
+    /// and records them first, so this leaf's payload was removed by someone else.
+    #[error("leaf {index} is empty but no retention record after it lists it: only receipts are pruned, and retention records them first (an event, hold or rotation may have been removed)")]
+    UnlistedPrune {
+        /// The leaf.
+        index: u64,
+    },
     /// Fewer signatures than `--quorum` asks for (the log's own plus trusted cosignatures).
     #[error("quorum not met: {found} of {needed} signatures ({detail})")]
     QuorumNotMet {
@@ -285,6 +292,7 @@ pub fn verify_bundle(
         LogEntry::RolloutEvent(_) => "rollout event",
         LogEntry::HoldPlaced(_) => "legal hold placement",
         LogEntry::HoldReleased(_) => "legal hold release",
+        LogEntry::Pruned(_) => "retention record",
     };
     let mut lines = vec![
         format!(
@@ -319,17 +327,21 @@ pub fn verify_export(
     let mut events = Vec::new();
     let mut hashes: Vec<Hash> = Vec::with_capacity(export.entries.len());
     let mut pruned = export.pruned_hashes.iter();
+    let mut empty = Vec::new();
+    let mut records = Vec::new();
     for (i, bytes) in export.entries.iter().enumerate() {
         let index = u64::try_from(i).unwrap_or(u64::MAX);
         if bytes.is_empty() {
             // Pruned by retention: only its leaf hash remains.
             let hash = pruned.next().ok_or(VerifyError::PrunedHashes)?;
             hashes.push(*hash);
+            empty.push(index);
             continue;
         }
         match LogEntry::decode(bytes) {
             Ok(LogEntry::KeyRotation(k)) => rotations.push((index, k)),
             Ok(LogEntry::RolloutEvent(e)) => events.push((index, e)),
+            Ok(LogEntry::Pruned(p)) => records.push((index, p)),
             Ok(_) => {}
             Err(source) => return Err(VerifyError::MalformedEntry { index, source }),
         }
@@ -337,6 +349,15 @@ pub fn verify_export(
     }
     if pruned.next().is_some() {
         return Err(VerifyError::PrunedHashes);
+    }
+    // Every empty leaf must be listed by a retention record later in the log.
+    for &index in &empty {
+        let listed = records
+            .iter()
+            .any(|(at, record)| *at > index && record.covers(index));
+        if !listed {
+            return Err(VerifyError::UnlistedPrune { index });
+        }
     }
     for (index, k) in &rotations {
         let exported = export.public_keys.iter().find(|p| {
@@ -475,10 +496,11 @@ pub fn verify_export(
     for (index, event) in &events {
         lines.push(format!("rollout event at leaf {index}: {}", event.body));
     }
-    if !export.pruned_hashes.is_empty() {
+    if !empty.is_empty() {
         lines.push(format!(
-            "{} receipt payload(s) pruned by retention; their leaf hashes still verify",
-            export.pruned_hashes.len()
+            "{} receipt payload(s) pruned by retention, each listed by a retention record; their leaf hashes still verify: leaves {}",
+            empty.len(),
+            ranges_text(&empty)
         ));
     }
     if sealed < available {
@@ -536,3 +558,30 @@ pub fn verify_json(
 
 #[cfg(test)]
 mod tests;
+
+/// `3..5, 9, 12..20` for ascending `indexes` (half-open ranges, single leaves bare).
+fn ranges_text(indexes: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    let push = |(start, end): (u64, u64), parts: &mut Vec<String>| {
+        parts.push(if end == start + 1 {
+            start.to_string()
+        } else {
+            format!("{start}..{end}")
+        });
+    };
+    for &i in indexes {
+        run = match run {
+            Some((s, e)) if e == i => Some((s, i + 1)),
+            Some(r) => {
+                push(r, &mut parts);
+                Some((i, i + 1))
+            }
+            None => Some((i, i + 1)),
+        };
+    }
+    if let Some(r) = run {
+        push(r, &mut parts);
+    }
+    parts.join(", ")
+}

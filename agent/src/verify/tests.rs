@@ -275,6 +275,24 @@ async fn export_tampering_is_detected_per_field() {
             |e| matches!(e, VerifyError::CheckpointBeyondLog { .. }),
         ),
         (
+            "key rotation turned into a pruned leaf",
+            |e| {
+                let hash = knhk_core::merkle::leaf_hash(&e.entries[25]);
+                e.entries[25].clear();
+                e.pruned_hashes = vec![hash];
+            },
+            |e| matches!(e, VerifyError::UnlistedPrune { index: 25 }),
+        ),
+        (
+            "receipt pruned without a retention record",
+            |e| {
+                let hash = knhk_core::merkle::leaf_hash(&e.entries[3]);
+                e.entries[3].clear();
+                e.pruned_hashes = vec![hash];
+            },
+            |e| matches!(e, VerifyError::UnlistedPrune { index: 3 }),
+        ),
+        (
             "malformed entry",
             |e| e.entries[0] = vec![0, 1],
             |e| matches!(e, VerifyError::MalformedEntry { index: 0, .. }),
@@ -408,4 +426,33 @@ fn unknown_files_are_refused() {
             Err(VerifyError::UnknownFormat(_))
         ));
     }
+}
+
+/// Leaves pruned the way retention prunes them (a retention record first, then the payloads)
+/// verify and are listed; an empty leaf the record does not list, or one listed only by a
+/// record before it, fails.
+#[tokio::test]
+async fn pruned_leaves_must_be_listed_by_a_later_retention_record() {
+    use knhk_core::receipt::{LogEntry, PruneRecord};
+    let f = fixture().await;
+    let keys = f.signer.public_keys().await.unwrap();
+    let records: Vec<LogEntry> = PruneRecord::covering(5_000, 4_500, &[2, 3, 4, 7])
+        .into_iter()
+        .map(LogEntry::Pruned)
+        .collect();
+    f.log.append_entries(&records).unwrap();
+    assert_eq!(f.log.prune(&[2, 3, 4, 7]).unwrap(), 4);
+    f.log.seal(6_000).await.unwrap().unwrap();
+    let export = f.log.export().unwrap();
+    assert_eq!(export.pruned_hashes.len(), 4);
+    let report = verify_export(&export, Some(&keys)).unwrap();
+    let text = report.lines.join("\n");
+    assert!(text.contains("4 receipt payload(s) pruned") && text.contains("leaves 2..5, 7"), "{text}");
+
+    let mut unlisted = export.clone();
+    let hash = knhk_core::merkle::leaf_hash(&unlisted.entries[8]);
+    unlisted.entries[8].clear();
+    unlisted.pruned_hashes.push(hash);
+    let e = verify_export(&unlisted, Some(&keys)).unwrap_err();
+    assert!(matches!(e, VerifyError::UnlistedPrune { index: 8 }), "{e}");
 }

@@ -7,7 +7,8 @@
 //! the old version can learn the new one from the log itself (the checkpoint that covers the
 //! rotation entry is signed by the old version).
 //!
-//! Kinds 3 and 4 place and release a legal hold (see [`super::hold`]); kind 2 is reserved.
+//! Kinds 3 and 4 place and release a legal hold (see [`super::hold`]); kind 5 records the
+//! leaves a retention run prunes (see [`super::prune`]).
 //!
 //! Key rotation layout (little-endian): `time_ns` u64, provider (u8 length + UTF-8), key id
 //! (u8 length + UTF-8), algorithm u8 (see [`Alg::code`]), previous version u32, new version
@@ -15,6 +16,7 @@
 
 use super::event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 use super::hold::{HoldPlaced, HoldReleased};
+use super::prune::{PruneRecord, ENTRY_KIND_PRUNED};
 use super::wire::{get_text, need, put_text, Reader};
 use super::{Receipt, ReceiptError, RECORD_LEN};
 use crate::checkpoint::Alg;
@@ -64,6 +66,8 @@ pub enum LogEntry {
     HoldPlaced(HoldPlaced),
     /// A legal hold was released.
     HoldReleased(HoldReleased),
+    /// A retention run pruned these leaves' receipt payloads.
+    Pruned(PruneRecord),
 }
 
 impl KeyRotation {
@@ -161,6 +165,12 @@ impl LogEntry {
                 h.encode_into(&mut out)?;
                 Ok(out)
             }
+            LogEntry::Pruned(p) => {
+                let mut out = Vec::with_capacity(21 + 16 * p.ranges.len());
+                out.push(ENTRY_KIND_PRUNED);
+                p.encode_into(&mut out)?;
+                Ok(out)
+            }
         }
     }
 
@@ -185,6 +195,7 @@ impl LogEntry {
             Some((&ENTRY_KIND_HOLD_RELEASED, rest)) => {
                 HoldReleased::decode(rest).map(LogEntry::HoldReleased)
             }
+            Some((&ENTRY_KIND_PRUNED, rest)) => PruneRecord::decode(rest).map(LogEntry::Pruned),
             Some((&kind, _)) => Err(ReceiptError::UnknownEntryKind(kind)),
         }
     }
