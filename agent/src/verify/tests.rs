@@ -447,7 +447,10 @@ async fn pruned_leaves_must_be_listed_by_a_later_retention_record() {
     assert_eq!(export.pruned_hashes.len(), 4);
     let report = verify_export(&export, Some(&keys)).unwrap();
     let text = report.lines.join("\n");
-    assert!(text.contains("4 receipt payload(s) pruned") && text.contains("leaves 2..5, 7"), "{text}");
+    assert!(
+        text.contains("4 receipt payload(s) pruned") && text.contains("leaves 2..5, 7"),
+        "{text}"
+    );
 
     let mut unlisted = export.clone();
     let hash = knhk_core::merkle::leaf_hash(&unlisted.entries[8]);
