@@ -106,6 +106,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The receipts of one routing key on a running agent: its log digest is asked of the
+    /// agent (the key itself is not sent), then the log is read page by page (admin).
+    Receipts {
+        /// The routing key.
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        target: AdminTarget,
+        /// First leaf to read.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many matching receipts.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print JSON lines (one entry view each) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
         /// Agent config file (TOML); defaults apply when absent.
@@ -450,6 +468,48 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let client = AdminClient::new(&target)?;
             let answer = admin_call(&client, method, &path, body).await?;
             println!("{}", String::from_utf8_lossy(&answer));
+        }
+        Command::Receipts {
+            key,
+            target,
+            from,
+            limit,
+            json,
+        } => {
+            let policy = policy_in_force(&target).await?;
+            let filter = knhk_agent::key_route::key_route(&policy, key.as_bytes());
+            let wanted = leaf_digest(&target, &filter.key_digest).await?;
+            let client = AdminClient::new(&target)?;
+            let (mut at, mut found) = (Some(from), 0usize);
+            while let Some(start) = at.filter(|_| found < limit) {
+                let answer = admin_call(
+                    &client,
+                    Method::GET,
+                    &format!(
+                        "/v1/receipts?from={start}&limit={}",
+                        knhk_agent::api::receipts::MAX_PAGE
+                    ),
+                    None,
+                )
+                .await?;
+                let page: knhk_agent::api::receipts::EntriesPage =
+                    serde_json::from_slice(&answer).context("reading GET /v1/receipts")?;
+                for view in page.entries.iter().filter(|v| {
+                    matches!(&v.entry, knhk_agent::api::receipts::EntryBody::Receipt { key_digest, .. } if *key_digest == wanted)
+                }) {
+                    if found == limit {
+                        break;
+                    }
+                    found += 1;
+                    if json {
+                        println!("{}", serde_json::to_string(view)?);
+                    } else {
+                        println!("{}", knhk_agent::api::receipts::receipt_line(view));
+                    }
+                }
+                at = page.next;
+            }
+            eprintln!("{found} receipt(s) of this key (log digest {wanted})");
         }
         Command::Bucket {
             key,

@@ -442,12 +442,17 @@ async fn key_digests_are_keyed_by_the_agent() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let filter_digest = knhk_core::receipt::key_digest(b"keyed", b"user-42");
-    let receipts: Vec<_> = (0..2)
+    let mut receipts: Vec<_> = (0..2)
         .map(|i| ReceiptBuilder::new(i).key_digest(filter_digest).build())
         .collect();
+    receipts.push(
+        ReceiptBuilder::new(2)
+            .key_digest(knhk_core::receipt::key_digest(b"keyed", b"user-43"))
+            .build(),
+    );
     let r = agent.post(encode_batch(&receipts).unwrap(), Some(CT)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let page = agent.json("/v1/receipts?from=0&limit=2").await;
+    let page = agent.json("/v1/receipts?from=0&limit=3").await;
     let logged: Vec<&str> = page["entries"]
         .as_array()
         .unwrap()
@@ -455,6 +460,7 @@ async fn key_digests_are_keyed_by_the_agent() {
         .map(|e| e["entry"]["key_digest"].as_str().unwrap())
         .collect();
     assert_eq!(logged[0], logged[1]);
+    assert_ne!(logged[0], logged[2], "another key, another digest");
     assert_ne!(
         logged[0],
         hex::encode(filter_digest),
@@ -501,5 +507,26 @@ async fn key_digests_are_keyed_by_the_agent() {
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["leaf_digest"], logged[0], "{answer}");
     assert_eq!(answer["key_digest"], hex::encode(filter_digest));
+    // `knhk-agent receipts --key K`: exactly that key's receipts.
+    let addr = agent.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_knhk-agent"))
+            .args(["receipts", "--key", "user-42", "--agent", &addr, "--json"])
+            .env_remove("KNHK_ADMIN_TOKEN_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 receipt(s) of this key"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let indexes: Vec<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 1]);
+    assert!(lines.iter().all(|l| l["entry"]["key_digest"] == logged[0]));
     agent.0.stop().await;
 }

@@ -343,6 +343,27 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
     })
 }
 
+/// One receipt as a line of text (`knhk-agent receipts`); other entries by kind.
+pub fn receipt_line(view: &EntryView) -> String {
+    match &view.entry {
+        EntryBody::Receipt {
+            time_ns,
+            route,
+            class,
+            admission,
+            status,
+            latency_us,
+            config_epoch,
+            ..
+        } => format!(
+            "leaf {}  time_ns {time_ns}  route {}  class {class}  admission {admission}  status {status}  latency {latency_us} us  epoch {config_epoch}",
+            view.index,
+            route.as_deref().unwrap_or("-"),
+        ),
+        other => format!("leaf {}  {other:?}", view.index),
+    }
+}
+
 /// A page of entries.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EntriesPage {
