@@ -131,15 +131,7 @@ async fn long_polls_are_capped_and_never_starve_ingest() {
     // Once all 24 are held (GET /v1/policy reports the held polls), the total refuses.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let view: serde_json::Value = agent
-            .http
-            .get(agent.url("/v1/policy"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let view: serde_json::Value = agent.get_json("/v1/policy").await;
         if view["waiting"].as_u64() == Some(24) {
             break;
         }
@@ -300,28 +292,12 @@ async fn a_receipt_flood_from_one_client_does_not_starve_another() {
         (20..=allowed).contains(&accepted),
         "{accepted} flood batches accepted, at most {allowed}"
     );
-    let size: serde_json::Value = agent
-        .http
-        .get(agent.url("/v1/receipts?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let size: serde_json::Value = agent.get_json("/v1/receipts?limit=1").await;
     let size = size["size"].as_u64().unwrap();
     assert_eq!(size, accepted + 10, "refused batches appended nothing");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let cp: serde_json::Value = agent
-            .http
-            .get(agent.url("/v1/checkpoints/latest"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let cp: serde_json::Value = agent.get_json("/v1/checkpoints/latest").await;
         let text = cp["text"].as_str().unwrap_or_default().to_owned();
         let sealed: u64 = text
             .lines()

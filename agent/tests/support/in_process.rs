@@ -76,6 +76,19 @@ impl InProcessAgent {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path` with [`InProcessAgent::http`], its JSON body (panics on a non-JSON answer).
+    #[allow(dead_code)] // not every test crate that includes `support` reads JSON this way
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Shut down gracefully and wait for `run` to return Ok.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
