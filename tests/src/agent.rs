@@ -239,6 +239,28 @@ impl AgentProcess {
         Ok((status, value))
     }
 
+    /// `method path` with `body`, carrying `token` as the bearer credential (none when `None`,
+    /// whatever the agent's own calls carry): the status and the body text.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, String)> {
+        let mut request = reqwest::Client::new()
+            .request(method.parse()?, self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
     /// `GET /v1/config/keys`: what the filter must trust.
     pub async fn config_keys(&self) -> anyhow::Result<Vec<PublicKeyVersion>> {
         let body = self

@@ -138,7 +138,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     println!(
         "\ndemo: {}",
         if ok {
-            "every request went where the core says, keys stayed sticky, R1 shed and recovered, the signed ramp reached every worker and only moved keys toward canary, the receipts verify, and the failing candidate was rolled back within 2 s with a verifiable cause"
+            "every request went where the core says, keys stayed sticky, R1 shed and recovered, the signed ramp reached every worker and only moved keys toward canary, the receipts verify, and the failing candidate was rolled back within 2 s with a verifiable cause; receipts without the filters' credential were refused"
         } else {
             "MISMATCH: see above"
         }
@@ -221,7 +221,31 @@ async fn rollout_section() -> anyhow::Result<bool> {
     for line in String::from_utf8_lossy(&verified.stdout).lines() {
         println!("  {line}");
     }
-    Ok(verified.status.success() && run.total < Duration::from_secs(2))
+    // Whoever reaches the agent's port without the filters' credential writes nothing.
+    let mut refused = true;
+    for (who, token) in [
+        ("no credential", None),
+        (
+            "a wrong token",
+            Some("forged-0123456789abcdef0123456789abcdef"),
+        ),
+    ] {
+        let (status, answer) = rig
+            .agent
+            .call_as(
+                token,
+                "POST",
+                "/v1/receipts",
+                "application/x-knhk-receipts",
+                b"KNRB".to_vec(),
+            )
+            .await?;
+        println!("demo: a receipt batch with {who}: {status} {answer}");
+        refused &= status == 401;
+    }
+    let (_, counts) = rig.agent.call("GET", "/v1/auth/refusals", None).await?;
+    println!("demo: refusals counted by the agent: {counts}");
+    Ok(verified.status.success() && run.total < Duration::from_secs(2) && refused)
 }
 
 /// One request per distinct key; print the observed and expected canary share. Returns the
