@@ -9,6 +9,7 @@ mod bench_rollback;
 mod bench_wasm_cost;
 mod demo;
 mod imports;
+mod oci;
 mod setup;
 mod test;
 mod util;
@@ -55,6 +56,9 @@ enum Cmd {
     BenchEnvoyInstructions(bench_instructions::Args),
     /// Draw each library crate's file-level import graph; fail on any circle.
     ImportCycles,
+    /// Write `knhk_filter.wasm` as an OCI artifact (Istio's Wasm image format) into an OCI
+    /// image layout directory and print the digest for WasmPlugin's `sha256`.
+    Oci(oci::OciArgs),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),
+        Cmd::Oci(args) => oci::run(&args),
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
         Cmd::BenchRollback(args) => bench_rollback::run(&args),
