@@ -124,6 +124,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a filter plugin configuration (JSON, e.g. `kubectl get wasmplugin knhk -o
+    /// jsonpath='{.spec.pluginConfig}'`) with the filter's own validator, before applying it.
+    ValidateConfig {
+        /// The configuration file; `-` reads standard input.
+        file: PathBuf,
+    },
     /// Show or rotate the checkpoint signing key, or the config signing key.
     Keys {
         /// Agent config file (TOML); defaults apply when absent.
@@ -468,6 +474,33 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let client = AdminClient::new(&target)?;
             let answer = admin_call(&client, method, &path, body).await?;
             println!("{}", String::from_utf8_lossy(&answer));
+        }
+        Command::ValidateConfig { file } => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .context("reading standard input")?;
+                buf
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let policy = knhk_core::Policy::from_json(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!(
+                "{}: valid: version {}, canary {} bp, admission {}, control {}",
+                file.display(),
+                policy.version,
+                policy.canary_basis_points,
+                if policy.admission_enabled {
+                    "on"
+                } else {
+                    "off"
+                },
+                policy
+                    .control
+                    .as_ref()
+                    .map_or("absent".to_owned(), |c| format!("cluster {}", c.cluster)),
+            );
         }
         Command::Receipts {
             key,

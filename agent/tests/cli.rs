@@ -545,3 +545,34 @@ fn too_few_file_descriptors_exits_78() {
     );
     let _ = dir;
 }
+
+/// `validate-config` accepts a valid plugin configuration with a one-line summary, and refuses
+/// an invalid one with exit 1 naming the field, as the filter would.
+#[test]
+fn validate_config_uses_the_filters_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"version":4,"routing":{"canary_basis_points":250}}"#,
+    )
+    .unwrap();
+    let out = agent_exit(&["validate-config", good.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("valid: version 4, canary 250 bp"),
+        "{stdout}"
+    );
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"routing":{"canary_basis_points":10001}}"#).unwrap();
+    let out = agent_exit(&["validate-config", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routing.canary_basis_points"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
