@@ -735,3 +735,13 @@ fn fraction_bp(field: &str, value: f64, allow_zero: bool) -> Result<u16, ConfigE
 
 #[cfg(test)]
 mod tests;
+
+/// What the filter does with traffic while it has no valid configuration at all: the
+/// top-level `fail_mode` of a configuration that is refused elsewhere, when it is exactly
+/// `"closed"`; open otherwise (also when the document is not JSON at all).
+pub fn fail_mode_hint(bytes: &[u8]) -> FailMode {
+    match crate::json::parse(bytes) {
+        Ok(v) if v.get("fail_mode").and_then(|m| m.as_str()) == Some("closed") => FailMode::Closed,
+        _ => FailMode::Open,
+    }
+}

@@ -44,7 +44,10 @@ impl KnhkHttp {
     /// Could not decide: count it and apply the fail mode.
     fn fail(&self, why: &str) -> Action {
         self.state.borrow_mut().metrics.pending.decision_errors += 1;
-        let mode = self.policy.as_ref().map_or(FailMode::Open, |p| p.fail_mode);
+        let mode = match &self.policy {
+            Some(p) => p.fail_mode,
+            None => self.state.borrow().fail_mode_without_policy,
+        };
         log::debug!("knhk: no decision ({why}), failing {mode:?}");
         match mode {
             FailMode::Open => Action::Continue,

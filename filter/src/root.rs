@@ -6,6 +6,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use knhk_core::config::FailMode;
+use knhk_core::policy::fail_mode_hint;
 use knhk_core::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -29,6 +31,17 @@ pub struct KnhkRoot {
     sync_failures: u64,
     /// Digest of this VM's plugin configuration, published in shared data on configure.
     config_digest: [u8; 8],
+}
+
+/// Shared-data key of this plugin's last configuration that validated, kept across plugin
+/// reconfigurations in the same VM: what stays in force when a new one is refused.
+fn last_good_key() -> String {
+    let name = hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_default();
+    format!("knhk.config.last_good.{name}")
 }
 
 /// Shared-data key holding the digest of the newest plugin configuration. While Envoy drains
@@ -259,13 +272,48 @@ impl RootContext for KnhkRoot {
                 return false;
             }
         };
-        let policy = match Policy::from_json(&bytes) {
-            Ok(policy) => policy,
+        let last_good_key = last_good_key();
+        let (bytes, policy) = match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                if hostcalls::set_shared_data(&last_good_key, Some(&bytes), None).is_err() {
+                    log::warn!("knhk: cannot keep this configuration as the last good one");
+                }
+                (bytes, policy)
+            }
             Err(e) => {
-                // One line naming the field and the reason; Envoy refuses the plugin.
+                // One line naming the field and the reason. The plugin is not refused: Envoy
+                // would then reject the whole extension config and, in Istio, fail every
+                // request on the listener. The last good configuration stays in force; without
+                // one, requests get the refused configuration's fail mode.
                 log::error!("{e}");
                 self.state.borrow().metrics.config_rejected();
-                return false;
+                let kept = match hostcalls::get_shared_data(&last_good_key) {
+                    Ok((Some(good), _)) => Policy::from_json(&good).ok().map(|p| (good, p)),
+                    _ => None,
+                };
+                match kept {
+                    Some((good, policy)) => {
+                        log::warn!(
+                            "knhk: the refused configuration is not applied; config version {} stays in force",
+                            policy.version
+                        );
+                        (good, policy)
+                    }
+                    None => {
+                        let mode = fail_mode_hint(&bytes);
+                        log::warn!(
+                            "knhk: no valid configuration yet: requests pass {} until one is applied",
+                            match mode {
+                                FailMode::Open => "untouched (fail open)",
+                                FailMode::Closed => "refused with 503 (fail closed)",
+                            }
+                        );
+                        let mut state = self.state.borrow_mut();
+                        state.fail_mode_without_policy = mode;
+                        state.policy = None;
+                        return true;
+                    }
+                }
             }
         };
         log::info!(

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use knhk_core::admission::AdmissionCoordinator;
+use knhk_core::config::FailMode;
 use knhk_core::Policy;
 
 use crate::metrics::Metrics;
@@ -23,6 +24,9 @@ pub struct VmState {
     pub epoch: u64,
     /// This VM's id in receipts.
     pub worker_id: u32,
+    /// What requests get while no valid configuration was ever applied (the refused one's
+    /// `fail_mode`, open unless it said closed).
+    pub fail_mode_without_policy: FailMode,
 }
 
 impl VmState {
@@ -35,6 +39,7 @@ impl VmState {
             receipts: None,
             epoch: 0,
             worker_id,
+            fail_mode_without_policy: FailMode::Open,
         }
     }
 }

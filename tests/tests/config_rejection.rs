@@ -1,49 +1,42 @@
-//! Invalid plugin configuration is refused at `on_configure` with one clear log line.
-//!
-//! What Envoy 1.40 does with it (observed, and asserted here): with the plugin in a static
-//! bootstrap, the failed `on_configure` of the base VM makes plugin creation fail ("Unable to
-//! create Wasm plugin"), and Envoy exits non-zero at startup *whatever* `failure_policy` says —
-//! `FAIL_OPEN` only covers VMs that fail after a successful configuration. So a bad config never
-//! serves traffic. Delivered over xDS instead, the same failure rejects the update and the
-//! previous configuration keeps serving: `reconfigure.rs` tests that.
+//! An invalid plugin configuration as the *first* configuration: the filter refuses it at
+//! `on_configure` with one clear log line and `knhk.config.rejected`, but does not refuse the
+//! plugin — Envoy would then reject the whole extension config, which in Istio (ECDS) makes
+//! every request on the listener a 500 whatever `failStrategy` says. With no valid
+//! configuration ever applied, requests get the refused configuration's `fail_mode`: untouched
+//! (open, the default) or 503 (when it says `closed`). An invalid *update* over a good one keeps
+//! the good one in force: `reconfigure.rs`.
 
 // An integration test binary: failing loudly on the first broken expectation is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use knhk_core::Policy;
-use knhk_e2e::envoy::{rejection_lines, Envoy, Launch};
+use knhk_e2e::client::Client;
+use knhk_e2e::envoy::{rejection_lines, Envoy};
 use knhk_e2e::rig::{base_config, Rig};
 use knhk_e2e::upstream::Upstream;
+use knhk_e2e::wait::poll;
+use std::time::Duration;
 
-/// Start Envoy with `config` and return its log, asserting it refused to start.
-async fn refused(
+/// The rig's spec with Envoy's log file flushed every 100 ms (the default is seconds), so the
+/// test can wait on the log.
+fn fast_log_spec(
     name: &str,
     config: &serde_json::Value,
     stable: &Upstream,
     canary: &Upstream,
-) -> String {
-    let spec = Rig::spec(name, config, stable, canary).unwrap();
-    match Envoy::launch(&spec).await.unwrap() {
-        Launch::Exited { status, log, dir } => {
-            assert!(
-                !status.success(),
-                "envoy exited 0 with an invalid plugin config"
-            );
-            let _ = std::fs::remove_dir_all(dir);
-            log
-        }
-        Launch::Ready(envoy) => panic!(
-            "envoy became ready with an invalid plugin config {config}; log:\n{}",
-            envoy.log_tail(40)
-        ),
-    }
+) -> knhk_e2e::envoy::EnvoySpec {
+    let mut spec = Rig::spec(name, config, stable, canary).unwrap();
+    spec.extra_args
+        .extend(["--file-flush-interval-msec".to_owned(), "100".to_owned()]);
+    spec
 }
 
 /// Each kind of invalid config (out-of-range weight, unknown field, zero budget, C1 tighter than
 /// R1, bad enum value) yields exactly one `invalid knhk config: field ...` line naming the field,
-/// identical to what `knhk-core` reports, and Envoy does not start.
+/// identical to what `knhk-core` reports; Envoy starts, counts the refusal, and requests reach
+/// the default route (stable) untouched: no decision, no route header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_config_is_refused_with_one_clear_line() {
+async fn invalid_first_config_is_refused_and_traffic_fails_open() {
     let stable = Upstream::start("stable").await.unwrap();
     let canary = Upstream::start("canary").await.unwrap();
     // (label, field the message must name, path of the value to set, value)
@@ -84,23 +77,97 @@ async fn invalid_config_is_refused_with_one_clear_line() {
             expected.contains(field),
             "core message {expected:?} should name {field}"
         );
-        let log = refused(name, &config, &stable, &canary).await;
-        let lines = rejection_lines(&log);
+        let envoy = Envoy::start(&fast_log_spec(name, &config, &stable, &canary))
+            .await
+            .unwrap();
+        let client = Client::new(&envoy.base_url()).unwrap();
+        // A canary-forcing request would go to canary under any valid config of this rig.
+        let reply = client
+            .get("/api", &[("x-user-id", "u"), ("x-knhk-canary", "1")])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{name}: {}", reply.describe());
         assert_eq!(
-            lines.len(),
-            1,
-            "{name}: expected one rejection line, got {lines:#?}\n{log}"
+            reply.upstream(),
+            Some("stable"),
+            "{name}: untouched, default route"
         );
         assert!(
-            lines[0].contains(&expected),
-            "{name}: log line {:?} does not carry the core's message {expected:?}",
-            lines[0]
+            reply.decision().is_none(),
+            "{name}: no decision without a config"
+        );
+        // Envoy writes its log file in batches: wait for the lines.
+        let log = poll(
+            "the rejection to be logged",
+            Duration::from_secs(20),
+            || async {
+                let log = envoy.log();
+                Ok(log.contains("no valid configuration yet").then_some(log))
+            },
+        )
+        .await
+        .unwrap();
+        let lines = rejection_lines(&log);
+        // One line per plugin instance configured: two on the main thread (Envoy configures a
+        // base VM and the main thread's own), one per worker (two).
+        assert!(
+            (1..=4).contains(&lines.len()),
+            "{name}: expected one rejection line per VM, got {lines:#?}\n{log}"
         );
         assert!(
-            log.contains("Unable to create Wasm plugin"),
-            "{name}: envoy's own refusal missing:\n{log}"
+            lines.iter().all(|l| l.contains(&expected)),
+            "{name}: log lines {lines:?} do not carry the core's message {expected:?}"
         );
+        assert!(
+            log.contains("no valid configuration yet: requests pass untouched (fail open)"),
+            "{name}: {log}"
+        );
+        assert!(
+            !log.contains("Unable to create Wasm plugin"),
+            "{name}: {log}"
+        );
+        poll("knhk.config.rejected", Duration::from_secs(10), || async {
+            Ok(envoy
+                .metric("knhk.config.rejected")
+                .await?
+                .filter(|v| *v >= 1.0)
+                .map(|_| ()))
+        })
+        .await
+        .unwrap();
     }
+}
+
+/// A refused first configuration that says `fail_mode: closed` gets 503 for every request
+/// (no decision could be made), not traffic served without the filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_first_config_that_says_closed_fails_closed() {
+    let stable = Upstream::start("stable").await.unwrap();
+    let canary = Upstream::start("canary").await.unwrap();
+    let mut config = base_config();
+    config["fail_mode"] = "closed".into();
+    config["routing"]["canary_basis_points"] = 20_000.into();
+    let envoy = Envoy::start(&fast_log_spec("closed", &config, &stable, &canary))
+        .await
+        .unwrap();
+    let client = Client::new(&envoy.base_url()).unwrap();
+    let reply = client.get("/api", &[("x-user-id", "u")]).await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.describe());
+    assert_eq!(reply.upstream(), None, "nothing reached an upstream");
+    poll(
+        "the fail-closed notice",
+        Duration::from_secs(20),
+        || async {
+            Ok(envoy
+                .log()
+                .contains(
+                    "no valid configuration yet: requests pass refused with 503 (fail closed)",
+                )
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// An empty plugin configuration means "all defaults" and is accepted.

@@ -182,7 +182,16 @@ pub fn measure(path: &Path, args: &Settings) -> anyhow::Result<Cost> {
     f.context_create.call(&mut store, (ROOT, 0))?;
     vm_start.call(&mut store, (ROOT, 0))?;
     let config_len = args.config.len() as i32;
-    if configure.call(&mut store, (ROOT, config_len))? != 1 {
+    // A configuration the filter refuses is accepted by `on_configure` (the filter then runs
+    // unconfigured, failing open), so the refusal is read from its log: measuring that would
+    // measure nothing.
+    let accepted = configure.call(&mut store, (ROOT, config_len))? == 1;
+    let refused_in_log = store
+        .data()
+        .logs
+        .iter()
+        .any(|(_, l)| l.contains("invalid knhk config"));
+    if !accepted || refused_in_log {
         bail!(
             "{} refused the configuration: {:?}",
             path.display(),

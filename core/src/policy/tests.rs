@@ -671,3 +671,27 @@ fn control_rejections() {
         "missing field `cluster`",
     );
 }
+
+/// The fail mode of a refused configuration: closed only when it says so at the top level.
+#[test]
+fn fail_mode_hint_reads_only_an_explicit_closed() {
+    use crate::config::FailMode;
+    use crate::policy::fail_mode_hint;
+    let closed = br#"{"fail_mode":"closed","routing":{"canary_basis_points":99999}}"#;
+    assert!(Policy::from_json(closed).is_err());
+    assert_eq!(fail_mode_hint(closed), FailMode::Closed);
+    for open in [
+        &br#"{"fail_mode":"open","routing":{"canary_basis_points":99999}}"#[..],
+        br#"{"routing":{"fail_mode":"closed"}}"#,
+        br#"{"fail_mode":"sideways"}"#,
+        b"not json",
+        br#"{"fail_mode":"closed","fail_mode":"closed"}"#,
+    ] {
+        assert_eq!(
+            fail_mode_hint(open),
+            FailMode::Open,
+            "{}",
+            String::from_utf8_lossy(open)
+        );
+    }
+}
