@@ -176,3 +176,42 @@ fn agent_configs_are_valid_and_their_state_is_persistent() {
     }
     assert!(seen > 0, "no agent.toml ConfigMap in istio/");
 }
+
+/// The EnvoyFilter variant carries the same kind of configuration: a valid knhk config with a
+/// control section on Istio's agent cluster, inserted on the callers' outbound listeners
+/// before the router, failing open.
+#[test]
+fn envoy_filters_carry_valid_knhk_configs_on_outbound_listeners() {
+    let docs = documents();
+    let filters = of_kind(&docs, "EnvoyFilter");
+    assert!(!filters.is_empty(), "no EnvoyFilter in istio/");
+    for (file, filter) in filters {
+        for patch in filter["spec"]["configPatches"].as_array().unwrap() {
+            assert_eq!(patch["applyTo"], "HTTP_FILTER", "{file}");
+            assert_eq!(
+                patch["match"]["context"], "SIDECAR_OUTBOUND",
+                "{file}: callers only"
+            );
+            assert_eq!(
+                patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+                "envoy.filters.http.router",
+                "{file}: before the router"
+            );
+            let wasm = &patch["patch"]["value"]["typed_config"];
+            assert_eq!(
+                wasm["@type"],
+                "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+            );
+            assert_eq!(wasm["config"]["failure_policy"], "FAIL_OPEN", "{file}");
+            let text = wasm["config"]["configuration"]["value"].as_str().unwrap();
+            let policy = knhk_core::Policy::from_json(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{file}: configuration refused by the filter: {e}"));
+            let control = policy.control.expect("a control section");
+            assert!(
+                control.cluster.starts_with("outbound|9901||"),
+                "{file}: {}",
+                control.cluster
+            );
+        }
+    }
+}
