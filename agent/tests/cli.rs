@@ -244,15 +244,21 @@ const EX_CONFIG: i32 = 78;
 /// it has not exited within 30 s: a configuration error must stop it before it serves.
 fn agent_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
-    cmd.args(args)
-        .env("RUST_BACKTRACE", "1")
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    exit_of(cmd, &format!("knhk-agent {args:?}"))
+}
+
+/// Run `cmd` with `RUST_BACKTRACE=1`, no `RUST_LOG` and captured output, killing it (and
+/// failing, naming `what`) if it has not exited within 30 s.
+fn exit_of(mut cmd: Command, what: &str) -> Output {
+    cmd.env("RUST_BACKTRACE", "1")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
@@ -260,7 +266,7 @@ fn agent_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
             child.kill().unwrap();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "knhk-agent {args:?} did not exit: {}",
+                "{what} did not exit: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -515,29 +521,18 @@ fn bad_filter_token_file_exits_78() {
 #[test]
 fn too_few_file_descriptors_exits_78() {
     let (dir, config) = config_dir("[api]\nmax_connections = 1024\n");
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -n 200 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_knhk-agent"),
-            "run",
-            "--config",
-            &config,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the agent did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 200 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_knhk-agent"),
+        "run",
+        "--config",
+        &config,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let out = exit_of(cmd, "knhk-agent under ulimit -n 200");
     let line = assert_config_refusal(&out, "invalid setting api.max_connections: ");
     assert!(
         line.contains("1280 file descriptors") && line.contains("200"),

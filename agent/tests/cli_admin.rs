@@ -38,15 +38,7 @@ fn stderr(out: &Output) -> String {
 }
 
 async fn holds(agent: &InProcessAgent) -> serde_json::Value {
-    agent
-        .http
-        .get(format!("http://{}/v1/holds", agent.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    agent.get_json("/v1/holds").await
 }
 
 async fn start(dir: &Path) -> (InProcessAgent, String) {
@@ -58,13 +50,8 @@ async fn start(dir: &Path) -> (InProcessAgent, String) {
         ..AgentConfig::default()
     };
     config.api.admin_token_file = Some(token.clone());
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     // The test's own reads (GET /v1/holds is an admin read) carry the token.
-    let admin = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let admin = knhk_e2e::agent::client_with_token(TOKEN).unwrap();
     let agent = InProcessAgent::start(config, admin, "/v1/checkpoints/latest").await;
     (agent, token.to_str().unwrap().to_owned())
 }

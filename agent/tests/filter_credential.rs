@@ -64,12 +64,7 @@ impl Rig {
         };
         config.api.admin_token_file = Some(admin);
         config.api.filter_token_file = Some(tokens.clone());
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
+        let http = knhk_e2e::agent::client_with_token(ADMIN).unwrap();
         let agent = InProcessAgent::start(config, http, "/v1/policy").await;
         let r = agent
             .http

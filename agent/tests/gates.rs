@@ -690,12 +690,7 @@ async fn admin_token_guards_state_changes() {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let mut cfg = config(dir.path());
     cfg.api.admin_token_file = Some(token_file.clone());
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let admin = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let admin = knhk_e2e::agent::client_with_token(&token).unwrap();
     let anon = reqwest::Client::new();
     let agent = InProcessAgent::start(cfg.clone(), admin, "/v1/policy").await;
     let body = json!({"routing": {"salt": "gates", "key_sources": [{"header": "x-user-id"}]}});

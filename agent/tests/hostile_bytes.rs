@@ -69,24 +69,8 @@ impl Rig {
     fn state(&self) -> (u64, u64) {
         let agent = self.agent();
         self.runtime.block_on(async {
-            let page: serde_json::Value = agent
-                .http
-                .get(agent.url("/v1/receipts?limit=1"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let policy: serde_json::Value = agent
-                .http
-                .get(agent.url("/v1/policy"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page = agent.get_json("/v1/receipts?limit=1").await;
+            let policy = agent.get_json("/v1/policy").await;
             (
                 page["size"].as_u64().unwrap(),
                 policy["epoch"].as_u64().unwrap(),

@@ -65,6 +65,14 @@ pub struct EnvoySpec {
 }
 
 impl EnvoySpec {
+    /// Flush Envoy's log file every 100 ms instead of every few seconds, for tests that wait
+    /// on a log line ([`Envoy::wait_log_line`]).
+    pub fn flush_log_often(&mut self) -> &mut Self {
+        self.extra_args
+            .extend(["--file-flush-interval-msec".to_owned(), "100".to_owned()]);
+        self
+    }
+
     /// The e2e bootstrap with the real filter, two workers, the given plugin config and upstreams.
     pub fn e2e(
         name: &str,

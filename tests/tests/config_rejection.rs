@@ -14,7 +14,6 @@ use knhk_e2e::client::Client;
 use knhk_e2e::envoy::{rejection_lines, Envoy};
 use knhk_e2e::rig::{base_config, Rig};
 use knhk_e2e::upstream::Upstream;
-use knhk_e2e::wait::poll;
 use std::time::Duration;
 
 /// The rig's spec with Envoy's log file flushed every 100 ms (the default is seconds), so the
@@ -26,8 +25,7 @@ fn fast_log_spec(
     canary: &Upstream,
 ) -> knhk_e2e::envoy::EnvoySpec {
     let mut spec = Rig::spec(name, config, stable, canary).unwrap();
-    spec.extra_args
-        .extend(["--file-flush-interval-msec".to_owned(), "100".to_owned()]);
+    spec.flush_log_often();
     spec
 }
 
@@ -97,16 +95,13 @@ async fn invalid_first_config_is_refused_and_traffic_fails_open() {
             "{name}: no decision without a config"
         );
         // Envoy writes its log file in batches: wait for the lines.
-        let log = poll(
-            "the rejection to be logged",
-            Duration::from_secs(20),
-            || async {
-                let log = envoy.log();
-                Ok(log.contains("no valid configuration yet").then_some(log))
-            },
-        )
-        .await
-        .unwrap();
+        envoy
+            .wait_log_line(Duration::from_secs(20), |l| {
+                l.contains("no valid configuration yet")
+            })
+            .await
+            .unwrap();
+        let log = envoy.log();
         let lines = rejection_lines(&log);
         // One line per plugin instance configured: two on the main thread (Envoy configures a
         // base VM and the main thread's own), one per worker (two).
@@ -126,15 +121,12 @@ async fn invalid_first_config_is_refused_and_traffic_fails_open() {
             !log.contains("Unable to create Wasm plugin"),
             "{name}: {log}"
         );
-        poll("knhk.config.rejected", Duration::from_secs(10), || async {
-            Ok(envoy
-                .metric("knhk.config.rejected")
-                .await?
-                .filter(|v| *v >= 1.0)
-                .map(|_| ()))
-        })
-        .await
-        .unwrap();
+        envoy
+            .wait_metric("knhk.config.rejected", Duration::from_secs(10), |v| {
+                v >= 1.0
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -154,20 +146,12 @@ async fn invalid_first_config_that_says_closed_fails_closed() {
     let reply = client.get("/api", &[("x-user-id", "u")]).await.unwrap();
     assert_eq!(reply.status, 503, "{}", reply.describe());
     assert_eq!(reply.upstream(), None, "nothing reached an upstream");
-    poll(
-        "the fail-closed notice",
-        Duration::from_secs(20),
-        || async {
-            Ok(envoy
-                .log()
-                .contains(
-                    "no valid configuration yet: requests pass refused with 503 (fail closed)",
-                )
-                .then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    envoy
+        .wait_log_line(Duration::from_secs(20), |l| {
+            l.contains("no valid configuration yet: requests pass refused with 503 (fail closed)")
+        })
+        .await
+        .unwrap();
 }
 
 /// An empty plugin configuration means "all defaults" and is accepted.

@@ -108,17 +108,11 @@ async fn live_weight_change_and_refused_update() {
     let stable = Upstream::start("stable").await.unwrap();
     let canary = Upstream::start("canary").await.unwrap();
     let listener = paths::test_template("lds-listener.yaml");
-    let spec = EnvoySpec {
+    let mut spec = EnvoySpec {
         template: paths::test_template("lds-bootstrap.yaml"),
         extra_files: vec![(LDS_FILE.to_string(), listener.clone())],
         // A replaced listener drains its connections (and its plugin instances) for this long.
-        extra_args: vec![
-            "--drain-time-s".to_string(),
-            "1".to_string(),
-            // The log file is flushed often, so the test can wait on it.
-            "--file-flush-interval-msec".to_string(),
-            "100".to_string(),
-        ],
+        extra_args: vec!["--drain-time-s".to_string(), "1".to_string()],
         ..EnvoySpec::e2e(
             "reconfigure",
             &config(1, 500).to_string(),
@@ -127,6 +121,8 @@ async fn live_weight_change_and_refused_update() {
         )
         .unwrap()
     };
+    // The log file is flushed often, so the test can wait on it.
+    spec.flush_log_often();
     let envoy = Envoy::start(&spec).await.unwrap();
     let client = Client::fresh_connections(&envoy.base_url()).unwrap();
     let keys: Vec<String> = (0..1_000).map(|i| format!("live-{i}")).collect();
@@ -158,20 +154,12 @@ async fn live_weight_change_and_refused_update() {
     envoy
         .push_file(LDS_FILE, &listener, &invalid.to_string())
         .unwrap();
-    poll(
-        "the invalid configuration to be refused and version 2 kept",
-        Duration::from_secs(30),
-        || async {
-            Ok(envoy
-                .log()
-                .contains(
-                    "the refused configuration is not applied; config version 2 stays in force",
-                )
-                .then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    envoy
+        .wait_log_line(Duration::from_secs(30), |l| {
+            l.contains("the refused configuration is not applied; config version 2 stays in force")
+        })
+        .await
+        .unwrap();
     let log = envoy.log();
     let lines = rejection_lines(&log);
     assert!(!lines.is_empty(), "no rejection line:\n{log}");
@@ -179,15 +167,12 @@ async fn live_weight_change_and_refused_update() {
         lines.iter().all(|l| l.contains(&expected)),
         "{lines:?} lack the core's message {expected:?}"
     );
-    poll("knhk.config.rejected", Duration::from_secs(10), || async {
-        Ok(envoy
-            .metric("knhk.config.rejected")
-            .await?
-            .filter(|v| *v >= 1.0)
-            .map(|_| ()))
-    })
-    .await
-    .unwrap();
+    envoy
+        .wait_metric("knhk.config.rejected", Duration::from_secs(10), |v| {
+            v >= 1.0
+        })
+        .await
+        .unwrap();
 
     assert!(
         envoy.is_ready().await,

@@ -294,8 +294,7 @@ async fn invalid_audience_and_flags_are_refused_with_one_line() {
             .expect_err("the config must be invalid for the core too");
         assert_eq!(expected.field, field, "{label}");
         let mut spec = Rig::spec(&format!("staging-{label}"), &config, &stable, &canary).unwrap();
-        spec.extra_args
-            .extend(["--file-flush-interval-msec".to_owned(), "100".to_owned()]);
+        spec.flush_log_often();
         let envoy = Envoy::start(&spec).await.unwrap();
         let reply = Client::new(&envoy.base_url())
             .unwrap()
@@ -312,16 +311,13 @@ async fn invalid_audience_and_flags_are_refused_with_one_line() {
             reply.decision().is_none(),
             "{label}: a decision without a config"
         );
-        let log = knhk_e2e::wait::poll(
-            "the refusal in the log",
-            Duration::from_secs(20),
-            || async {
-                let log = envoy.log();
-                Ok(log.contains("no valid configuration yet").then_some(log))
-            },
-        )
-        .await
-        .unwrap();
+        envoy
+            .wait_log_line(Duration::from_secs(20), |l| {
+                l.contains("no valid configuration yet")
+            })
+            .await
+            .unwrap();
+        let log = envoy.log();
         let lines = rejection_lines(&log);
         assert!(!lines.is_empty(), "{label}: {log}");
         assert!(
