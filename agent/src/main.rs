@@ -487,19 +487,10 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             let policy = knhk_core::Policy::from_json(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             println!(
-                "{}: valid: version {}, canary {} bp, admission {}, control {}",
+                "{}: valid: version {}, {}",
                 file.display(),
                 policy.version,
-                policy.canary_basis_points,
-                if policy.admission_enabled {
-                    "on"
-                } else {
-                    "off"
-                },
-                policy
-                    .control
-                    .as_ref()
-                    .map_or("absent".to_owned(), |c| format!("cluster {}", c.cluster)),
+                policy.summary()
             );
         }
         Command::Receipts {

@@ -156,6 +156,22 @@ pub struct Receipts {
 }
 
 impl Policy {
+    /// One line on what this policy does: `canary 500 bp, admission on (shadow), agent
+    /// cluster knhk_agent` — what the filter logs when it applies it and
+    /// `knhk-agent validate-config` prints.
+    pub fn summary(&self) -> String {
+        format!(
+            "canary {} bp, admission {}{}{}",
+            self.canary_basis_points,
+            if self.admission_enabled { "on" } else { "off" },
+            if self.shadow { " (shadow)" } else { "" },
+            match &self.control {
+                Some(c) => format!(", agent cluster {}", c.cluster),
+                None => String::new(),
+            },
+        )
+    }
+
     /// The flags on for a request whose routing key gave `buckets` (`None`: no key, all off);
     /// none without a `flags` section.
     pub fn flags_on(&self, buckets: Option<&crate::bucket::Buckets>) -> crate::flags::FlagSet {

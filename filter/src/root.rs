@@ -317,19 +317,9 @@ impl RootContext for KnhkRoot {
             }
         };
         log::info!(
-            "knhk: config version {} in force: canary {} bp, admission {}{}{}",
+            "knhk: config version {} in force: {}",
             policy.version,
-            policy.canary_basis_points,
-            if policy.admission_enabled {
-                "on"
-            } else {
-                "off"
-            },
-            if policy.shadow { " (shadow)" } else { "" },
-            match &policy.control {
-                Some(c) => format!(", agent cluster {}", c.cluster),
-                None => String::new(),
-            },
+            policy.summary()
         );
         self.config_digest = config_digest(&bytes);
         if hostcalls::set_shared_data(CURRENT_CONFIG_KEY, Some(&self.config_digest), None).is_err()

@@ -450,10 +450,9 @@ fn refuse(message: &str) -> Response {
     response
 }
 
-/// Count a refusal; log the first and then every power of two (a flood cannot flood the log).
+/// Count a refusal; log it as [`super::flood`] says.
 fn count(counter: &AtomicU64, what: &str, method: &Method, path: &str, why: &str) {
-    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
+    if let Some(n) = super::flood::count(counter) {
         tracing::warn!(%method, path, refused_so_far = n, "{what} refused: {why}");
     }
 }

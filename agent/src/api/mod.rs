@@ -11,11 +11,13 @@
 //!
 //! [`auth`] decides who may call what; [`error`] is the refusal every route answers with;
 //! [`serve`] is the HTTP server with its timeouts and connection cap; [`slots`] bounds what
-//! one client may hold at once (long-polls), [`rate`] how fast it may post receipt batches.
+//! one client may hold at once (long-polls), [`rate`] how fast it may post receipt batches;
+//! [`flood`] keeps their refusals from flooding the log.
 //! Every refusal is a 4xx with a JSON body `{"error": "<reason>"}` and changes nothing.
 
 pub mod auth;
 pub mod error;
+pub mod flood;
 pub mod rate;
 pub mod receipts;
 pub mod serve;

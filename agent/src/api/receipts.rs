@@ -9,7 +9,7 @@
 //! | `GET /v1/checkpoints/latest` | the newest signed checkpoint |
 //! | `GET /v1/log/export` | the whole log export |
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,8 +84,7 @@ async fn limit_batches(
     match rate.try_take(client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            let n = RATE_REFUSALS.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
+            if let Some(n) = crate::api::flood::count(&RATE_REFUSALS) {
                 tracing::warn!(%client, refused_so_far = n, "receipt batch refused: over api.receipt_batches_per_second");
             }
             let mut response = ApiError::new(

@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,13 +39,6 @@ pub struct ServeLimits {
 /// Wait after a failed `accept` before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-fn log_power_of_two(counter: &AtomicU64, what: &str) {
-    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
-        tracing::warn!(so_far = n, "{what}");
-    }
-}
-
 /// Serve `router` on `listener` within `limits` until `shutdown` completes, then let open
 /// connections finish their requests.
 pub async fn serve(
@@ -56,7 +49,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let refused = Arc::new(AtomicU64::new(0));
+    let refused = AtomicU64::new(0);
     let failed_accepts = AtomicU64::new(0);
     tokio::pin!(shutdown);
     loop {
@@ -64,7 +57,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    log_power_of_two(&failed_accepts, &format!("accepting an API connection failed: {e}; backing off"));
+                    if let Some(n) = super::flood::count(&failed_accepts) {
+                        tracing::warn!(so_far = n, "accepting an API connection failed: {e}; backing off");
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -72,13 +67,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            log_power_of_two(
-                &refused,
-                &format!(
+            if let Some(n) = super::flood::count(&refused) {
+                tracing::warn!(
+                    so_far = n,
                     "API connection from {remote} closed: {} connections open (api.max_connections)",
                     limits.max_connections
-                ),
-            );
+                );
+            }
             drop(tcp);
             continue;
         };

@@ -695,3 +695,18 @@ fn fail_mode_hint_reads_only_an_explicit_closed() {
         );
     }
 }
+
+/// The one-line summary the filter logs and `validate-config` prints.
+#[test]
+fn summary_names_weight_admission_and_agent() {
+    let p = Policy::from_json(control("").as_bytes()).unwrap();
+    assert_eq!(
+        p.summary(),
+        "canary 0 bp, admission on, agent cluster knhk_agent"
+    );
+    let p = Policy::from_json(
+        br#"{"routing":{"canary_basis_points":250},"admission":{"enabled":false}}"#,
+    )
+    .unwrap();
+    assert_eq!(p.summary(), "canary 250 bp, admission off");
+}
