@@ -2,8 +2,9 @@
 //! and offline verification of what it exports.
 //!
 //! Shared leaves, which import nothing above them: [`api::error`] (the refusal every route
-//! answers with), [`clock`] (the process clock), [`db`] (the one SQLite opener) and
-//! [`settings`] (the one grammar of durations and environment booleans).
+//! answers with), [`clock`] (the process clock), [`db`] (the one SQLite opener),
+//! [`private_file`] (the one way a secret file is created) and [`settings`] (the one grammar
+//! of durations and environment booleans).
 //!
 //! One module per subsystem, each with its own error type and its own routes: [`config`]
 //! (file, environment, validation), [`kms`] (signing keys and rotation), [`receipts`] (the
@@ -31,6 +32,7 @@ pub mod key_route;
 pub mod kms;
 pub mod peer;
 pub mod policy;
+pub mod private_file;
 pub mod quorum;
 pub mod receipts;
 pub mod retention;

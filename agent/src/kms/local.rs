@@ -7,8 +7,7 @@
 //! their checkpoints keep verifying. Files readable by group or others are refused.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -87,30 +86,8 @@ fn write_key(dir: &Path, version: u32) -> Result<SigningKey, KmsError> {
         source: std::io::Error::other(e),
     })?;
     let key = SigningKey::from_bytes(&seed);
-    let final_path = dir.join(format!("v{version}{SUFFIX}"));
-    let tmp = dir.join(format!(".v{version}{SUFFIX}.tmp"));
-    // A leftover temp file from a crash mid-write holds no committed key.
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(&seed).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    if final_path.exists() {
-        let _ = fs::remove_file(&tmp);
-        return Err(KmsError::Io {
-            path: final_path,
-            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        });
-    }
-    fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
+    crate::private_file::create(&dir.join(format!("v{version}{SUFFIX}")), &seed)
+        .map_err(|(path, source)| KmsError::Io { path, source })?;
     Ok(key)
 }
 

@@ -8,10 +8,8 @@
 //! `HMAC-SHA-256(digest key, filter digest)[..16]`. Receipts without a key keep
 //! [`NO_KEY`]. The digest key is 32 random bytes in `<data_dir>/digest-key` (mode 0600),
 //! created at first start, never served; an admin can ask for a key's leaf digest
-//! (`POST /v1/receipts/digest`, `knhk-agent bucket --key K --agent …`).
+//! (`POST /v1/receipts/leaf-digest`, `knhk-agent receipts --key K`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,18 +43,7 @@ impl DigestKey {
         if !path.exists() {
             let mut key = [0u8; 32];
             getrandom::getrandom(&mut key).map_err(|e| io(&path, std::io::Error::other(e)))?;
-            let tmp = data_dir.join(format!(".{DIGEST_KEY_FILE}.tmp"));
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io(&tmp, e))?;
-            f.write_all(&key).map_err(|e| io(&tmp, e))?;
-            f.sync_all().map_err(|e| io(&tmp, e))?;
-            drop(f);
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            crate::private_file::create(&path, &key).map_err(|(at, e)| io(&at, e))?;
         }
         let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
