@@ -24,6 +24,7 @@ pub mod merkle;
 pub mod policy;
 pub mod receipt;
 pub mod request;
+pub mod worker_id;
 
 pub use class::{Class, Route};
 pub use config::{ConfigError, FilterConfig};

@@ -52,8 +52,10 @@ const CURRENT_CONFIG_KEY: &str = "knhk.config.current";
 impl KnhkRoot {
     /// A root with no policy yet; metrics are defined at once so Envoy lists them.
     pub fn new() -> Self {
-        // VMs of different workers start at different nanoseconds: a cheap, stable worker id.
-        let worker_id = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
+        // Distinct per VM by a counter in shared data; the first VM's start time seeds its base.
+        let seed = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
+        let worker_id = knhk_core::worker_id::claim(&EnvoySharedData, seed);
+        log::info!("knhk: worker id {worker_id}");
         KnhkRoot {
             state: Rc::new(RefCell::new(VmState::new(worker_id))),
             poll: None,

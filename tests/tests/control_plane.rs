@@ -184,7 +184,8 @@ async fn signed_push_refusals_handover_and_receipts() {
     let workers: BTreeSet<u32> = received.iter().map(|r| r.worker_id).collect();
     assert!(
         workers.len() >= 2,
-        "receipts from both workers: {workers:?}"
+        "receipts from both workers: {workers:?}; connections per worker: {:?}",
+        envoy.worker_connections().await
     );
 
     // An agent that cannot commit: batches are retried, traffic is unaffected, nothing is lost.
