@@ -56,7 +56,11 @@ mod tests {
         let store = MemoryShared::default();
         let ids: BTreeSet<u32> = (0..100).map(|_| claim(&store, 7)).collect();
         assert_eq!(ids.len(), 100);
-        assert_eq!(ids.iter().next(), Some(&7), "the first VM's seed is the base");
+        assert_eq!(
+            ids.iter().next(),
+            Some(&7),
+            "the first VM's seed is the base"
+        );
     }
 
     #[test]
