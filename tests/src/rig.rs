@@ -165,6 +165,17 @@ impl ControlledRig {
         plugin_config: &serde_json::Value,
         agent_port: u16,
     ) -> anyhow::Result<Self> {
+        Self::start_shaped(name, plugin_config, agent_port, None).await
+    }
+
+    /// Like [`ControlledRig::start`], with Envoy from `template` (a bootstrap under `envoy/`
+    /// with the same placeholders, e.g. `istio-client.yaml`) instead of `e2e.yaml`.
+    pub async fn start_shaped(
+        name: &str,
+        plugin_config: &serde_json::Value,
+        agent_port: u16,
+        template: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let stable = Upstream::start("stable").await?;
         let canary = Upstream::start("canary").await?;
         let mut spec = EnvoySpec::e2e(
@@ -174,6 +185,9 @@ impl ControlledRig {
             canary.port(),
         )?;
         spec.agent_port = Some(agent_port);
+        if let Some(template) = template {
+            spec.template = crate::paths::envoy_template(template);
+        }
         let envoy = Envoy::start(&spec).await?;
         let client = Client::fresh_connections(&envoy.base_url())?;
         Ok(ControlledRig {

