@@ -4,14 +4,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use knhk_core::config::FailMode;
-use knhk_core::host::RequestHeaders;
-use knhk_core::limits::DEFAULT_FLAGS_HEADER;
 use knhk_core::receipt::{Completion, Receipt};
 use knhk_core::{decide, Admission, Decision, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use crate::flow::{edit_forwarded_headers, edit_route_header};
 use crate::host::{now_ns, status_header, LazyHeaders};
 use crate::state::VmState;
 
@@ -136,39 +135,16 @@ impl HttpContext for KnhkHttp {
         }
         self.state.borrow_mut().metrics.pending.record(&decision);
         self.decision = Some(decision);
-        match decision.route {
-            Some(route) => {
-                self.set_request_header(&policy.route_header, Some(policy.route_value(route)))
-            }
-            // Excluded: never let a client pick the cluster with a route header of its own.
-            None if headers.header(&policy.route_header).is_some() => {
-                self.set_request_header(&policy.route_header, None)
-            }
-            None => {}
-        }
+        edit_route_header(&policy, &decision, &headers, |name, value| {
+            self.set_request_header(name, value)
+        });
         self.started_ns = now_ns();
         if decision.is_shed() {
             return self.shed(&policy, &decision);
         }
-        // Flags: the filter's value replaces whatever a client sent (it must not pick its own
-        // flags); with no flag on, the header is removed. Without a flags section a client's
-        // default flags header is removed too. Excluded requests stay untouched.
-        match (&policy.flags, decision.route) {
-            (Some(flags), Some(_)) => self
-                .set_request_header(&flags.header, flags.header_value(decision.flags).as_deref()),
-            (None, Some(_)) if headers.header(DEFAULT_FLAGS_HEADER).is_some() => {
-                self.set_request_header(DEFAULT_FLAGS_HEADER, None)
-            }
-            _ => {}
-        }
-        // Upstreams see exactly one class header, the class served: written when demoted, and
-        // whenever the request carried one (replacing every value: a request with two class
-        // headers whose first matched would otherwise reach the upstream with both).
-        if decision.admission == Admission::Degraded
-            || headers.header(&policy.class_header).is_some()
-        {
-            self.set_request_header(&policy.class_header, Some(decision.class.as_str()));
-        }
+        edit_forwarded_headers(&policy, &decision, &headers, |name, value| {
+            self.set_request_header(name, value)
+        });
         Action::Continue
     }
 

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod control;
+mod flow;
 mod host;
 mod http;
 mod metrics;
