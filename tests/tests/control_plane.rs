@@ -181,13 +181,32 @@ async fn signed_push_refusals_handover_and_receipts() {
             "{r:?}"
         );
     }
-    let workers: BTreeSet<u32> = received.iter().map(|r| r.worker_id).collect();
+    // Both workers send receipts, each under its own worker id. The kernel spreads new
+    // connections over the workers at random: keep sending fresh-connection requests (a
+    // bounded number) until both have answered some.
+    let mut sent = 0;
+    let workers = poll("receipts from both workers", WAIT, || {
+        sent += 1;
+        let (agent, client, round) = (agent.clone(), client.clone(), sent);
+        async move {
+            let workers: BTreeSet<u32> = agent.receipts().iter().map(|r| r.worker_id).collect();
+            if workers.len() >= 2 {
+                return Ok(Some(workers));
+            }
+            for i in 0..20 {
+                client
+                    .get("/api", &[("x-user-id", &format!("spread-{round}-{i}"))])
+                    .await?;
+            }
+            Ok(None)
+        }
+    })
+    .await;
     assert!(
-        workers.len() >= 2,
-        "receipts from both workers: {workers:?}; connections per worker: {:?}",
+        workers.is_ok(),
+        "{workers:?}; connections per worker: {:?}",
         envoy.worker_connections().await
     );
-
     // An agent that cannot commit: batches are retried, traffic is unaffected, nothing is lost.
     agent.set_receipt_status(StatusCode::SERVICE_UNAVAILABLE);
     let outage: Vec<String> = (0..30).map(|i| format!("outage-{i}")).collect();
