@@ -1,11 +1,16 @@
-//! The request-header edits that follow a decision, independent of the host: which headers
-//! the filter writes or removes, given the policy, the decision and the request as it arrived.
-//! Each adapter supplies the write (`set(name, Some(value))`) and the removal
-//! (`set(name, None)`); the rules live here once and are unit-tested natively.
+//! The header edits that follow a decision, independent of the host: which request and
+//! response headers the filter writes or removes, given the policy, the decision and the
+//! request as it arrived. Each adapter supplies the write (`set(name, Some(value))`) and the
+//! removal (`set(name, None)`); the rules live here once and are unit-tested natively.
 
 use knhk_core::host::RequestHeaders;
 use knhk_core::limits::DEFAULT_FLAGS_HEADER;
 use knhk_core::{Admission, Decision, Policy};
+
+/// Response header naming the admission outcome of a shed, degraded or refused request.
+pub const ADMISSION_HEADER: &str = "x-knhk-admission";
+/// Response header carrying the decision when `debug_headers` is on.
+pub const DECISION_HEADER: &str = "x-knhk-decision";
 
 /// The route header, applied before anything else (also to a request that is then shed):
 /// the decided route's value; for an excluded request, a route header the client sent is
@@ -46,6 +51,25 @@ pub fn edit_forwarded_headers(
     }
     if decision.admission == Admission::Degraded || request.header(&policy.class_header).is_some() {
         set(&policy.class_header, Some(decision.class.as_str()));
+    }
+}
+
+/// The response edits of a forwarded request: a degraded request's response says so
+/// (`x-knhk-admission: degraded`), and with `debug_headers` the decision is exposed
+/// (`x-knhk-decision`). A shed request's local reply carries its own headers instead.
+pub fn edit_response_headers(
+    policy: &Policy,
+    decision: &Decision,
+    mut set: impl FnMut(&str, Option<&str>),
+) {
+    if decision.admission == Admission::Degraded {
+        set(ADMISSION_HEADER, Some("degraded"));
+    }
+    if policy.debug_headers {
+        set(
+            DECISION_HEADER,
+            Some(&decision.debug_header(policy.version)),
+        );
     }
 }
 
@@ -181,5 +205,33 @@ mod tests {
             [set("x-knhk-route", "stable"), set("x-knhk-class", "W1")]
         );
         assert_eq!(edits(&p, &req), [set("x-knhk-route", "stable")]);
+    }
+
+    /// Responses of degraded requests say so; the decision header appears only with
+    /// `debug_headers`, and then carries the decision's own rendering.
+    #[test]
+    fn response_edits_name_degradation_and_debug_only_when_asked() {
+        let p = policy(
+            r#"{"admission":{"rules":[{"class":"R1","path_prefix":"/"}],"classes":{"R1":{"strategy":"degrade"}}}}"#,
+        );
+        let req = FakeRequest::get("/").with("x-user-id", "u");
+        let response = |p: &Policy, levels: &ShedLevels| {
+            let d = decide(p, levels, &req);
+            let mut out = Vec::new();
+            edit_response_headers(p, &d, |n, v| out.push((n.to_owned(), v.map(str::to_owned))));
+            (d, out)
+        };
+        assert_eq!(response(&p, &[0, 0, 0]).1, []);
+        assert_eq!(
+            response(&p, &[10_000, 0, 0]).1,
+            [set(ADMISSION_HEADER, "degraded")]
+        );
+        let debug = policy(r#"{"debug_headers":true,"version":4}"#);
+        let (d, out) = response(&debug, &[0, 0, 0]);
+        assert_eq!(out, [set(DECISION_HEADER, &d.debug_header(4))]);
+        assert!(
+            out[0].1.as_deref().unwrap().contains("route=stable"),
+            "{out:?}"
+        );
     }
 }

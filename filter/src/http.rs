@@ -5,19 +5,17 @@ use std::rc::Rc;
 
 use knhk_core::config::FailMode;
 use knhk_core::receipt::{Completion, Receipt};
-use knhk_core::{decide, Admission, Decision, Policy};
+use knhk_core::{decide, Decision, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::flow::{edit_forwarded_headers, edit_route_header};
+use crate::flow::{
+    edit_forwarded_headers, edit_response_headers, edit_route_header, ADMISSION_HEADER,
+    DECISION_HEADER,
+};
 use crate::host::{now_ns, status_header, LazyHeaders};
 use crate::state::VmState;
-
-/// Response header naming the admission outcome of a shed or degraded request.
-const ADMISSION_HEADER: &str = "x-knhk-admission";
-/// Response header carrying the decision when `debug_headers` is on.
-const DECISION_HEADER: &str = "x-knhk-decision";
 
 /// One request.
 pub struct KnhkHttp {
@@ -164,21 +162,9 @@ impl HttpContext for KnhkHttp {
                 .admission
                 .record(&policy, decision.class, end.saturating_sub(start));
         }
-        if decision.admission == Admission::Degraded {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                ADMISSION_HEADER,
-                Some("degraded"),
-            );
-        }
-        if policy.debug_headers {
-            let value = decision.debug_header(policy.version);
-            let _ = hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                DECISION_HEADER,
-                Some(&value),
-            );
-        }
+        edit_response_headers(&policy, &decision, |name, value| {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+        });
         Action::Continue
     }
 
