@@ -82,7 +82,9 @@ fn renderings() -> Option<&'static [Rendering]> {
                 }
                 Err(e) => panic!("{e}"),
             };
-            let copy = tempfile::tempdir().unwrap().keep();
+            // Rendered into memory: the copy is removed when this returns.
+            let scratch = tempfile::tempdir().unwrap();
+            let copy = scratch.path();
             copy_dir(&paths::repo_root().join("istio"), &copy.join("istio"));
             for (file, value) in SECRET_FILES {
                 std::fs::write(copy.join("istio/base/secrets").join(file), value).unwrap();

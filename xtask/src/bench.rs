@@ -536,7 +536,8 @@ pub fn envoy_version(envoy: &Path) -> String {
 fn effective_priority(requested: Priority) -> Priority {
     match requested {
         Priority::None => Priority::None,
-        _ if !is_root() => {
+        // Only root may raise priority.
+        _ if !crate::setup::is_root() => {
             println!("bench: not root, running at default priority (results are noisier on a busy machine)");
             Priority::None
         }
@@ -546,14 +547,6 @@ fn effective_priority(requested: Priority) -> Priority {
         }
         p => p,
     }
-}
-
-/// True when running as root (`id -u` is 0): only then may priority be raised.
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[cfg(test)]

@@ -298,12 +298,12 @@ pub fn run(args: &OciArgs) -> anyhow::Result<()> {
         None => crate::wasm::build("knhk-filter", "knhk_filter")?,
     };
     let module = std::fs::read(&wasm).with_context(|| format!("read {}", wasm.display()))?;
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        crate::util::repo_root().join(&args.out)
-    };
-    let w = write_layout(&module, &out, &args.tag)?;
+    // Relative to the repository; an absolute path replaces the root when joined.
+    let w = write_layout(
+        &module,
+        &crate::util::repo_root().join(&args.out),
+        &args.tag,
+    )?;
     println!(
         "oci: {} ({} bytes module, tag {})",
         w.dir.display(),

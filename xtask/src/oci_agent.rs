@@ -271,12 +271,12 @@ pub fn run(args: &OciAgentArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => crate::agent_process::build_release()?,
     };
-    let out = if args.out.is_absolute() {
-        args.out.clone()
-    } else {
-        crate::util::repo_root().join(&args.out)
-    };
-    let w = write_image(&binary, &out, &args.tag)?;
+    // Relative to the repository; an absolute path replaces the root when joined.
+    let w = write_image(
+        &binary,
+        &crate::util::repo_root().join(&args.out),
+        &args.tag,
+    )?;
     println!("oci-agent: {} (tag {})", w.dir.display(), w.tag);
     for file in &w.files {
         println!("oci-agent:   /{file}");
@@ -304,10 +304,6 @@ mod tests {
         Some(PathBuf::from(path))
     }
 
-    fn required() -> bool {
-        std::env::var("KNHK_REQUIRE_REAL").is_ok_and(|v| !v.is_empty() && v != "0")
-    }
-
     /// The image of the real agent reads back against the specs, and its file system is
     /// complete: unpacked and entered with chroot (nothing of the host visible), the binary
     /// runs and answers — its loader and libraries are the image's own.
@@ -315,7 +311,7 @@ mod tests {
     fn agent_image_is_complete_and_runs_from_its_own_file_system() {
         let Some(binary) = agent() else {
             assert!(
-                !required(),
+                !knhk_e2e::paths::require_real(),
                 "KNHK_REQUIRE_REAL is set but KNHK_AGENT is not"
             );
             eprintln!("skipped: KNHK_AGENT is not set");
@@ -334,12 +330,11 @@ mod tests {
         let layer = blob(&w.dir, &manifest["layers"][0]).unwrap();
         let root = dir.path().join("root");
         tar::Archive::new(layer.as_slice()).unpack(&root).unwrap();
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !is_root {
-            assert!(!required(), "entering the image needs root (chroot)");
+        if !crate::setup::is_root() {
+            assert!(
+                !knhk_e2e::paths::require_real(),
+                "entering the image needs root (chroot)"
+            );
             eprintln!("skipped the chroot run: not root");
             return;
         }

@@ -277,7 +277,8 @@ fn dpkg_installed(pkg: &str) -> bool {
         })
 }
 
-fn is_root() -> bool {
+/// True when running as root (`id -u` is 0).
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
