@@ -40,9 +40,9 @@ fn manifest_plugin_config() -> Value {
 /// `istio/base/agent.toml` (the agent's ConfigMap) with its pod paths moved into `dir`: the
 /// data directory and the two Secret files, which get the harness's tokens.
 fn manifest_agent_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(paths::repo_root().join("istio/base/agent.toml")).unwrap();
+    let mut moved =
+        std::fs::read_to_string(paths::repo_root().join("istio/base/agent.toml")).unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    let mut moved = text.clone();
     for (pod_path, local, content) in [
         ("/var/lib/knhk", dir.join("data"), None),
         (
