@@ -36,7 +36,7 @@ pub struct ConfigPoll {
     trusted: Vec<PublicKeyVersion>,
     /// Epoch in force (0: the static plugin configuration).
     pub epoch: u64,
-    in_flight: Option<u32>,
+    in_flight: Option<u64>,
     not_before_ms: u64,
     backoff_ms: u64,
 }
@@ -79,7 +79,7 @@ impl ConfigPoll {
     }
 
     /// A poll was dispatched with this token.
-    pub fn dispatched(&mut self, token: u32) {
+    pub fn dispatched(&mut self, token: u64) {
         self.in_flight = Some(token);
     }
 
@@ -89,7 +89,7 @@ impl ConfigPoll {
     }
 
     /// Whether `token` is this poll's call.
-    pub fn owns(&self, token: u32) -> bool {
+    pub fn owns(&self, token: u64) -> bool {
         self.in_flight == Some(token)
     }
 

@@ -1,120 +1,77 @@
-//! Adapters from the proxy-wasm host to `knhk-core`'s traits, and the clock.
+//! The small traits the host-independent filter layer reaches its host through. Each adapter
+//! (`wasm`: proxy-wasm; `native`: Envoy dynamic module) implements them over its own ABI; the
+//! test doubles in [`doubles`] implement them in memory for the native unit tests.
 
-use std::borrow::Cow;
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 
-use knhk_core::host::{CasOutcome, HostError, RequestHeaders, SharedStore};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
-use std::cell::{Cell, OnceCell};
+use knhk_core::host::RequestHeaders;
 
-/// Envoy's process-wide shared data (one store per `vm_id`, visible to every worker's VM).
-pub struct EnvoySharedData;
+use crate::worker::WorkerState;
 
-impl SharedStore for EnvoySharedData {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        hostcalls::get_shared_data(key).map_err(|s| HostError::new("get_shared_data", s))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<CasOutcome, HostError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(CasOutcome::Stored),
-            Err(Status::CasMismatch) => Ok(CasOutcome::Conflict),
-            Err(s) => Err(HostError::new("set_shared_data", s)),
-        }
-    }
+/// A request's headers as the host hands them to the flow, with read failures counted.
+pub trait HeaderSource: RequestHeaders {
+    /// Whether any read was refused by the host (the request then gets the fail mode).
+    fn failed(&self) -> bool;
 }
 
-/// Names a request's header cache holds; further names are read from the host uncached.
-const CACHED_NAMES: usize = 8;
-/// Longest name the cache holds inline (longer names are read uncached).
-const CACHED_NAME_BYTES: usize = 64;
-
-/// One cached header: its name, inline, and the value once read.
-struct Slot {
-    name: Cell<[u8; CACHED_NAME_BYTES]>,
-    len: Cell<u8>,
-    value: OnceCell<Option<Vec<u8>>>,
+/// What one request's flow asks of its host. Every call may fail; a failure is reported as
+/// `false` / `None` and the flow counts it as a decision error.
+pub trait RequestHost {
+    /// Set (`Some`) or remove (`None`) a request header, replacing every value it had.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool;
+    /// Set or remove a response header (in the response-headers phase).
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool;
+    /// Answer the request locally instead of forwarding it.
+    fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool;
+    /// The response's `:status` at the log phase (the local reply's when one was sent).
+    fn response_status(&mut self) -> Option<u16>;
+    /// Host time in nanoseconds since the Unix epoch.
+    fn now_ns(&self) -> Option<u64>;
 }
 
-impl Default for Slot {
-    fn default() -> Self {
-        Slot {
-            name: Cell::new([0; CACHED_NAME_BYTES]),
-            len: Cell::new(0),
-            value: OnceCell::new(),
-        }
-    }
+/// Short, exclusive access to the worker's state. The wasm adapter lends its VM's
+/// `RefCell`; the native one locks the worker's mutex. The flow never calls the host while
+/// it holds the state, so a host that re-enters the filter (a local reply passing through
+/// the encoder path) never finds it taken.
+pub trait WorkerAccess {
+    /// Run `f` with the worker's state.
+    fn with<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R;
 }
 
-/// Request headers read from the host one name at a time, only those the policy asks for,
-/// each at most once per request. Reading all headers in one call costs more: through the
-/// SDK, which copies every header into owned strings, and even raw, with names looked up in
-/// the host's buffer in place (≈ 2,000 more Envoy instructions per request than the key and
-/// class-header reads, counted under callgrind: `docs/benchmarks.md`).
-///
-/// The cache lives inline (no allocation per request beyond the host's copy of each value),
-/// and values are lent out of it rather than cloned: an allocation and its free cost about
-/// 2,500 wasm instructions here, a tenth of a whole request (`cargo xtask bench-wasm-cost`).
-#[derive(Default)]
-pub struct LazyHeaders {
-    slots: [Slot; CACHED_NAMES],
-    used: Cell<usize>,
-    /// Reads the host refused (counted as decision errors by the caller).
-    pub failures: Cell<u32>,
+/// Envoy stats: define once, then add to counters and set gauges by id.
+pub trait StatsHost {
+    /// A counter's id, `None` when the host refused to define it.
+    fn define_counter(&mut self, name: &str) -> Option<u64>;
+    /// A gauge's id, `None` when the host refused to define it.
+    fn define_gauge(&mut self, name: &str) -> Option<u64>;
+    /// Add `n` to a counter.
+    fn add(&mut self, id: u64, n: u64);
+    /// Set a gauge.
+    fn set(&mut self, id: u64, value: u64);
 }
 
-impl LazyHeaders {
-    fn read(&self, name: &str) -> Option<Vec<u8>> {
-        match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name) {
-            Ok(value) => value,
-            Err(_) => {
-                self.failures.set(self.failures.get() + 1);
-                None
-            }
-        }
-    }
+/// An HTTP call to the agent's cluster (config long-poll, receipt batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCall {
+    /// Envoy cluster of the agent.
+    pub cluster: String,
+    /// Request headers, pseudo-headers included.
+    pub headers: Vec<(&'static str, String)>,
+    /// Request body.
+    pub body: Option<Vec<u8>>,
+    /// Call timeout.
+    pub timeout: Duration,
 }
 
-impl RequestHeaders for LazyHeaders {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let bytes = name.as_bytes();
-        let used = self.used.get();
-        let cached = self.slots[..used].iter().find(|slot| {
-            let len = usize::from(slot.len.get());
-            slot.name.get().get(..len) == Some(bytes)
-        });
-        let slot = match cached {
-            Some(slot) => slot,
-            None if used < CACHED_NAMES && bytes.len() <= CACHED_NAME_BYTES => {
-                let slot = &self.slots[used];
-                let mut inline = [0u8; CACHED_NAME_BYTES];
-                inline[..bytes.len()].copy_from_slice(bytes);
-                slot.name.set(inline);
-                // bytes.len() ≤ 64 fits in u8.
-                slot.len.set(bytes.len() as u8);
-                self.used.set(used + 1);
-                slot
-            }
-            // Cache full or name too long: correct, only not cached.
-            None => return self.read(name).map(Cow::Owned),
-        };
-        slot.value
-            .get_or_init(|| self.read(name))
-            .as_deref()
-            .map(Cow::Borrowed)
-    }
-}
-
-/// The `:status` of a response header map (a response's, or an HTTP call's), when it is there
-/// and is three ASCII digits.
-pub fn status_header(map: MapType) -> Option<u16> {
-    let bytes = hostcalls::get_map_value_bytes(map, ":status").ok()??;
-    parse_status(&bytes)
+/// Dispatches [`AgentCall`]s; the response comes back through the adapter's own callback,
+/// matched by the returned token.
+pub trait CallHost {
+    /// Start the call; `Err` carries the host's reason when it could not be started.
+    fn dispatch(&mut self, call: &AgentCall) -> Result<u64, String>;
 }
 
 /// A `:status` value as a number, if it is three ASCII digits.
-fn parse_status(bytes: &[u8]) -> Option<u16> {
+pub fn parse_status(bytes: &[u8]) -> Option<u16> {
     match bytes {
         [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
             Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
@@ -123,11 +80,147 @@ fn parse_status(bytes: &[u8]) -> Option<u16> {
     }
 }
 
-/// Host time in nanoseconds since the Unix epoch; `None` if the host cannot tell.
-pub fn now_ns() -> Option<u64> {
-    let now = hostcalls::get_current_time().ok()?;
-    let since = now.duration_since(UNIX_EPOCH).ok()?;
-    u64::try_from(since.as_nanos()).ok()
+#[cfg(test)]
+pub mod doubles {
+    //! In-memory hosts for the native unit tests of the host-independent layer.
+
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use knhk_core::host::FakeRequest;
+
+    use super::*;
+
+    /// A local reply as sent: status, headers, body.
+    pub type LocalReply = (u16, Vec<(String, String)>, Vec<u8>);
+
+    /// A request host that records every edit and reply.
+    #[derive(Debug, Default)]
+    pub struct FakeHost {
+        /// Request header edits, in order.
+        pub request_edits: Vec<(String, Option<String>)>,
+        /// Response header edits, in order.
+        pub response_edits: Vec<(String, Option<String>)>,
+        /// The local reply sent, if any: status, headers, body.
+        pub reply: Option<LocalReply>,
+        /// The `:status` the response will have.
+        pub status: Option<u16>,
+        /// The clock, advanced by hand.
+        pub now_ns: u64,
+        /// Make every header write fail.
+        pub refuse_writes: bool,
+    }
+
+    impl RequestHost for FakeHost {
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) -> bool {
+            self.request_edits
+                .push((name.to_owned(), value.map(str::to_owned)));
+            !self.refuse_writes
+        }
+        fn set_response_header(&mut self, name: &str, value: Option<&str>) -> bool {
+            self.response_edits
+                .push((name.to_owned(), value.map(str::to_owned)));
+            !self.refuse_writes
+        }
+        fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> bool {
+            let headers = headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect();
+            self.reply = Some((status, headers, body.to_vec()));
+            self.status = Some(status);
+            true
+        }
+        fn response_status(&mut self) -> Option<u16> {
+            self.status
+        }
+        fn now_ns(&self) -> Option<u64> {
+            Some(self.now_ns)
+        }
+    }
+
+    /// Request headers in memory, optionally refusing every read.
+    pub struct FakeHeaders {
+        /// The request.
+        pub request: FakeRequest,
+        /// Refuse reads (as a host whose header map is gone would).
+        pub refuse: bool,
+    }
+
+    impl RequestHeaders for FakeHeaders {
+        fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+            if self.refuse {
+                return None;
+            }
+            self.request.header(name)
+        }
+    }
+
+    impl HeaderSource for FakeHeaders {
+        fn failed(&self) -> bool {
+            self.refuse
+        }
+    }
+
+    /// One worker's state behind a `RefCell`, as a wasm VM holds it.
+    pub struct FakeWorker(pub RefCell<WorkerState>);
+
+    impl WorkerAccess for FakeWorker {
+        fn with<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
+            f(&mut self.0.borrow_mut())
+        }
+    }
+
+    /// Stats in memory, by name.
+    #[derive(Debug, Default)]
+    pub struct FakeStats {
+        names: Vec<String>,
+        /// Values by stat name.
+        pub values: BTreeMap<String, u64>,
+    }
+
+    impl FakeStats {
+        fn define(&mut self, name: &str) -> Option<u64> {
+            self.names.push(name.to_owned());
+            Some(self.names.len() as u64 - 1)
+        }
+    }
+
+    impl StatsHost for FakeStats {
+        fn define_counter(&mut self, name: &str) -> Option<u64> {
+            self.define(name)
+        }
+        fn define_gauge(&mut self, name: &str) -> Option<u64> {
+            self.define(name)
+        }
+        fn add(&mut self, id: u64, n: u64) {
+            let name = self.names[id as usize].clone();
+            *self.values.entry(name).or_default() += n;
+        }
+        fn set(&mut self, id: u64, value: u64) {
+            let name = self.names[id as usize].clone();
+            self.values.insert(name, value);
+        }
+    }
+
+    /// Records dispatched calls; refuses them when told to.
+    #[derive(Debug, Default)]
+    pub struct FakeCalls {
+        /// Calls dispatched, in order.
+        pub calls: Vec<AgentCall>,
+        /// Refuse every dispatch.
+        pub refuse: bool,
+    }
+
+    impl CallHost for FakeCalls {
+        fn dispatch(&mut self, call: &AgentCall) -> Result<u64, String> {
+            if self.refuse {
+                return Err("cluster not found".into());
+            }
+            self.calls.push(call.clone());
+            Ok(self.calls.len() as u64)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,12 @@ pub struct ReceiptBuffer {
     pub sent: u64,
     /// Failed batch posts, since the last flush of stats.
     pub failures: u64,
+    /// Host token of the batch post in flight.
+    pub token: Option<u64>,
+    /// When the last batch was posted (host milliseconds).
+    pub last_flush_ms: u64,
+    /// The agent refused the last batch's credential (401/403); logged once per change.
+    pub refused: bool,
 }
 
 impl ReceiptBuffer {
@@ -31,7 +37,17 @@ impl ReceiptBuffer {
             dropped: 0,
             sent: 0,
             failures: 0,
+            token: None,
+            last_flush_ms: 0,
+            refused: false,
         }
+    }
+
+    /// Take the counts since the last flush of stats: (sent, dropped, failed posts).
+    pub fn take_counts(&mut self) -> [u64; 3] {
+        let counts = [self.sent, self.dropped, self.failures];
+        (self.sent, self.dropped, self.failures) = (0, 0, 0);
+        counts
     }
 
     /// The settings in force.

@@ -1,0 +1,1 @@
+//! The Envoy dynamic-module adapter (`libknhk_filter.so`).

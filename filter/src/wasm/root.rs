@@ -1,0 +1,238 @@
+//! The proxy-wasm root context: configures the VM, runs the timer (admission sync, stats
+//! flush, config long-poll, receipt flush), applies pushed configs and creates one
+//! [`KnhkHttp`] per request. The logic lives in the host-independent modules; this adapter
+//! moves their calls and answers through proxy-wasm.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use knhk_core::Policy;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
+
+use crate::configure::{configure, is_current};
+use crate::control::{ConfigPoll, PollOutcome};
+use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
+use crate::receipts::ReceiptBuffer;
+use crate::stats::Metrics;
+use crate::tick::{apply_pushed, sync_admission, tick_period_ms};
+use crate::wasm::host::{now_ns, status_header, EnvoySharedData, VmWorker, WasmCalls, WasmStats};
+use crate::wasm::http::KnhkHttp;
+use crate::worker::WorkerState;
+
+/// The filter's root context.
+pub struct KnhkRoot {
+    worker: VmWorker,
+    metrics: Metrics,
+    poll: Option<ConfigPoll>,
+    tick_ms: u32,
+    sync_failures: u64,
+    /// Digest of this VM's plugin configuration, published in shared data on configure.
+    config_digest: [u8; 8],
+}
+
+impl KnhkRoot {
+    /// A root with no policy yet; metrics are defined at once so Envoy lists them.
+    pub fn new() -> Self {
+        // Distinct per VM by a counter in shared data; the first VM's start time seeds its base.
+        let seed = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
+        let worker_id = knhk_core::worker_id::claim(&EnvoySharedData, seed);
+        log::info!("knhk: worker id {worker_id}");
+        KnhkRoot {
+            worker: VmWorker(Rc::new(RefCell::new(WorkerState::new(worker_id)))),
+            metrics: Metrics::define(&mut WasmStats),
+            poll: None,
+            tick_ms: 0,
+            sync_failures: 0,
+            config_digest: [0; 8],
+        }
+    }
+
+    /// Run the timer at the policy's tick, or faster when receipts must flush more often.
+    fn set_tick(&mut self, policy: &Policy) -> bool {
+        let tick = tick_period_ms(policy);
+        if tick == self.tick_ms {
+            return true;
+        }
+        match hostcalls::set_tick_period(Duration::from_millis(u64::from(tick))) {
+            Ok(()) => {
+                self.tick_ms = tick;
+                true
+            }
+            Err(status) => {
+                log::error!("knhk: cannot start the timer: {status:?}");
+                false
+            }
+        }
+    }
+
+    fn poll_config(&mut self, now_ms: u64) {
+        if let Some(poll) = self.poll.as_mut() {
+            if let Some(why) = poll_config(poll, &mut WasmCalls, now_ms) {
+                log::warn!("knhk: {why}");
+            }
+        }
+    }
+
+    fn flush_receipts(&mut self, now_ms: u64) {
+        let Some(poll) = self.poll.as_ref() else {
+            return;
+        };
+        let mut state = self.worker.0.borrow_mut();
+        if let Some(buffer) = state.receipts.as_mut() {
+            flush_receipts(buffer, poll.control(), &mut WasmCalls, now_ms);
+        }
+    }
+
+    fn apply(&mut self, outcome: PollOutcome) {
+        if let Some(policy) = apply_pushed(&self.worker, outcome) {
+            if !self.set_tick(&policy) {
+                self.worker.0.borrow_mut().pending.decision_errors += 1;
+            }
+        }
+    }
+}
+
+/// Status of a completed call, `None` when the call failed without a response.
+fn call_status(num_headers: usize) -> Option<u16> {
+    if num_headers == 0 {
+        return None;
+    }
+    status_header(MapType::HttpCallResponseHeaders)
+}
+
+impl Context for KnhkRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let token = u64::from(token_id);
+        let status = call_status(num_headers);
+        let now_ms = now_ns().map_or(0, |ns| ns / 1_000_000);
+        if self.poll.as_ref().is_some_and(|p| p.owns(token)) {
+            let body = if body_size > 0 {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            let outcome = match self.poll.as_mut() {
+                Some(poll) => poll_done(poll, status, body.as_deref(), now_ms),
+                None => return,
+            };
+            self.apply(outcome);
+            // Re-poll at once when nothing is wrong (204 or applied), not a tick later.
+            self.poll_config(now_ms);
+            return;
+        }
+        let done = {
+            let mut state = self.worker.0.borrow_mut();
+            match state.receipts.as_mut() {
+                Some(buffer) if buffer.token == Some(token) => flush_done(buffer, status),
+                _ => return,
+            }
+        };
+        if done.newly_refused {
+            log::warn!("knhk: the agent refused the receipt credential (control.token) with {status:?}; receipts stay buffered");
+        }
+        // A full batch waiting goes now; a partial one waits for the interval.
+        if done.acknowledged {
+            self.flush_receipts(now_ms);
+        }
+    }
+}
+
+/// This plugin's name (the key of its last good configuration).
+fn plugin_name() -> String {
+    hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_default()
+}
+
+impl RootContext for KnhkRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::error!("knhk: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        let configured = configure(&bytes, &EnvoySharedData, &plugin_name());
+        if configured.rejected {
+            self.metrics.config_rejected(&mut WasmStats);
+        }
+        let Some(policy) = configured.policy else {
+            let mut state = self.worker.0.borrow_mut();
+            state.fail_mode_without_policy = configured.fail_mode_without_policy;
+            state.policy = None;
+            return true;
+        };
+        self.config_digest = configured.digest;
+        {
+            let mut state = self.worker.0.borrow_mut();
+            state.receipts = policy
+                .control
+                .as_ref()
+                .and_then(|c| c.receipts.clone())
+                .map(ReceiptBuffer::new);
+            state.epoch = 0;
+        }
+        self.poll = policy.control.clone().map(ConfigPoll::new);
+        if !self.set_tick(&policy) {
+            return false;
+        }
+        self.worker.0.borrow_mut().policy = Some(Arc::new(policy));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now_ms = now_ns().map_or(0, |ns| ns / 1_000_000);
+        let current = is_current(&EnvoySharedData, &self.config_digest);
+        let flushed = {
+            let mut state = self.worker.0.borrow_mut();
+            let Some(policy) = state.policy.clone() else {
+                return;
+            };
+            if let Err(e) = sync_admission(&mut state, &EnvoySharedData, &policy, now_ms) {
+                self.sync_failures += 1;
+                // Log the first failure and then every 1000th, not every tick.
+                if self.sync_failures % 1000 == 1 {
+                    log::warn!(
+                        "knhk: admission sync failed ({} times): {e}",
+                        self.sync_failures
+                    );
+                }
+            }
+            let mut counts = std::mem::take(&mut state.pending);
+            if let Some(r) = state.receipts.as_mut() {
+                counts.receipts = r.take_counts();
+            }
+            (counts, state.admission.levels(), policy.version)
+        };
+        let (counts, levels, version) = flushed;
+        self.metrics
+            .flush(&mut WasmStats, &counts, &levels, current.then_some(version));
+        self.poll_config(now_ms);
+        self.flush_receipts(now_ms);
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK aborts the VM on it. Without a policy the context applies the
+        // default fail mode (open).
+        Some(Box::new(KnhkHttp::new(self.worker.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
