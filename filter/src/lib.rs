@@ -11,8 +11,6 @@
 //! change. Counters live in worker memory and reach Envoy's stats on the timer tick.
 
 #![warn(missing_docs)]
-// Until the native adapter calls the host-independent layer, its native build leaves it unused.
-#![cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 
 mod configure;
 mod control;

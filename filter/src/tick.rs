@@ -7,7 +7,6 @@ use knhk_core::host::{HostError, SharedStore};
 use knhk_core::Policy;
 
 use crate::control::PollOutcome;
-use crate::host::WorkerAccess;
 use crate::worker::WorkerState;
 
 /// The timer period: the policy's tick, or faster when receipts must flush more often.
@@ -77,21 +76,4 @@ pub fn install(state: &mut WorkerState, policy: Arc<Policy>, epoch: u64) {
     state.epoch = epoch;
     state.policy = Some(policy);
     state.pending.configs_applied += 1;
-}
-
-/// [`accept_pushed`] then [`install`] for a host with one worker per poll (a wasm VM);
-/// returns the installed policy. A refused config is counted by the caller's stats.
-pub fn apply_pushed(worker: &impl WorkerAccess, outcome: PollOutcome) -> Option<Arc<Policy>> {
-    let epoch = worker.with(|w| w.epoch);
-    let refused = matches!(outcome, PollOutcome::Refused(_));
-    let accepted = accept_pushed(outcome, epoch);
-    worker.with(|w| {
-        if refused {
-            w.pending.configs_rejected += 1;
-        }
-        accepted.map(|(policy, epoch)| {
-            install(w, Arc::clone(&policy), epoch);
-            policy
-        })
-    })
 }

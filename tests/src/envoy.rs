@@ -40,6 +40,8 @@ pub struct EnvoySpec {
     pub envoy: PathBuf,
     /// Filter module, for templates that load it.
     pub wasm: Option<PathBuf>,
+    /// The dynamic module: when set, `${HTTP_FILTER}` loads it instead of the wasm module.
+    pub native: Option<PathBuf>,
     /// Plugin configuration JSON, for templates that load the filter.
     pub plugin_config: Option<String>,
     /// Port of the stable upstream.
@@ -85,6 +87,11 @@ impl EnvoySpec {
             template: paths::envoy_template("e2e.yaml"),
             envoy: paths::envoy()?,
             wasm: Some(paths::filter_wasm()?),
+            native: if paths::native_host() {
+                Some(paths::filter_native()?)
+            } else {
+                None
+            },
             plugin_config: Some(plugin_config.to_string()),
             stable_port,
             canary_port,
@@ -178,6 +185,7 @@ impl Envoy {
             stable_port: Some(spec.stable_port),
             canary_port: Some(spec.canary_port),
             wasm_path: spec.wasm.clone(),
+            native_path: spec.native.clone(),
             plugin_config: spec.plugin_config.clone(),
             // Templates with the agent cluster need a port even when no agent runs: a closed one.
             agent_port: Some(match spec.agent_port {
@@ -194,7 +202,14 @@ impl Envoy {
         let output = std::fs::File::create(&output_path)
             .with_context(|| format!("create {}", output_path.display()))?;
         let output_err = output.try_clone()?;
-        let child = Command::new(&spec.envoy)
+        let mut command = Command::new(&spec.envoy);
+        if let Some(module) = &spec.native {
+            // Envoy looks for `lib<name>.so` of a dynamic module in this directory.
+            if let Some(dir) = module.parent() {
+                command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+            }
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .arg("--concurrency")
@@ -535,6 +550,8 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
         format!("envoy_{base}"),
         format!("wasmcustom_{base}"),
         format!("envoy_wasmcustom_{base}"),
+        format!("dynamicmodulescustom_{base}"),
+        format!("envoy_dynamicmodulescustom_{base}"),
     ];
     let mut found = None;
     for line in text.lines() {

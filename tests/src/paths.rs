@@ -65,6 +65,22 @@ pub fn filter_wasm() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The dynamic module as `cargo xtask build-native` ships it (`native` profile).
+pub fn filter_native() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_NATIVE",
+        "libknhk_filter.so",
+        target_dir().join("dist/libknhk_filter.so"),
+    )
+}
+
+/// Which build of the filter the e2e suite runs against: `KNHK_FILTER_HOST=native` for the
+/// dynamic module, anything else (or unset) for the wasm module. `cargo xtask test` runs the
+/// suite once per host.
+pub fn native_host() -> bool {
+    std::env::var("KNHK_FILTER_HOST").is_ok_and(|h| h == "native")
+}
+
 /// The knhk agent binary (debug build; `cargo xtask test` builds it).
 pub fn agent() -> anyhow::Result<PathBuf> {
     resolve(
@@ -94,7 +110,7 @@ pub fn k8s_validator() -> anyhow::Result<PathBuf> {
 }
 
 fn resolve(var: &str, what: &str, fallback: PathBuf) -> anyhow::Result<PathBuf> {
-    const HINT: &str = "run `cargo xtask test` (or `cargo xtask setup` and `cargo xtask build-wasm`) to install and build it";
+    const HINT: &str = "run `cargo xtask test` (or `cargo xtask setup` and `cargo xtask build-wasm` / `build-native`) to install and build it";
     if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(value);
         if !path.is_file() {

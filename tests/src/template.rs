@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 /// Every placeholder a template may use.
-pub const PLACEHOLDERS: [&str; 7] = [
+pub const PLACEHOLDERS: [&str; 8] = [
     "ADMIN_PORT",
     "LISTENER_PORT",
     "STABLE_PORT",
@@ -17,6 +17,7 @@ pub const PLACEHOLDERS: [&str; 7] = [
     "WASM_PATH",
     "PLUGIN_CONFIG",
     "AGENT_PORT",
+    "HTTP_FILTER",
 ];
 
 /// Values for the placeholders; `None` means "not provided" (an error if the template uses it).
@@ -36,6 +37,63 @@ pub struct Vars {
     pub plugin_config: Option<String>,
     /// Port of the knhk agent (the filter's control cluster).
     pub agent_port: Option<u16>,
+    /// The dynamic module `libknhk_filter.so`: `${HTTP_FILTER}` then loads it instead of the
+    /// wasm module (Envoy finds it through `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, its directory).
+    pub native_path: Option<PathBuf>,
+}
+
+/// The name the filter is configured under (the key of its last good configuration).
+pub const FILTER_NAME: &str = "knhk";
+
+impl Vars {
+    /// `${HTTP_FILTER}`: the knhk filter as one HTTP filter entry (JSON), the dynamic module when
+    /// [`Vars::native_path`] is set, else the wasm module; `None` without a plugin configuration
+    /// or a module.
+    fn http_filter(&self) -> anyhow::Result<Option<String>> {
+        let Some(config) = &self.plugin_config else {
+            return Ok(None);
+        };
+        let configuration = serde_json::json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config,
+        });
+        let entry = if self.native_path.is_some() {
+            serde_json::json!({
+                "name": "envoy.filters.http.dynamic_modules",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                    "dynamic_module_config": { "name": "knhk_filter" },
+                    "filter_name": FILTER_NAME,
+                    "filter_config": configuration,
+                },
+            })
+        } else {
+            let Some(wasm) = &self.wasm_path else {
+                return Ok(None);
+            };
+            let wasm = wasm
+                .to_str()
+                .with_context(|| format!("wasm path {} is not UTF-8", wasm.display()))?;
+            serde_json::json!({
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": FILTER_NAME,
+                        // A failed VM bypasses the filter (Envoy 1.40's replacement of fail_open).
+                        "failure_policy": "FAIL_OPEN",
+                        "configuration": configuration,
+                        "vm_config": {
+                            "vm_id": FILTER_NAME,
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": { "local": { "filename": wasm } },
+                        },
+                    },
+                },
+            })
+        };
+        Ok(Some(entry.to_string()))
+    }
 }
 
 impl Vars {
@@ -61,6 +119,7 @@ impl Vars {
                 Some(config) => Some(serde_json::to_string(config)?),
                 None => None,
             },
+            "HTTP_FILTER" => self.http_filter()?,
             other => bail!(
                 "unknown placeholder `${{{other}}}` (known: {})",
                 PLACEHOLDERS.join(", ")
@@ -121,7 +180,34 @@ mod tests {
             wasm_path: Some(PathBuf::from("/x/knhk filter.wasm")),
             plugin_config: Some(r#"{"a":"b\"c"}"#.to_string()),
             agent_port: Some(5),
+            native_path: None,
         }
+    }
+
+    /// `${HTTP_FILTER}` is one JSON object naming the wasm module, or the dynamic module when
+    /// a native path is set, with the plugin configuration as its StringValue.
+    #[test]
+    fn http_filter_is_wasm_or_native() {
+        let wasm: serde_json::Value =
+            serde_json::from_str(&render("${HTTP_FILTER}", &all()).unwrap()).unwrap();
+        assert_eq!(wasm["name"], "envoy.filters.http.wasm");
+        let config = &wasm["typed_config"]["config"];
+        assert_eq!(
+            config["vm_config"]["code"]["local"]["filename"],
+            "/x/knhk filter.wasm"
+        );
+        assert_eq!(config["configuration"]["value"], r#"{"a":"b\"c"}"#);
+        let native_vars = Vars {
+            native_path: Some(PathBuf::from("/x/libknhk_filter.so")),
+            ..all()
+        };
+        let native: serde_json::Value =
+            serde_json::from_str(&render("${HTTP_FILTER}", &native_vars).unwrap()).unwrap();
+        assert_eq!(native["name"], "envoy.filters.http.dynamic_modules");
+        let typed = &native["typed_config"];
+        assert_eq!(typed["dynamic_module_config"]["name"], "knhk_filter");
+        assert_eq!(typed["filter_name"], "knhk");
+        assert_eq!(typed["filter_config"]["value"], r#"{"a":"b\"c"}"#);
     }
 
     /// Ports become bare numbers; path and config become JSON-quoted scalars.

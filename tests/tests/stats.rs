@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use knhk_e2e::client::concurrent;
+use knhk_e2e::paths;
 use knhk_e2e::rig::{base_config, oracle_route, Rig};
 use std::time::Duration;
 
@@ -79,6 +80,14 @@ async fn stats_visible_on_prometheus_endpoint() {
         .await
         .unwrap();
 
+    // Envoy keeps each host's custom stats in its own namespace: `wasmcustom.` (stripped in
+    // Prometheus output) for the wasm build, `dynamicmodulescustom.` (kept, after `envoy_`)
+    // for the dynamic module. The names under it are the same.
+    let (namespace, prometheus_prefix) = if paths::native_host() {
+        ("dynamicmodulescustom", "envoy_dynamicmodulescustom_")
+    } else {
+        ("wasmcustom", "")
+    };
     let text = envoy.stats_prometheus().await.unwrap();
     for name in [
         "knhk_route_stable",
@@ -94,9 +103,10 @@ async fn stats_visible_on_prometheus_endpoint() {
         "knhk_config_rejected",
         "knhk_config_version",
     ] {
+        let name = format!("{prometheus_prefix}{name}");
         assert!(
             text.lines()
-                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+                .any(|l| l.starts_with(&name) && l[name.len()..].starts_with(['{', ' '])),
             "{name} missing from /stats/prometheus"
         );
     }
@@ -115,7 +125,7 @@ async fn stats_visible_on_prometheus_endpoint() {
         .await
         .unwrap();
     assert!(
-        plain.contains("wasmcustom.knhk.route.canary"),
+        plain.contains(&format!("{namespace}.knhk.route.canary")),
         "/stats naming changed: {plain}"
     );
 }

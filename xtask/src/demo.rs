@@ -100,6 +100,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         template: repo_root().join("envoy/demo.yaml"),
         envoy: envoy_bin,
         wasm: Some(wasm_path),
+        native: None,
         plugin_config: Some(config.to_string()),
         stable_port: stable.port(),
         canary_port: canary.port(),

@@ -9,6 +9,7 @@ mod bench_rollback;
 mod bench_wasm_cost;
 mod demo;
 mod imports;
+mod native;
 mod oci;
 mod oci_agent;
 mod setup;
@@ -37,6 +38,8 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Build the Envoy dynamic module `libknhk_filter.so` (`native` profile, into `target/dist/`) and print its path.
+    BuildNative,
     /// Everything CI runs: setup, wasm build, fmt, clippy (native and wasm), all tests with the real Envoy.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::BuildNative => native::build().map(|_| ()),
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the one command CI and developers run; stops at the first failing step.
+//! `cargo xtask test`: the one command CI and developers run; stops at the first failing step
+//! (the two test runs, wasm and native filter, both run before it reports).
 
 use crate::util::{cargo, run as exec};
 use crate::{setup, wasm};
@@ -48,6 +49,7 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
     let wasm_path = timings.step("build knhk_filter.wasm", || {
         wasm::build("knhk-filter", "knhk_filter")
     })?;
+    let native_path = timings.step("build libknhk_filter.so", crate::native::build)?;
     timings.step("cargo fmt --check", || {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
@@ -86,18 +88,35 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
         exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
         Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))
     })?;
-    timings.step("cargo test --workspace", || {
-        exec(
-            cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .args(cargo_test_args)
-                .env("KNHK_ENVOY", &tools.envoy)
-                .env("KNHK_BAO", &tools.bao)
-                .env("KNHK_WASM", &wasm_path)
-                .env("KNHK_AGENT", &agent_path)
-                .env("KNHK_KUSTOMIZE", &k8s.kustomize)
-                .env("KNHK_K8S_VALIDATE", &k8s.validator)
-                .env("KNHK_REQUIRE_REAL", "1"),
-        )
-    })
+    let test_env = |command: &mut std::process::Command| {
+        command
+            .env("KNHK_ENVOY", &tools.envoy)
+            .env("KNHK_BAO", &tools.bao)
+            .env("KNHK_WASM", &wasm_path)
+            .env("KNHK_NATIVE", &native_path)
+            .env("KNHK_AGENT", &agent_path)
+            .env("KNHK_KUSTOMIZE", &k8s.kustomize)
+            .env("KNHK_K8S_VALIDATE", &k8s.validator)
+            .env("KNHK_REQUIRE_REAL", "1");
+    };
+    let wasm_run = timings.step("cargo test --workspace (wasm filter)", || {
+        let mut command = cargo();
+        command
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(cargo_test_args);
+        test_env(&mut command);
+        exec(&mut command)
+    });
+    // The end-to-end suite again, every test body against the dynamic module
+    // (KNHK_FILTER_HOST=native), also when the wasm run failed, so one run reports both.
+    let native_run = timings.step("cargo test -p knhk-e2e (native filter)", || {
+        let mut command = cargo();
+        command
+            .args(["test", "-p", "knhk-e2e", "--no-fail-fast"])
+            .args(cargo_test_args)
+            .env("KNHK_FILTER_HOST", "native");
+        test_env(&mut command);
+        exec(&mut command)
+    });
+    wasm_run.and(native_run)
 }

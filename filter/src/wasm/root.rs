@@ -15,10 +15,11 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::configure::{configure, is_current};
 use crate::control::{ConfigPoll, PollOutcome};
+use crate::host::WorkerAccess;
 use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
 use crate::receipts::ReceiptBuffer;
 use crate::stats::Metrics;
-use crate::tick::{apply_pushed, sync_admission, tick_period_ms};
+use crate::tick::{accept_pushed, install, sync_admission, tick_period_ms};
 use crate::wasm::host::{now_ns, status_header, EnvoySharedData, VmWorker, WasmCalls, WasmStats};
 use crate::wasm::http::KnhkHttp;
 use crate::worker::WorkerState;
@@ -235,4 +236,21 @@ impl RootContext for KnhkRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// [`accept_pushed`] then [`install`] for a host with one worker per poll (a wasm VM);
+/// returns the installed policy. A refused config is counted by the caller's stats.
+pub fn apply_pushed(worker: &impl WorkerAccess, outcome: PollOutcome) -> Option<Arc<Policy>> {
+    let epoch = worker.with(|w| w.epoch);
+    let refused = matches!(outcome, PollOutcome::Refused(_));
+    let accepted = accept_pushed(outcome, epoch);
+    worker.with(|w| {
+        if refused {
+            w.pending.configs_rejected += 1;
+        }
+        accepted.map(|(policy, epoch)| {
+            install(w, Arc::clone(&policy), epoch);
+            policy
+        })
+    })
 }

@@ -119,6 +119,7 @@ impl Rig {
             wasm_path: bootstrap.wasm.clone(),
             plugin_config: bootstrap.plugin_config.clone(),
             agent_port: bootstrap.agent_port,
+            native_path: None,
         };
         render_file(&envoy_template(bootstrap.template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
