@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use knhk_core::host::RequestHeaders;
 
-use crate::worker::WorkerState;
-
 /// A request's headers as the host hands them to the flow, with read failures counted.
 pub trait HeaderSource: RequestHeaders {
     /// Whether any read was refused by the host (the request then gets the fail mode).
@@ -27,15 +25,6 @@ pub trait RequestHost {
     fn response_status(&mut self) -> Option<u16>;
     /// Host time in nanoseconds since the Unix epoch.
     fn now_ns(&self) -> Option<u64>;
-}
-
-/// Short, exclusive access to the worker's state. The wasm adapter lends its VM's
-/// `RefCell`; the native one locks the worker's mutex. The flow never calls the host while
-/// it holds the state, so a host that re-enters the filter (a local reply passing through
-/// the encoder path) never finds it taken.
-pub trait WorkerAccess {
-    /// Run `f` with the worker's state.
-    fn with<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R;
 }
 
 /// Envoy stats: define once, then add to counters and set gauges by id.
@@ -90,6 +79,7 @@ pub mod doubles {
     use knhk_core::host::FakeRequest;
 
     use super::*;
+    use crate::worker::{WorkerAccess, WorkerState};
 
     /// A local reply as sent: status, headers, body.
     pub type LocalReply = (u16, Vec<(String, String)>, Vec<u8>);

@@ -12,7 +12,8 @@ use crate::flow::{
     edit_forwarded_headers, edit_response_headers, edit_route_header, ADMISSION_HEADER,
     DECISION_HEADER,
 };
-use crate::host::{HeaderSource, RequestHost, WorkerAccess};
+use crate::host::{HeaderSource, RequestHost};
+use crate::worker::WorkerAccess;
 
 /// What the adapter tells its host after the request-headers phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

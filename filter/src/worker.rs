@@ -10,6 +10,15 @@ use knhk_core::Policy;
 use crate::receipts::ReceiptBuffer;
 use crate::stats::Counts;
 
+/// Short, exclusive access to the worker's state. The wasm adapter lends its VM's
+/// `RefCell`; the native one locks the worker's mutex. The flow never calls the host while
+/// it holds the state, so a host that re-enters the filter (a local reply passing through
+/// the encoder path) never finds it taken.
+pub trait WorkerAccess {
+    /// Run `f` with the worker's state.
+    fn with<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R;
+}
+
 /// State one worker shares between its requests and the timer.
 #[derive(Debug)]
 pub struct WorkerState {

@@ -8,18 +8,19 @@
 //! against them (the metric callbacks' label arguments, the config-level callout and
 //! scheduler).
 //!
-//! Callbacks are resolved with `dlsym` when Envoy loads the module
-//! ([`envoy_dynamic_module_on_program_init`]): a host that lacks one is refused with a log
-//! line naming it, instead of failing at the first request. Hooks convert Envoy's pointers
-//! into the safe handles below and run the safe code in [`super::module`] behind
-//! [`super::guard::guard`].
+//! Callbacks are resolved with `dlsym` when Envoy loads the module (`hooks`'
+//! `envoy_dynamic_module_on_program_init`): a host that lacks one is refused with a log line
+//! naming it, instead of failing at the first request. This file holds the ABI types, the
+//! callbacks and the safe handles over them (used by `module`); its child `hooks` holds the
+//! exported event hooks, which turn Envoy's pointers into those handles and run `module`'s
+//! safe code behind the panic barrier.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::OnceLock;
 
-use super::guard::guard;
-use super::module::{ModuleConfig, StreamFilter};
 use crate::host::AgentCall;
+
+mod hooks;
 
 /// The ABI version this module was written against (ABI `v0.2.0`: Envoy 1.40).
 pub const ABI_VERSION: &CStr = c"v0.2.0";
@@ -163,8 +164,33 @@ fn symbol(name: &str) -> Result<*mut c_void, String> {
     }
 }
 
+/// `log` records into Envoy's log (the `dynamic_modules` logger), filtered by its level.
+struct EnvoyLogger;
+
+impl log::Log for EnvoyLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        envoy_log_enabled(metadata.level())
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            envoy_log(record.level(), &record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Route the `log` crate to Envoy (once per process; later calls are no-ops).
+fn install_logger() {
+    static LOGGER: EnvoyLogger = EnvoyLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
 /// Write one line to Envoy's log (`[dynamic_modules]`), when the callbacks are resolved.
-pub fn envoy_log(level: log::Level, message: &str) {
+fn envoy_log(level: log::Level, message: &str) {
     let Some(cb) = callbacks() else {
         eprintln!("{message}");
         return;
@@ -180,7 +206,7 @@ pub fn envoy_log(level: log::Level, message: &str) {
 }
 
 /// Whether Envoy logs at `level` for the dynamic-modules logger.
-pub fn envoy_log_enabled(level: log::Level) -> bool {
+fn envoy_log_enabled(level: log::Level) -> bool {
     let Some(cb) = callbacks() else {
         return true;
     };
@@ -413,319 +439,3 @@ impl Config {
         }
     }
 }
-
-/// Envoy's worker count (main thread only).
-fn concurrency(cb: &Callbacks) -> u32 {
-    // SAFETY: called from `config_new`, on the main thread, as the ABI requires.
-    unsafe { (cb.get_concurrency)() }
-}
-
-/// Bytes Envoy lent for the duration of a hook.
-///
-/// # Safety
-/// `buf` must describe `length` readable bytes (or be null), valid for `'a`.
-unsafe fn lent<'a>(buf: EnvoyBuffer) -> &'a [u8] {
-    if buf.ptr.is_null() {
-        return &[];
-    }
-    // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts(buf.ptr, buf.length) }
-}
-
-// ------------------------------- event hooks -------------------------------
-
-/// Load: resolve the callbacks and report the ABI version; refuse (null) when this Envoy lacks
-/// a callback the module needs.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    guard("program_init", std::ptr::null(), || match resolve_all() {
-        Ok(cb) => {
-            let _ = CALLBACKS.set(cb);
-            super::logger::install();
-            log::info!(
-                "knhk: dynamic module loaded (built for dynamic-module ABI {})",
-                ABI_VERSION.to_string_lossy()
-            );
-            ABI_VERSION.as_ptr()
-        }
-        Err(missing) => {
-            eprintln!(
-                "knhk: this Envoy lacks {missing}, which the module (built for dynamic-module ABI {}, Envoy 1.40 and 1.41) needs: refusing to load",
-                ABI_VERSION.to_string_lossy()
-            );
-            std::ptr::null()
-        }
-    })
-}
-
-/// A filter configuration: validate it, define the stats, start the timer. Never null for a
-/// bad plugin configuration (the last good one or the fail mode applies, as in the wasm build).
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    config_envoy_ptr: EnvoyPtr,
-    name: EnvoyBuffer,
-    config: EnvoyBuffer,
-) -> ModulePtr {
-    guard("http_filter_config_new", std::ptr::null(), || {
-        let Some(cb) = callbacks() else {
-            return std::ptr::null();
-        };
-        // SAFETY: Envoy lends name and config for the duration of this hook.
-        let (name, bytes) = unsafe { (lent(name), lent(config)) };
-        let handle = Config {
-            ptr: config_envoy_ptr,
-            cb,
-        };
-        let module = ModuleConfig::new(
-            handle,
-            &String::from_utf8_lossy(name),
-            bytes,
-            concurrency(cb),
-        );
-        Box::into_raw(Box::new(module)).cast_const().cast()
-    })
-}
-
-/// # Safety
-/// `ptr` must be a pointer returned by `config_new` and not yet destroyed.
-unsafe fn module<'a>(ptr: ModulePtr) -> &'a std::sync::Arc<ModuleConfig> {
-    // SAFETY: the caller's contract: `ptr` is the `Box<Arc<ModuleConfig>>` from `config_new`,
-    // alive until `config_destroy`, which Envoy calls after every filter of it is gone.
-    unsafe { &*ptr.cast::<std::sync::Arc<ModuleConfig>>() }
-}
-
-/// The configuration is gone: stop its timer and free it.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(ptr: ModulePtr) {
-    guard("http_filter_config_destroy", (), || {
-        if ptr.is_null() {
-            return;
-        }
-        // SAFETY: `ptr` came from `Box::into_raw` in `config_new`; Envoy destroys it once.
-        let module =
-            unsafe { Box::from_raw(ptr.cast_mut().cast::<std::sync::Arc<ModuleConfig>>()) };
-        module.stop();
-    })
-}
-
-/// The timer's event, on the main thread.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-    config_envoy_ptr: EnvoyPtr,
-    ptr: ModulePtr,
-    _event_id: u64,
-) {
-    guard("http_filter_config_scheduled", (), || {
-        let Some(cb) = callbacks() else { return };
-        // SAFETY: Envoy passes the live config's module pointer.
-        let module = unsafe { module(ptr) };
-        module.on_tick(&mut Config {
-            ptr: config_envoy_ptr,
-            cb,
-        });
-    })
-}
-
-/// The answer to a config-level callout (config poll or receipt batch), on the main thread.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    config_envoy_ptr: EnvoyPtr,
-    ptr: ModulePtr,
-    callout_id: u64,
-    result: u32,
-    headers: *const HttpHeader,
-    headers_size: usize,
-    body_chunks: *const EnvoyBuffer,
-    body_chunks_size: usize,
-) {
-    guard("http_filter_config_http_callout_done", (), || {
-        let Some(cb) = callbacks() else { return };
-        // SAFETY: Envoy passes the live config's module pointer.
-        let module = unsafe { module(ptr) };
-        let mut status = None;
-        let mut body = Vec::new();
-        if result == CALLOUT_SUCCESS {
-            if !headers.is_null() {
-                // SAFETY: Envoy lends `headers_size` headers for this hook.
-                let headers = unsafe { std::slice::from_raw_parts(headers, headers_size) };
-                for h in headers {
-                    // SAFETY: each header's buffers are lent for this hook.
-                    let (key, value) = unsafe {
-                        (
-                            lent(EnvoyBuffer {
-                                ptr: h.key_ptr,
-                                length: h.key_length,
-                            }),
-                            lent(EnvoyBuffer {
-                                ptr: h.value_ptr,
-                                length: h.value_length,
-                            }),
-                        )
-                    };
-                    if key == b":status" {
-                        status = crate::host::parse_status(value);
-                    }
-                }
-            }
-            if !body_chunks.is_null() {
-                // SAFETY: Envoy lends `body_chunks_size` chunks for this hook.
-                let chunks = unsafe { std::slice::from_raw_parts(body_chunks, body_chunks_size) };
-                for chunk in chunks {
-                    // SAFETY: each chunk is lent for this hook.
-                    body.extend_from_slice(unsafe { lent(*chunk) });
-                }
-            }
-        }
-        module.on_call_done(
-            &mut Config {
-                ptr: config_envoy_ptr,
-                cb,
-            },
-            callout_id,
-            status,
-            (!body.is_empty()).then_some(body.as_slice()),
-        );
-    })
-}
-
-/// A new stream.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
-    config_ptr: ModulePtr,
-    filter_envoy_ptr: EnvoyPtr,
-) -> ModulePtr {
-    guard("http_filter_new", std::ptr::null(), || {
-        let Some(cb) = callbacks() else {
-            return std::ptr::null();
-        };
-        // SAFETY: Envoy passes the live config's module pointer.
-        let module = unsafe { module(config_ptr) };
-        let stream = Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        };
-        let filter = StreamFilter::new(std::sync::Arc::clone(module), &stream);
-        Box::into_raw(Box::new(filter)).cast_const().cast()
-    })
-}
-
-/// # Safety
-/// `ptr` must be a pointer returned by `filter_new` and not yet destroyed; Envoy calls a
-/// stream's hooks one at a time, on its worker thread.
-unsafe fn filter<'a>(ptr: ModulePtr) -> &'a mut StreamFilter {
-    // SAFETY: the caller's contract: exclusive for the duration of the hook.
-    unsafe { &mut *ptr.cast_mut().cast::<StreamFilter>() }
-}
-
-/// The request headers: decide and apply.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    filter_envoy_ptr: EnvoyPtr,
-    ptr: ModulePtr,
-    _end_of_stream: bool,
-) -> u32 {
-    guard("http_filter_request_headers", HEADERS_CONTINUE, || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return HEADERS_CONTINUE;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        let mut stream = Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        };
-        if filter.on_request_headers(&mut stream) {
-            HEADERS_CONTINUE
-        } else {
-            HEADERS_STOP_ITERATION
-        }
-    })
-}
-
-/// The response headers: latency sample and response edits.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    filter_envoy_ptr: EnvoyPtr,
-    ptr: ModulePtr,
-    _end_of_stream: bool,
-) -> u32 {
-    guard("http_filter_response_headers", HEADERS_CONTINUE, || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return HEADERS_CONTINUE;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        filter.on_response_headers(&mut Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        });
-        HEADERS_CONTINUE
-    })
-}
-
-/// The end of the stream: the receipt.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    filter_envoy_ptr: EnvoyPtr,
-    ptr: ModulePtr,
-) {
-    guard("http_filter_stream_complete", (), || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        filter.on_complete(&mut Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        });
-    })
-}
-
-/// The stream's filter is gone.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(ptr: ModulePtr) {
-    guard("http_filter_destroy", (), || {
-        if !ptr.is_null() {
-            // SAFETY: `ptr` came from `Box::into_raw` in `filter_new`; Envoy destroys it once.
-            drop(unsafe { Box::from_raw(ptr.cast_mut().cast::<StreamFilter>()) });
-        }
-    })
-}
-
-/// Hooks Envoy requires that the filter does not use: each continues (status 0) and touches
-/// nothing. A C caller may pass arguments a Rust function ignores (System V and AAPCS64
-/// calling conventions: arguments are caller-cleaned registers/stack).
-macro_rules! continue_hooks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[doc = concat!("Unused: `", stringify!($name), "` continues.")]
-            #[no_mangle]
-            pub extern "C" fn $name() -> u32 {
-                0
-            }
-        )*
-    };
-}
-
-continue_hooks!(
-    envoy_dynamic_module_on_http_filter_request_body,
-    envoy_dynamic_module_on_http_filter_request_trailers,
-    envoy_dynamic_module_on_http_filter_response_body,
-    envoy_dynamic_module_on_http_filter_response_trailers,
-    envoy_dynamic_module_on_http_filter_http_callout_done,
-    envoy_dynamic_module_on_http_filter_http_stream_headers,
-    envoy_dynamic_module_on_http_filter_http_stream_data,
-    envoy_dynamic_module_on_http_filter_http_stream_trailers,
-    envoy_dynamic_module_on_http_filter_http_stream_complete,
-    envoy_dynamic_module_on_http_filter_http_stream_reset,
-    envoy_dynamic_module_on_http_filter_scheduled,
-    envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark,
-    envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark,
-    envoy_dynamic_module_on_http_filter_config_http_stream_headers,
-    envoy_dynamic_module_on_http_filter_config_http_stream_data,
-    envoy_dynamic_module_on_http_filter_config_http_stream_trailers,
-    envoy_dynamic_module_on_http_filter_config_http_stream_complete,
-    envoy_dynamic_module_on_http_filter_config_http_stream_reset,
-    envoy_dynamic_module_on_http_filter_local_reply,
-);

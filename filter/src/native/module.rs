@@ -23,15 +23,13 @@ use super::ffi::{Config, HeaderMap, Scheduler, Stream};
 use super::store::{process_store, ProcessStore};
 use crate::configure::{configure, is_current};
 use crate::control::{ConfigPoll, PollOutcome};
-use crate::host::{
-    parse_status, AgentCall, CallHost, HeaderSource, RequestHost, StatsHost, WorkerAccess,
-};
+use crate::host::{parse_status, AgentCall, CallHost, HeaderSource, RequestHost, StatsHost};
 use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
 use crate::receipts::ReceiptBuffer;
 use crate::request::{RequestFlow, Verdict};
 use crate::stats::{Counts, Metrics};
 use crate::tick::{accept_pushed, install, sync_admission, tick_period_ms};
-use crate::worker::WorkerState;
+use crate::worker::{WorkerAccess, WorkerState};
 
 fn now_ns() -> Option<u64> {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;

@@ -10,10 +10,8 @@ use knhk_core::host::{CasOutcome, HostError, RequestHeaders, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType, Status};
 
-use crate::host::{
-    parse_status, AgentCall, CallHost, HeaderSource, RequestHost, StatsHost, WorkerAccess,
-};
-use crate::worker::WorkerState;
+use crate::host::{parse_status, AgentCall, CallHost, HeaderSource, RequestHost, StatsHost};
+use crate::worker::{WorkerAccess, WorkerState};
 
 /// Envoy's process-wide shared data (one store per `vm_id`, visible to every worker's VM).
 pub struct EnvoySharedData;

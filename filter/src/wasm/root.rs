@@ -15,13 +15,13 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::configure::{configure, is_current};
 use crate::control::{ConfigPoll, PollOutcome};
-use crate::host::WorkerAccess;
 use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
 use crate::receipts::ReceiptBuffer;
 use crate::stats::Metrics;
 use crate::tick::{accept_pushed, install, sync_admission, tick_period_ms};
 use crate::wasm::host::{now_ns, status_header, EnvoySharedData, VmWorker, WasmCalls, WasmStats};
 use crate::wasm::http::KnhkHttp;
+use crate::worker::WorkerAccess;
 use crate::worker::WorkerState;
 
 /// The filter's root context.
