@@ -28,7 +28,7 @@ use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
 use crate::receipts::ReceiptBuffer;
 use crate::request::{RequestFlow, Verdict};
 use crate::stats::{Counts, Metrics};
-use crate::tick::{accept_pushed, install, sync_admission, tick_period_ms};
+use crate::tick::{accept_pushed, install, tick_period_ms, tick_worker};
 use crate::worker::{WorkerAccess, WorkerState};
 
 fn now_ns() -> Option<u64> {
@@ -184,25 +184,11 @@ impl ModuleConfig {
         let mut counts = Counts::default();
         let mut last = None;
         for worker in self.workers.iter() {
-            let mut state = lock(worker);
-            let Some(policy) = state.policy.clone() else {
-                continue;
-            };
-            if let Err(e) = sync_admission(&mut state, store, &policy, now) {
-                main.sync_failures += 1;
-                if main.sync_failures % 1000 == 1 {
-                    log::warn!(
-                        "knhk: admission sync failed ({} times): {e}",
-                        main.sync_failures
-                    );
-                }
+            let ticked = tick_worker(&mut lock(worker), store, now, &mut main.sync_failures);
+            if let Some((pending, levels, version)) = ticked {
+                counts.merge(&pending);
+                last = Some((levels, version));
             }
-            let mut pending = std::mem::take(&mut state.pending);
-            if let Some(r) = state.receipts.as_mut() {
-                pending.receipts = r.take_counts();
-            }
-            counts.merge(&pending);
-            last = Some((state.admission.levels(), policy.version));
         }
         let mut host = ConfigHost(config);
         match last {

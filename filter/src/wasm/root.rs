@@ -18,7 +18,7 @@ use crate::control::{ConfigPoll, PollOutcome};
 use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
 use crate::receipts::ReceiptBuffer;
 use crate::stats::Metrics;
-use crate::tick::{accept_pushed, install, sync_admission, tick_period_ms};
+use crate::tick::{accept_pushed, install, tick_period_ms, tick_worker};
 use crate::wasm::host::{now_ns, status_header, EnvoySharedData, VmWorker, WasmCalls, WasmStats};
 use crate::wasm::http::KnhkHttp;
 use crate::worker::WorkerAccess;
@@ -199,28 +199,15 @@ impl RootContext for KnhkRoot {
     fn on_tick(&mut self) {
         let now_ms = now_ns().map_or(0, |ns| ns / 1_000_000);
         let current = is_current(&EnvoySharedData, &self.config_digest);
-        let flushed = {
-            let mut state = self.worker.0.borrow_mut();
-            let Some(policy) = state.policy.clone() else {
-                return;
-            };
-            if let Err(e) = sync_admission(&mut state, &EnvoySharedData, &policy, now_ms) {
-                self.sync_failures += 1;
-                // Log the first failure and then every 1000th, not every tick.
-                if self.sync_failures % 1000 == 1 {
-                    log::warn!(
-                        "knhk: admission sync failed ({} times): {e}",
-                        self.sync_failures
-                    );
-                }
-            }
-            let mut counts = std::mem::take(&mut state.pending);
-            if let Some(r) = state.receipts.as_mut() {
-                counts.receipts = r.take_counts();
-            }
-            (counts, state.admission.levels(), policy.version)
+        let flushed = tick_worker(
+            &mut self.worker.0.borrow_mut(),
+            &EnvoySharedData,
+            now_ms,
+            &mut self.sync_failures,
+        );
+        let Some((counts, levels, version)) = flushed else {
+            return;
         };
-        let (counts, levels, version) = flushed;
         self.metrics
             .flush(&mut WasmStats, &counts, &levels, current.then_some(version));
         self.poll_config(now_ms);
