@@ -9,7 +9,7 @@
 //! medians over rounds are what the goals are checked against. The bench reports; it never
 //! fails because a goal is missed. See `docs/benchmarks.md` for what each variant means.
 
-mod agent;
+pub(crate) mod agent;
 pub(crate) mod envoy;
 mod load;
 pub(crate) mod machine;
@@ -50,23 +50,32 @@ pub enum Variant {
     Empty,
     /// Envoy with a Lua filter doing comparable header routing.
     Lua,
+    /// Envoy with its own native `admission_control` filter (admission only, no routing).
+    AdmissionControl,
     /// Envoy with `knhk_filter.wasm`.
     Knhk,
     /// Envoy with `knhk_filter.wasm` connected to a release `knhk-agent`: the knhk config plus
     /// a `control` section, so config long-polling is active and every request's receipt is
     /// posted to the agent.
     KnhkAgent,
+    /// Envoy with the dynamic module `libknhk_filter.so` and the knhk config.
+    KnhkNative,
+    /// The dynamic module connected to the agent, as knhk-agent is for the wasm build.
+    KnhkNativeAgent,
 }
 
 impl Variant {
     /// All variants, in table order. A variant is compared with every variant before it that is
     /// a baseline (see [`Variant::baselines`]).
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 8] = [
         Variant::None,
         Variant::Empty,
         Variant::Lua,
+        Variant::AdmissionControl,
         Variant::Knhk,
         Variant::KnhkAgent,
+        Variant::KnhkNative,
+        Variant::KnhkNativeAgent,
     ];
 
     /// Short name used in tables, JSON and file names.
@@ -75,25 +84,66 @@ impl Variant {
             Variant::None => "none",
             Variant::Empty => "empty",
             Variant::Lua => "lua",
+            Variant::AdmissionControl => "admission-control",
             Variant::Knhk => "knhk",
             Variant::KnhkAgent => "knhk-agent",
+            Variant::KnhkNative => "knhk-native",
+            Variant::KnhkNativeAgent => "knhk-native-agent",
         }
     }
 
     /// The variants this one's throughput is compared with (same round, ratio = this ÷ baseline):
-    /// knhk against the three baselines; knhk-agent against them and against knhk without the
-    /// agent (the cost of receipts and config polling alone).
+    /// each knhk build against the four baselines, the native build also against the wasm one,
+    /// and each build with the agent against the same build without it (the cost of receipts
+    /// and config polling alone).
     pub fn baselines(self) -> &'static [Variant] {
+        use Variant::{AdmissionControl, Empty, Knhk, KnhkNative, Lua, None};
         match self {
-            Variant::None | Variant::Empty | Variant::Lua => &[],
-            Variant::Knhk => &[Variant::None, Variant::Empty, Variant::Lua],
-            Variant::KnhkAgent => &[Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk],
+            Variant::None | Variant::Empty | Variant::Lua | Variant::AdmissionControl => &[],
+            Variant::Knhk => &[None, Empty, Lua, AdmissionControl],
+            Variant::KnhkAgent => &[None, Empty, Lua, AdmissionControl, Knhk],
+            Variant::KnhkNative => &[None, Empty, Lua, AdmissionControl, Knhk],
+            Variant::KnhkNativeAgent => &[None, Empty, Lua, AdmissionControl, KnhkNative],
         }
     }
 
-    /// True for the variants that load `knhk_filter.wasm`.
+    /// True for the variants that load the knhk filter (either build).
     pub fn loads_knhk(self) -> bool {
+        matches!(
+            self,
+            Variant::Knhk | Variant::KnhkAgent | Variant::KnhkNative | Variant::KnhkNativeAgent
+        )
+    }
+
+    /// True for the variants that load `knhk_filter.wasm`.
+    pub fn loads_knhk_wasm(self) -> bool {
         matches!(self, Variant::Knhk | Variant::KnhkAgent)
+    }
+
+    /// True for the variants that load the dynamic module `libknhk_filter.so`.
+    pub fn loads_knhk_native(self) -> bool {
+        matches!(self, Variant::KnhkNative | Variant::KnhkNativeAgent)
+    }
+
+    /// True for the variants connected to the bench's agent.
+    pub fn uses_agent(self) -> bool {
+        matches!(self, Variant::KnhkAgent | Variant::KnhkNativeAgent)
+    }
+
+    /// Envoy's stats prefix of the knhk filter's own counters in this variant, e.g.
+    /// `wasmcustom.knhk.` (wasm) or `dynamicmodulescustom.knhk.` (native).
+    pub fn knhk_stats_prefix(self) -> &'static str {
+        if self.loads_knhk_native() {
+            "dynamicmodulescustom.knhk."
+        } else {
+            "wasmcustom.knhk."
+        }
+    }
+
+    /// [`Variant::knhk_stats_prefix`] as a regular expression (dots escaped), to put in front
+    /// of a counter name pattern.
+    pub fn knhk_stats_regex(self) -> String {
+        self.knhk_stats_prefix().replace('.', r"\.")
     }
 }
 
@@ -261,7 +311,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cpus = Cpus::plan(machine.cpus, on_path("taskset"));
     let priority = effective_priority(settings.priority);
     let envoy_version = envoy_version(&toolchain.envoy);
-    let (empty_wasm, knhk_wasm) = build_modules(&settings.variants, options.knhk_wasm.as_deref())?;
+    let builds = build_modules(&settings.variants, options.knhk_wasm.as_deref())?;
     let agent_bin = agent_binary(&settings, options.agent.as_deref())?;
 
     let results_dir = repo_root().join("bench-results");
@@ -288,8 +338,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let rig = Rig {
         envoy_bin: toolchain.envoy.clone(),
         run_dir: run_dir.clone(),
-        empty_wasm: empty_wasm.clone(),
-        knhk_wasm: knhk_wasm.clone(),
+        builds: builds.clone(),
         upstream_port: upstream.addr().port(),
         agent: bench_agent.as_ref().map(BenchAgent::link),
         cpus,
@@ -340,19 +389,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         envoys.push((variant, rig.start(variant, 1, variant.name())?));
     }
     let runs = rounds::measure(&mut envoys, &spec, &settings)?;
-    // Receipts of the knhk-agent variant, before its Envoy (or the memory runs) go on.
-    let receipt_check = match (
-        &bench_agent,
-        envoys.iter().find(|(v, _)| *v == Variant::KnhkAgent),
-    ) {
-        (Some(a), Some((_, envoy))) => Some(agent::check_receipts(a, envoy)?),
+    // Receipts of the agent variants, before their Envoys (or the memory runs) go on.
+    let posting: Vec<(Variant, &Envoy)> = envoys
+        .iter()
+        .filter(|(v, _)| v.uses_agent())
+        .map(|(v, e)| (*v, e))
+        .collect();
+    let receipt_check = match &bench_agent {
+        Some(a) if !posting.is_empty() => Some(agent::check_receipts(a, &posting)?),
         _ => None,
     };
     let splits = rig::route_splits(&envoys);
     let knhk_stats: Vec<(Variant, Vec<(String, u64)>)> = envoys
         .iter()
         .filter(|(v, _)| v.loads_knhk())
-        .map(|(v, e)| (*v, e.counters(r"^wasmcustom\.knhk\.").unwrap_or_default()))
+        .map(|(v, e)| {
+            let counters = e.counters(&format!("^{}", v.knhk_stats_regex()));
+            (*v, counters.unwrap_or_default())
+        })
         .collect();
     let loaded_rss: Vec<(Variant, Option<u64>)> =
         envoys.iter().map(|(v, e)| (*v, e.rss_kib().ok())).collect();
@@ -388,8 +442,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         check.print(agent_epoch);
     }
     let module_sizes = report::module_sizes(&[
-        ("knhk_empty_filter.wasm", empty_wasm.as_deref()),
-        ("knhk_filter.wasm", knhk_wasm.as_deref()),
+        ("knhk_empty_filter.wasm", builds.empty_wasm.as_deref()),
+        ("knhk_filter.wasm", builds.knhk_wasm.as_deref()),
+        ("libknhk_filter.so", builds.knhk_native.as_deref()),
     ]);
     report::print_module_sizes(&module_sizes, MODULE_SIZE_GOAL_BYTES);
     memory::print(&memory, &loaded_rss);
@@ -419,7 +474,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "priority": priority.name(),
             "min_cpu_share": settings.min_cpu_share,
             "max_attempts": settings.max_attempts,
-            "knhk_wasm": knhk_wasm,
+            "knhk_wasm": builds.knhk_wasm,
+            "knhk_native": builds.knhk_native,
             "knhk_plugin_config": KNHK_PLUGIN_CONFIG,
         },
         "runs": runs.iter().map(report::run_json).collect::<Vec<_>>(),
@@ -455,13 +511,21 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
     }
 }
 
-/// Build the wasm modules `variants` need; `--knhk-wasm` replaces the knhk build.
-pub fn build_modules(
-    variants: &[Variant],
-    knhk_override: Option<&Path>,
-) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
+/// The filter builds a run loads.
+#[derive(Debug, Clone, Default)]
+pub struct Builds {
+    /// `knhk_empty_filter.wasm`, for the empty variant.
+    pub empty_wasm: Option<PathBuf>,
+    /// `knhk_filter.wasm`, for knhk and knhk-agent.
+    pub knhk_wasm: Option<PathBuf>,
+    /// `libknhk_filter.so`, for knhk-native and knhk-native-agent.
+    pub knhk_native: Option<PathBuf>,
+}
+
+/// Build the filters `variants` need; `--knhk-wasm` replaces the knhk wasm build.
+pub fn build_modules(variants: &[Variant], knhk_override: Option<&Path>) -> anyhow::Result<Builds> {
     let wants = |v: Variant| variants.contains(&v);
-    let empty = if wants(Variant::Empty) {
+    let empty_wasm = if wants(Variant::Empty) {
         Some(crate::wasm::build(
             "knhk-empty-filter",
             "knhk_empty_filter",
@@ -469,8 +533,8 @@ pub fn build_modules(
     } else {
         None
     };
-    let knhk = match knhk_override {
-        _ if !variants.iter().any(|v| v.loads_knhk()) => None,
+    let knhk_wasm = match knhk_override {
+        _ if !variants.iter().any(|v| v.loads_knhk_wasm()) => None,
         Some(path) if path.is_file() => {
             Some(std::fs::canonicalize(path).with_context(|| format!("canonicalize {}", path.display()))?)
         }
@@ -479,7 +543,16 @@ pub fn build_modules(
             "build knhk_filter.wasm (run with --variants none,empty,lua to bench the baselines without it)",
         )?),
     };
-    Ok((empty, knhk))
+    let knhk_native = if variants.iter().any(|v| v.loads_knhk_native()) {
+        Some(crate::native::build().context("build libknhk_filter.so")?)
+    } else {
+        None
+    };
+    Ok(Builds {
+        empty_wasm,
+        knhk_wasm,
+        knhk_native,
+    })
 }
 
 /// The agent binary for the knhk-agent variant: `--agent`, or the release build; `None` without that variant.
@@ -487,7 +560,7 @@ fn agent_binary(
     settings: &Settings,
     agent_override: Option<&Path>,
 ) -> anyhow::Result<Option<PathBuf>> {
-    if !settings.variants.contains(&Variant::KnhkAgent) {
+    if !settings.variants.iter().any(|v| v.uses_agent()) {
         return Ok(None);
     }
     match agent_override {

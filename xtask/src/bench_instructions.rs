@@ -22,6 +22,7 @@ mod session;
 mod split;
 mod table;
 
+use crate::bench::agent::BenchAgent;
 use crate::bench::machine::{self, Machine};
 use crate::bench::placement::{Cpus, Priority};
 use crate::bench::rig::{Bootstrap, Rig};
@@ -38,6 +39,15 @@ use std::time::{Duration, Instant};
 
 /// How long Envoy may take to become ready under callgrind (usually 20 to 40 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The variants measured by default: the baselines and both builds of knhk, without the agent.
+const DEFAULT_VARIANTS: [Variant; 6] = [
+    Variant::None,
+    Variant::Empty,
+    Variant::Lua,
+    Variant::AdmissionControl,
+    Variant::Knhk,
+    Variant::KnhkNative,
+];
 /// The host-call probe's operation letters (see `bench/hostcall-probe`).
 const PROBE_OPS: &str = "cgasmr";
 
@@ -47,8 +57,9 @@ pub struct Args {
     /// Which routes to measure: `direct` (`direct_response`), `proxy` (to the local upstream) or both.
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,
-    /// Variants, comma-separated (knhk-agent is not supported here).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk])]
+    /// Variants, comma-separated. The agent variants (knhk-agent, knhk-native-agent) also start
+    /// a release `knhk-agent`, run directly (only Envoy runs under callgrind).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_VARIANTS)]
     variants: Vec<Variant>,
     /// Requests per measured batch (two batches per mode).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -107,7 +118,7 @@ impl Subject {
 /// Entry point.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let variants = variants(&args.variants)?;
+    let variants = variants(&args.variants);
     let probes = probes(&args.probes)?;
     let toolchain = crate::setup::ensure()?;
     crate::setup::ensure_apt(&["valgrind"])?;
@@ -119,13 +130,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .join(&stamp);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
     let upstream = Upstream::start()?;
+    let agent = start_agent(&variants, &run_dir)?;
     let rig = Rig {
         envoy_bin: envoy.clone(),
         run_dir: run_dir.clone(),
-        empty_wasm: modules.empty.clone(),
-        knhk_wasm: modules.knhk.clone(),
+        builds: modules.builds.clone(),
         upstream_port: upstream.addr().port(),
-        agent: None,
+        agent: agent.as_ref().map(BenchAgent::link),
         // Pinning and priority change times, not instruction counts.
         cpus: Cpus::plan(1, false),
         priority: Priority::None,
@@ -144,6 +155,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     print_header(&date, &envoy, &plan, args, &run_dir);
     let jobs = usize::from(args.jobs).min(subjects.len());
     let (runs, failures) = measure_all(&rig, &subjects, &plan, jobs);
+    drop(agent);
     drop(upstream);
     for &mode in &plan.modes {
         table::print_mode(mode, &runs, &plan);
@@ -164,10 +176,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     first.map_or(Ok(()), Err)
 }
 
-/// The wasm modules of a run.
+/// The filter builds of a run, and the probe.
 struct Modules {
-    empty: Option<PathBuf>,
-    knhk: Option<PathBuf>,
+    builds: bench::Builds,
     probe: Option<PathBuf>,
 }
 
@@ -178,7 +189,7 @@ impl Modules {
         probes: &[String],
         knhk_override: Option<&Path>,
     ) -> anyhow::Result<Modules> {
-        let (empty, knhk) = bench::build_modules(variants, knhk_override)?;
+        let builds = bench::build_modules(variants, knhk_override)?;
         let probe = if probes.is_empty() {
             None
         } else {
@@ -187,18 +198,36 @@ impl Modules {
                 "knhk_hostcall_probe",
             )?)
         };
-        Ok(Modules { empty, knhk, probe })
+        Ok(Modules { builds, probe })
     }
 
     /// Print the modules' sizes (knhk's against its goal).
     fn print_sizes(&self) {
         let sizes = report::module_sizes(&[
-            ("knhk_empty_filter.wasm", self.empty.as_deref()),
-            ("knhk_filter.wasm", self.knhk.as_deref()),
+            ("knhk_empty_filter.wasm", self.builds.empty_wasm.as_deref()),
+            ("knhk_filter.wasm", self.builds.knhk_wasm.as_deref()),
+            ("libknhk_filter.so", self.builds.knhk_native.as_deref()),
             ("knhk_hostcall_probe.wasm", self.probe.as_deref()),
         ]);
         report::print_module_sizes(&sizes, bench::MODULE_SIZE_GOAL_BYTES);
     }
+}
+
+/// The release agent for the agent variants, run directly (not under callgrind) in
+/// `<run_dir>/agent`; `None` when no agent variant runs.
+///
+/// Under callgrind a request lasts ~50 × longer, so the filter's time-bound receipt flushes
+/// (every ≤ 250 ms) carry fewer receipts than at full speed: the per-request cost of receipts
+/// counted here is an upper bound.
+fn start_agent(variants: &[Variant], run_dir: &Path) -> anyhow::Result<Option<BenchAgent>> {
+    if !variants.iter().any(|v| v.uses_agent()) {
+        return Ok(None);
+    }
+    let binary = crate::agent_process::build_release().context("build knhk-agent")?;
+    let command = crate::bench::placement::placed(binary.as_os_str(), None, Priority::None);
+    let agent = BenchAgent::start(&binary, command, run_dir.join("agent"))
+        .context("start the agent for the agent variants")?;
+    Ok(Some(agent))
 }
 
 /// Every subject with its bootstrap: the variants, then the probes.
@@ -216,6 +245,7 @@ fn subjects(
         let bootstrap = Bootstrap {
             template: "bench-wasm.yaml",
             wasm: probe_wasm.map(Path::to_path_buf),
+            native: None,
             plugin_config: Some(ops.clone()),
             agent_port: None,
         };
@@ -224,15 +254,12 @@ fn subjects(
     Ok(subjects)
 }
 
-/// The selected variants in table order; knhk-agent is refused.
-fn variants(selected: &[Variant]) -> anyhow::Result<Vec<Variant>> {
-    if selected.contains(&Variant::KnhkAgent) {
-        bail!("variant knhk-agent is not supported by bench-envoy-instructions (its agent would run under callgrind's clock)");
-    }
-    Ok(Variant::ALL
+/// The selected variants in table order.
+fn variants(selected: &[Variant]) -> Vec<Variant> {
+    Variant::ALL
         .into_iter()
         .filter(|v| selected.contains(v))
-        .collect())
+        .collect()
 }
 
 /// The probe op strings, checked, with the empty baseline first; none when no `--probe` was given.
@@ -351,27 +378,41 @@ mod tests {
         args: Args,
     }
 
-    /// Defaults: both modes, the four variants, 1000 requests after 300, plain headers, 2 jobs.
+    /// Defaults: both modes, the baselines and both knhk builds without the agent, 1000
+    /// requests after 300, plain headers, 2 jobs.
     #[test]
     fn defaults() {
         let a = Cli::try_parse_from(["x"]).unwrap().args;
         assert_eq!(a.mode.modes().len(), 2);
         assert_eq!(
-            variants(&a.variants).unwrap(),
-            [Variant::None, Variant::Empty, Variant::Lua, Variant::Knhk]
+            variants(&a.variants),
+            [
+                Variant::None,
+                Variant::Empty,
+                Variant::Lua,
+                Variant::AdmissionControl,
+                Variant::Knhk,
+                Variant::KnhkNative
+            ]
         );
         assert_eq!((a.requests, a.warmup, a.jobs), (1000, 300, 2));
         assert_eq!(a.headers, Headers::Plain);
         assert!(Cli::try_parse_from(["x", "--jobs", "3"]).is_err());
     }
 
-    /// knhk-agent is refused; variants come back in table order.
+    /// Variants come back in table order; the agent variants are accepted.
     #[test]
     fn variant_selection() {
-        assert!(variants(&[Variant::KnhkAgent]).is_err());
         assert_eq!(
-            variants(&[Variant::Knhk, Variant::None]).unwrap(),
-            [Variant::None, Variant::Knhk]
+            variants(&[Variant::KnhkNativeAgent, Variant::Knhk, Variant::None]),
+            [Variant::None, Variant::Knhk, Variant::KnhkNativeAgent]
+        );
+        let a = Cli::try_parse_from(["x", "--variants", "knhk-native,admission-control"])
+            .unwrap()
+            .args;
+        assert_eq!(
+            variants(&a.variants),
+            [Variant::AdmissionControl, Variant::KnhkNative]
         );
     }
 

@@ -14,7 +14,7 @@
 
 use super::envoy::Envoy;
 use super::rig::AgentLink;
-use super::KNHK_PLUGIN_CONFIG;
+use super::{Variant, KNHK_PLUGIN_CONFIG};
 use crate::agent_process::{Agent, Launch, Scratch};
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -218,12 +218,16 @@ impl ReceiptCheck {
     }
 }
 
-/// After the load: wait until the agent's log holds every acknowledged receipt and Envoy's
-/// requests are all accounted for (sent or dropped), or [`DRAIN_TIMEOUT`] passes; then read the counts.
-pub fn check_receipts(agent: &BenchAgent, envoy: &Envoy) -> anyhow::Result<ReceiptCheck> {
+/// After the load: wait until the agent's log holds every acknowledged receipt and the agent
+/// variants' requests are all accounted for (sent or dropped), or [`DRAIN_TIMEOUT`] passes; then
+/// read the counts, summed over `envoys` (every Envoy that posts to this agent, with its variant).
+pub fn check_receipts(
+    agent: &BenchAgent,
+    envoys: &[(Variant, &Envoy)],
+) -> anyhow::Result<ReceiptCheck> {
     let started = Instant::now();
     loop {
-        let check = read(agent, envoy, started.elapsed())?;
+        let check = read(agent, envoys, started.elapsed())?;
         let settled =
             check.log_size == check.sent && check.sent + check.dropped >= check.envoy_requests;
         if settled || started.elapsed() > DRAIN_TIMEOUT {
@@ -233,24 +237,42 @@ pub fn check_receipts(agent: &BenchAgent, envoy: &Envoy) -> anyhow::Result<Recei
     }
 }
 
-fn read(agent: &BenchAgent, envoy: &Envoy, drain: Duration) -> anyhow::Result<ReceiptCheck> {
-    let stats = envoy.counters(
-        r"^(wasmcustom\.knhk\.(receipts|config)\.|http\.ingress\.downstream_rq_total$|cluster\.knhk_agent\.upstream_rq_(total|204)$)",
-    )?;
-    let get = |name: &str| stats.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-    Ok(ReceiptCheck {
-        envoy_requests: get("http.ingress.downstream_rq_total"),
+fn read(
+    agent: &BenchAgent,
+    envoys: &[(Variant, &Envoy)],
+    drain: Duration,
+) -> anyhow::Result<ReceiptCheck> {
+    let mut check = ReceiptCheck {
+        envoy_requests: 0,
         log_size: agent.log_size()?,
-        sent: get("wasmcustom.knhk.receipts.sent"),
-        dropped: get("wasmcustom.knhk.receipts.dropped"),
-        flush_errors: get("wasmcustom.knhk.receipts.flush_errors"),
-        config_applied: get("wasmcustom.knhk.config.applied"),
-        config_rejected: get("wasmcustom.knhk.config.rejected"),
-        polls_204: get("cluster.knhk_agent.upstream_rq_204"),
-        agent_calls: get("cluster.knhk_agent.upstream_rq_total"),
+        sent: 0,
+        dropped: 0,
+        flush_errors: 0,
+        config_applied: 0,
+        config_rejected: 0,
+        polls_204: 0,
+        agent_calls: 0,
         agent_cpu_s: agent.cpu_seconds(),
         drain,
-    })
+    };
+    for (variant, envoy) in envoys {
+        let prefix = variant.knhk_stats_prefix();
+        let stats = envoy.counters(&format!(
+            r"^({}(receipts|config)\.|http\.ingress\.downstream_rq_total$|cluster\.knhk_agent\.upstream_rq_(total|204)$)",
+            variant.knhk_stats_regex()
+        ))?;
+        let get = |name: &str| stats.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+        let knhk = |name: &str| get(&format!("{prefix}{name}"));
+        check.envoy_requests += get("http.ingress.downstream_rq_total");
+        check.sent += knhk("receipts.sent");
+        check.dropped += knhk("receipts.dropped");
+        check.flush_errors += knhk("receipts.flush_errors");
+        check.config_applied += knhk("config.applied");
+        check.config_rejected += knhk("config.rejected");
+        check.polls_204 += get("cluster.knhk_agent.upstream_rq_204");
+        check.agent_calls += get("cluster.knhk_agent.upstream_rq_total");
+    }
+    Ok(check)
 }
 
 #[cfg(test)]

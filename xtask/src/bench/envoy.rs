@@ -47,6 +47,8 @@ pub struct Launch<'a> {
     pub wrapper: &'a [OsString],
     /// How long Envoy may take to become ready.
     pub ready_timeout: Duration,
+    /// Directory of the dynamic module the bootstrap loads (`ENVOY_DYNAMIC_MODULES_SEARCH_PATH`), if any.
+    pub dynamic_modules_dir: Option<&'a Path>,
 }
 
 impl Envoy {
@@ -67,6 +69,9 @@ impl Envoy {
                 super::placement::placed(launch.binary.as_os_str(), launch.cpu, launch.priority)
             }
         };
+        if let Some(dir) = launch.dynamic_modules_dir {
+            command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         command
             .arg("-c")
             .arg(launch.config)

@@ -75,6 +75,11 @@ fn per_worker_kib(
     Some(step(variant)? - step(Variant::None)?)
 }
 
+/// Every variant with a filter (all but none), in table order.
+fn with_filter() -> impl Iterator<Item = Variant> {
+    Variant::ALL.into_iter().filter(|v| *v != Variant::None)
+}
+
 fn rss(s: &Sample) -> Option<u64> {
     Some(s.rss_kib)
 }
@@ -97,12 +102,7 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
                 .map_or_else(|| "n/a".to_string(), |k| format!("{k} KiB"))
         );
     }
-    for v in [
-        Variant::Empty,
-        Variant::Lua,
-        Variant::Knhk,
-        Variant::KnhkAgent,
-    ] {
+    for v in with_filter() {
         if let Some(rss_kib) = per_worker_kib(samples, v, rss) {
             let alloc = per_worker_kib(samples, v, allocated)
                 .map_or_else(|| "n/a".to_string(), |k| format!("{k:.0} KiB"));
@@ -127,15 +127,11 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
 /// JSON form of the samples and derived figures.
 pub fn to_json(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) -> Value {
     let per_worker = |pick: fn(&Sample) -> Option<u64>| -> Map<String, Value> {
-        [
-            Variant::Empty,
-            Variant::Lua,
-            Variant::Knhk,
-            Variant::KnhkAgent,
-        ]
-        .iter()
-        .filter_map(|v| per_worker_kib(samples, *v, pick).map(|k| (v.name().to_string(), json!(k))))
-        .collect()
+        with_filter()
+            .filter_map(|v| {
+                per_worker_kib(samples, v, pick).map(|k| (v.name().to_string(), json!(k)))
+            })
+            .collect()
     };
     let after: Map<String, Value> = after_rounds
         .iter()

@@ -2,16 +2,13 @@
 
 use super::envoy::{Envoy, Launch};
 use super::placement::{Cpus, Priority};
-use super::{Mode, Variant, KNHK_PLUGIN_CONFIG};
+use super::{Builds, Mode, Variant, KNHK_PLUGIN_CONFIG};
 use anyhow::{bail, Context};
 use knhk_e2e::paths::envoy_template;
 use knhk_e2e::template::{render_file, Vars};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// How long a knhk-agent Envoy may take to apply the agent's config after it serves.
-const CONFIG_APPLIED_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the knhk-agent variant reaches the bench's agent.
 #[derive(Debug, Clone)]
@@ -28,10 +25,8 @@ pub struct Rig {
     pub envoy_bin: PathBuf,
     /// Directory for rendered bootstraps, logs and admin address files.
     pub run_dir: PathBuf,
-    /// `knhk_empty_filter.wasm`, when the empty variant runs.
-    pub empty_wasm: Option<PathBuf>,
-    /// `knhk_filter.wasm`, when the knhk variant runs.
-    pub knhk_wasm: Option<PathBuf>,
+    /// The filter builds the variants load.
+    pub builds: Builds,
     /// Port of the in-process upstream (both clusters point at it).
     pub upstream_port: u16,
     /// The running agent, when the knhk-agent variant runs.
@@ -46,15 +41,17 @@ pub struct Rig {
     pub ready_timeout: Duration,
 }
 
-/// What one Envoy loads: its bootstrap template in `envoy/` and, for the wasm variants, the
-/// module, its plugin configuration and the agent's port.
+/// What one Envoy loads: its bootstrap template in `envoy/` and, for the filter variants, the
+/// wasm module or the dynamic module, its plugin configuration and the agent's port.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     /// Template file name, e.g. `bench-wasm.yaml`.
     pub template: &'static str,
     /// The wasm module (`${WASM_PATH}`).
     pub wasm: Option<PathBuf>,
-    /// The plugin configuration (`${PLUGIN_CONFIG}`).
+    /// The dynamic module (`${HTTP_FILTER}` loads it; Envoy finds it in its directory).
+    pub native: Option<PathBuf>,
+    /// The plugin configuration (`${PLUGIN_CONFIG}`, or inside `${HTTP_FILTER}`).
     pub plugin_config: Option<String>,
     /// The agent's port (`${AGENT_PORT}`).
     pub agent_port: Option<u16>,
@@ -68,37 +65,56 @@ impl Rig {
         let envoy = self
             .start_bootstrap(&bootstrap, concurrency, tag)
             .with_context(|| format!("start Envoy for variant {}", variant.name()))?;
-        if variant == Variant::KnhkAgent {
-            wait_config_applied(&envoy, u64::from(concurrency))
-                .with_context(|| format!("variant {}", variant.name()))?;
+        if variant.uses_agent() {
+            self.wait_config_applied(&envoy, variant, u64::from(concurrency))?;
         }
         Ok(envoy)
     }
 
     /// The bootstrap of `variant`.
     pub fn bootstrap(&self, variant: Variant) -> anyhow::Result<Bootstrap> {
+        let builds = &self.builds;
         let wasm_bootstrap = |wasm: &Option<PathBuf>, config: &str| Bootstrap {
             template: "bench-wasm.yaml",
             wasm: wasm.clone(),
+            native: None,
             plugin_config: Some(config.to_string()),
             agent_port: None,
+        };
+        let agent = || match &self.agent {
+            Some(link) => Ok(link),
+            None => Err(anyhow::anyhow!(
+                "variant {} needs the agent",
+                variant.name()
+            )),
         };
         Ok(match variant {
             Variant::None => Bootstrap::plain("bench-none.yaml"),
             Variant::Lua => Bootstrap::plain("bench-lua.yaml"),
-            Variant::Empty => wasm_bootstrap(&self.empty_wasm, "{}"),
-            Variant::Knhk => wasm_bootstrap(&self.knhk_wasm, KNHK_PLUGIN_CONFIG),
-            Variant::KnhkAgent => {
-                let Some(link) = &self.agent else {
-                    bail!("variant knhk-agent needs the agent");
-                };
-                Bootstrap {
-                    template: "bench-wasm-agent.yaml",
-                    wasm: self.knhk_wasm.clone(),
-                    plugin_config: Some(link.plugin_config.clone()),
-                    agent_port: Some(link.port),
-                }
-            }
+            Variant::AdmissionControl => Bootstrap::plain("bench-admission-control.yaml"),
+            Variant::Empty => wasm_bootstrap(&builds.empty_wasm, "{}"),
+            Variant::Knhk => wasm_bootstrap(&builds.knhk_wasm, KNHK_PLUGIN_CONFIG),
+            Variant::KnhkAgent => Bootstrap {
+                template: "bench-wasm-agent.yaml",
+                wasm: builds.knhk_wasm.clone(),
+                native: None,
+                plugin_config: Some(agent()?.plugin_config.clone()),
+                agent_port: Some(agent()?.port),
+            },
+            Variant::KnhkNative => Bootstrap {
+                template: "bench-native.yaml",
+                wasm: None,
+                native: builds.knhk_native.clone(),
+                plugin_config: Some(KNHK_PLUGIN_CONFIG.to_string()),
+                agent_port: None,
+            },
+            Variant::KnhkNativeAgent => Bootstrap {
+                template: "bench-native-agent.yaml",
+                wasm: None,
+                native: builds.knhk_native.clone(),
+                plugin_config: Some(agent()?.plugin_config.clone()),
+                agent_port: Some(agent()?.port),
+            },
         })
     }
 
@@ -119,7 +135,7 @@ impl Rig {
             wasm_path: bootstrap.wasm.clone(),
             plugin_config: bootstrap.plugin_config.clone(),
             agent_port: bootstrap.agent_port,
-            native_path: None,
+            native_path: bootstrap.native.clone(),
         };
         render_file(&envoy_template(bootstrap.template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
@@ -132,6 +148,7 @@ impl Rig {
             concurrency,
             wrapper: &self.wrapper,
             ready_timeout: self.ready_timeout,
+            dynamic_modules_dir: bootstrap.native.as_deref().and_then(Path::parent),
         })?;
         for mode in [Mode::Direct, Mode::Proxy] {
             let (status, body) = envoy.ingress_get(mode.path(), &[("x-user-id", "probe")])?;
@@ -145,6 +162,34 @@ impl Rig {
         }
         Ok(envoy)
     }
+
+    /// Wait until `workers` signed configs were applied (`knhk.config.applied`, summed over
+    /// the workers and flushed on the filter's tick): the long-poll reached the agent and back.
+    /// Allowed as long as Envoy may take to become ready.
+    pub fn wait_config_applied(
+        &self,
+        envoy: &Envoy,
+        variant: Variant,
+        workers: u64,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.ready_timeout;
+        let counter = format!(r"^{}config\.applied$", variant.knhk_stats_regex());
+        loop {
+            let applied = envoy.counters(&counter)?.first().map_or(0, |(_, v)| *v);
+            if applied >= workers {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "variant {}: {applied} of {workers} worker(s) applied the agent's config within {:?}; log tail:\n{}",
+                    variant.name(),
+                    self.ready_timeout,
+                    envoy.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Bootstrap {
@@ -153,31 +198,10 @@ impl Bootstrap {
         Bootstrap {
             template,
             wasm: None,
+            native: None,
             plugin_config: None,
             agent_port: None,
         }
-    }
-}
-
-/// Wait until `workers` signed configs were applied (`knhk.config.applied`, summed over the
-/// workers' VMs and flushed on the filter's tick): the long-poll reached the agent and back.
-fn wait_config_applied(envoy: &Envoy, workers: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + CONFIG_APPLIED_TIMEOUT;
-    loop {
-        let applied = envoy
-            .counters(r"^wasmcustom\.knhk\.config\.applied$")?
-            .first()
-            .map_or(0, |(_, v)| *v);
-        if applied >= workers {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{applied} of {workers} worker(s) applied the agent's config within {CONFIG_APPLIED_TIMEOUT:?}; log tail:\n{}",
-                envoy.log_tail(20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

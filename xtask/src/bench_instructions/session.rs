@@ -109,6 +109,11 @@ pub fn measure(
     let envoy = rig
         .start_bootstrap(bootstrap, 1, &tag)
         .with_context(|| format!("start Envoy under callgrind for {}", subject.name()))?;
+    if let Subject::Variant(variant) = subject {
+        if variant.uses_agent() {
+            rig.wait_config_applied(&envoy, *variant, 1)?;
+        }
+    }
     let startup_seconds = started.elapsed().as_secs_f64();
     println!(
         "[{}] ready under callgrind after {startup_seconds:.0} s (pid {})",

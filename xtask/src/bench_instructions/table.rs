@@ -1,5 +1,6 @@
 //! The printed results and `results.json`: instructions per request by subject and mode with
-//! their split, knhk's instruction ratios against the baselines, and the probe's per-call costs.
+//! their split, each knhk build's instruction ratios against its baselines and goals, and the
+//! probe's per-call costs.
 
 use super::session::{Idle, ModeRun, Plan, SubjectRun};
 use super::split::{Category, Split};
@@ -169,39 +170,77 @@ impl Figures {
     }
 }
 
-/// knhk ÷ each baseline as throughput equivalents, with the issue's goals (judged net of idle work when measured).
+/// Issue 15's bound on the wasm build over the routing floor (the probe `gs`): at most 5 % more
+/// instructions per request.
+pub const WASM_OVER_FLOOR_MAX: f64 = 1.05;
+/// The probe that is the routing floor: read the key header, set the route header.
+pub const FLOOR_PROBE: &str = "gs";
+/// Issue 15's bound on what receipts and config polling add to the wasm build per request: one
+/// present-header read (the `:status`, ≈ 11.7 K instructions on the probe) plus 2 K.
+pub const WASM_AGENT_EXTRA_MAX: f64 = 11_700.0 + 2_000.0;
+
+/// Each knhk variant ÷ each of its baselines as throughput equivalents, with the goals (judged
+/// net of idle work when measured); then the wasm build against the routing floor and the
+/// wasm build's agent overhead in instructions.
 fn print_ratios(mode: Mode, rows: &[(&Subject, Figures)]) {
-    let find = |v: Variant| {
-        rows.iter()
-            .find(|(s, _)| **s == Subject::Variant(v))
-            .map(|(_, f)| f)
-    };
-    let Some(knhk) = find(Variant::Knhk) else {
-        return;
-    };
-    let lines: Vec<String> = Variant::Knhk
-        .baselines()
-        .iter()
-        .filter_map(|&baseline| {
-            let base = find(baseline)?;
+    let find = |subject: &Subject| rows.iter().find(|(s, _)| *s == subject).map(|(_, f)| f);
+    let variant = |v: Variant| find(&Subject::Variant(v));
+    let mut lines = Vec::new();
+    for subject in Variant::ALL.into_iter().filter(|v| v.loads_knhk()) {
+        let Some(knhk) = variant(subject) else {
+            continue;
+        };
+        for &baseline in subject.baselines() {
+            let Some(base) = variant(baseline) else {
+                continue;
+            };
             let ratio = base.mean / knhk.mean;
             let net = base.best() / knhk.best();
-            let goal = match goal_target(baseline, mode) {
-                Some(t) if net >= t => format!("goal ≥ {t:.2}: met"),
-                Some(t) => format!("goal ≥ {t:.2}: not met"),
+            let goal = match goal_target(subject, baseline, mode) {
+                Some(t) if net >= t => format!("goal ≥ {t:.3}: met"),
+                Some(t) => format!("goal ≥ {t:.3}: not met"),
                 None => format!("no goal in {} mode", mode.name()),
             };
-            Some(format!(
-                "    knhk ÷ {:<6} {ratio:.3}   net {net:.3}   ({goal})",
+            lines.push(format!(
+                "    {:<17} ÷ {:<17} {ratio:.3}   net {net:.3}   ({goal})",
+                subject.name(),
                 baseline.name()
-            ))
-        })
-        .collect();
+            ));
+        }
+    }
+    if let (Some(knhk), Some(floor)) = (
+        variant(Variant::Knhk),
+        find(&Subject::Probe(FLOOR_PROBE.to_string())),
+    ) {
+        let over = knhk.best() / floor.best();
+        let verdict = if over <= WASM_OVER_FLOOR_MAX {
+            "met"
+        } else {
+            "not met"
+        };
+        lines.push(format!(
+            "    knhk over the routing floor (probe:{FLOOR_PROBE}): {over:.3} × net, {:+.1} K (goal ≤ {WASM_OVER_FLOOR_MAX:.2} ×: {verdict})",
+            (knhk.best() - floor.best()) / 1000.0
+        ));
+    }
+    if let (Some(with), Some(without)) = (variant(Variant::KnhkAgent), variant(Variant::Knhk)) {
+        let extra = with.best() - without.best();
+        let verdict = if extra <= WASM_AGENT_EXTRA_MAX {
+            "met"
+        } else {
+            "not met"
+        };
+        lines.push(format!(
+            "    knhk-agent − knhk: {:+.1} K instructions net (goal ≤ +{:.1} K: {verdict})",
+            extra / 1000.0,
+            WASM_AGENT_EXTRA_MAX / 1000.0
+        ));
+    }
     if lines.is_empty() {
         return;
     }
     println!(
-        "  throughput equivalents, instr(baseline) ÷ instr(knhk) — an instruction ratio, not time:"
+        "  throughput equivalents, instr(baseline) ÷ instr(subject) — an instruction ratio, not time:"
     );
     for line in lines {
         println!("{line}");
