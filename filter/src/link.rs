@@ -119,6 +119,25 @@ pub fn flush_done(buffer: &mut ReceiptBuffer, status: Option<u16>) -> FlushDone 
     }
 }
 
+/// The response to the receipt post identified by `token`, for the buffer that may have sent
+/// it: `true` when the batch was acknowledged (a full batch waiting may go at once). A response
+/// that is not this buffer's post in flight changes nothing; a credential newly refused is
+/// logged once.
+pub fn receipts_answered(
+    buffer: Option<&mut ReceiptBuffer>,
+    token: u64,
+    status: Option<u16>,
+) -> bool {
+    let Some(buffer) = buffer.filter(|b| b.token == Some(token)) else {
+        return false;
+    };
+    let done = flush_done(buffer, status);
+    if done.newly_refused {
+        log::warn!("knhk: the agent refused the receipt credential (control.token) with {status:?}; receipts stay buffered");
+    }
+    done.acknowledged
+}
+
 /// The response to the config poll in flight.
 pub fn poll_done(
     poll: &mut ConfigPoll,
@@ -133,10 +152,10 @@ pub fn poll_done(
 mod tests {
     use super::*;
     use crate::host::doubles::FakeCalls;
+    use crate::receipts::sample_receipt;
     use knhk_core::config::ReceiptOverflow;
     use knhk_core::policy::Receipts;
-    use knhk_core::receipt::{ReceiptBuilder, NO_BUCKET, NO_KEY};
-    use knhk_core::{Admission, Class, Policy};
+    use knhk_core::Policy;
 
     fn control() -> Control {
         let key = knhk_core::checkpoint::PublicKeyVersion {
@@ -167,19 +186,6 @@ mod tests {
             max_buffer: 10,
             overflow: ReceiptOverflow::Drop,
         })
-    }
-
-    fn receipt() -> knhk_core::receipt::Receipt {
-        ReceiptBuilder::new(1)
-            .time_ns(1)
-            .key_digest(NO_KEY)
-            .route(None)
-            .routing_bucket(NO_BUCKET)
-            .priority(NO_BUCKET)
-            .class(Class::W1)
-            .admission(Admission::NotEvaluated)
-            .latency_us(1)
-            .build()
     }
 
     /// The poll carries the epoch, the credential and the hold; one is in flight at a time,
@@ -222,7 +228,7 @@ mod tests {
         let control = control();
         let mut b = buffer();
         let mut host = FakeCalls::default();
-        b.push(receipt());
+        b.push(sample_receipt(1));
         flush_receipts(&mut b, &control, &mut host, 100);
         assert!(host.calls.is_empty(), "partial batch before the interval");
         flush_receipts(&mut b, &control, &mut host, 250);
@@ -241,5 +247,26 @@ mod tests {
         flush_receipts(&mut b, &control, &mut host, 900);
         assert!(flush_done(&mut b, Some(200)).acknowledged);
         assert_eq!((b.unsent(), b.take_counts()), (0, [1, 0, 2]));
+    }
+
+    /// Only the answer to the buffer's own post in flight counts; a stale one changes nothing.
+    #[test]
+    fn receipts_answered_only_by_the_post_in_flight() {
+        let control = control();
+        let mut b = buffer();
+        let mut host = FakeCalls::default();
+        b.push(sample_receipt(1));
+        b.push(sample_receipt(2));
+        flush_receipts(&mut b, &control, &mut host, 250);
+        let token = b.token.unwrap();
+        assert!(!receipts_answered(Some(&mut b), token + 1, Some(200)));
+        assert_eq!(
+            (b.token, b.unsent()),
+            (Some(token), 2),
+            "stale answer ignored"
+        );
+        assert!(!receipts_answered(None, token, Some(200)));
+        assert!(receipts_answered(Some(&mut b), token, Some(200)));
+        assert_eq!((b.token, b.unsent()), (None, 0));
     }
 }

@@ -119,24 +119,27 @@ impl ReceiptBuffer {
     }
 }
 
+/// A receipt with every field but its sequence number and time fixed, for tests.
+#[cfg(test)]
+pub(crate) fn sample_receipt(i: u64) -> Receipt {
+    use knhk_core::receipt::{ReceiptBuilder, NO_BUCKET, NO_KEY};
+    use knhk_core::{Admission, Class};
+    ReceiptBuilder::new(i)
+        .time_ns(i)
+        .key_digest(NO_KEY)
+        .route(None)
+        .routing_bucket(NO_BUCKET)
+        .priority(NO_BUCKET)
+        .class(Class::W1)
+        .admission(Admission::NotEvaluated)
+        .latency_us(1)
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use knhk_core::receipt::{decode_batch, ReceiptBuilder, NO_BUCKET, NO_KEY};
-    use knhk_core::{Admission, Class};
-
-    fn receipt(i: u64) -> Receipt {
-        ReceiptBuilder::new(i)
-            .time_ns(i)
-            .key_digest(NO_KEY)
-            .route(None)
-            .routing_bucket(NO_BUCKET)
-            .priority(NO_BUCKET)
-            .class(Class::W1)
-            .admission(Admission::NotEvaluated)
-            .latency_us(1)
-            .build()
-    }
+    use knhk_core::receipt::decode_batch;
 
     fn buffer(max_batch: usize, max_buffer: usize, overflow: ReceiptOverflow) -> ReceiptBuffer {
         ReceiptBuffer::new(Receipts {
@@ -153,7 +156,7 @@ mod tests {
     fn batches_in_order_with_retry() {
         let mut b = buffer(2, 10, ReceiptOverflow::Drop);
         for i in 0..5 {
-            b.push(receipt(i));
+            b.push(sample_receipt(i));
         }
         assert!(b.due(false));
         let first = decode_batch(&b.take_batch().unwrap()).unwrap();
@@ -179,7 +182,7 @@ mod tests {
     fn overflow_behaviour() {
         let mut drop = buffer(2, 3, ReceiptOverflow::Drop);
         for i in 0..5 {
-            drop.push(receipt(i));
+            drop.push(sample_receipt(i));
         }
         assert_eq!(
             (drop.unsent(), drop.dropped, drop.refuses_requests()),
@@ -187,7 +190,7 @@ mod tests {
         );
         let mut closed = buffer(2, 3, ReceiptOverflow::FailClosed);
         for i in 0..3 {
-            closed.push(receipt(i));
+            closed.push(sample_receipt(i));
         }
         assert!(closed.refuses_requests());
         closed.take_batch();

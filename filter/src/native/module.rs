@@ -24,7 +24,7 @@ use super::store::{process_store, ProcessStore};
 use crate::configure::{configure, is_current};
 use crate::control::{ConfigPoll, PollOutcome};
 use crate::host::{parse_status, AgentCall, CallHost, HeaderSource, RequestHost, StatsHost};
-use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
+use crate::link::{flush_receipts, poll_config, poll_done, receipts_answered};
 use crate::receipts::ReceiptBuffer;
 use crate::request::{RequestFlow, Verdict};
 use crate::stats::{Counts, Metrics};
@@ -249,17 +249,9 @@ impl ModuleConfig {
         let Some(index) = main.flushes.remove(&id) else {
             return;
         };
-        let done = {
-            let mut state = lock(&self.workers[index]);
-            match state.receipts.as_mut() {
-                Some(buffer) if buffer.token == Some(id) => flush_done(buffer, status),
-                _ => return,
-            }
-        };
-        if done.newly_refused {
-            log::warn!("knhk: the agent refused the receipt credential (control.token) with {status:?}; receipts stay buffered");
-        }
-        if done.acknowledged {
+        let acknowledged =
+            receipts_answered(lock(&self.workers[index]).receipts.as_mut(), id, status);
+        if acknowledged {
             self.flush(&mut main, &mut host, index, now);
         }
     }

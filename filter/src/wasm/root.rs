@@ -15,7 +15,7 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::configure::{configure, is_current};
 use crate::control::{ConfigPoll, PollOutcome};
-use crate::link::{flush_done, flush_receipts, poll_config, poll_done};
+use crate::link::{flush_receipts, poll_config, poll_done, receipts_answered};
 use crate::receipts::ReceiptBuffer;
 use crate::stats::Metrics;
 use crate::tick::{accept_pushed, install, tick_period_ms, tick_worker};
@@ -133,18 +133,10 @@ impl Context for KnhkRoot {
             self.poll_config(now_ms);
             return;
         }
-        let done = {
-            let mut state = self.worker.0.borrow_mut();
-            match state.receipts.as_mut() {
-                Some(buffer) if buffer.token == Some(token) => flush_done(buffer, status),
-                _ => return,
-            }
-        };
-        if done.newly_refused {
-            log::warn!("knhk: the agent refused the receipt credential (control.token) with {status:?}; receipts stay buffered");
-        }
+        let acknowledged =
+            receipts_answered(self.worker.0.borrow_mut().receipts.as_mut(), token, status);
         // A full batch waiting goes now; a partial one waits for the interval.
-        if done.acknowledged {
+        if acknowledged {
             self.flush_receipts(now_ms);
         }
     }
