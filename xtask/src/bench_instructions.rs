@@ -49,7 +49,7 @@ const DEFAULT_VARIANTS: [Variant; 6] = [
     Variant::KnhkNative,
 ];
 /// The host-call probe's operation letters (see `bench/hostcall-probe`).
-const PROBE_OPS: &str = "cgasmr";
+const PROBE_OPS: &str = "cgasdmr";
 
 /// Options of `cargo xtask bench-envoy-instructions`.
 #[derive(Debug, clap::Args)]
@@ -81,7 +81,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     jobs: u8,
     /// Also measure the host-call probe running OPS per request (letters: c clock, g present
-    /// header, a absent header, s set header, m SDK header map, r raw header map pairs), plus
+    /// header, a absent header, s set header, d remove an absent header, m SDK header map,
+    /// r raw header map pairs), plus
     /// the probe with no op as its baseline. Repeatable.
     #[arg(long = "probe", value_name = "OPS")]
     probes: Vec<String>,

@@ -5,6 +5,8 @@
 //! - `g`: read a present header, `x-user-id` (`proxy_get_header_map_value`);
 //! - `a`: read an absent header, `x-knhk-absent`;
 //! - `s`: set `x-knhk-route: stable` (`proxy_replace_header_map_value`);
+//! - `d`: remove `x-knhk-absent`, a header the request does not carry
+//!   (`proxy_remove_header_map_value`: how a filter strips a header without reading it first);
 //! - `m`: all request headers through the SDK (`get_http_request_headers_bytes`: the host call
 //!   plus parsing into owned strings);
 //! - `r`: `proxy_get_header_map_pairs` alone, the serialized map freed unparsed.
@@ -41,6 +43,7 @@ enum Op {
     PresentHeader,
     AbsentHeader,
     SetHeader,
+    RemoveHeader,
     SdkHeaderMap,
     RawHeaderPairs,
 }
@@ -52,6 +55,7 @@ impl Op {
             b'g' => Op::PresentHeader,
             b'a' => Op::AbsentHeader,
             b's' => Op::SetHeader,
+            b'd' => Op::RemoveHeader,
             b'm' => Op::SdkHeaderMap,
             b'r' => Op::RawHeaderPairs,
             _ => return None,
@@ -90,7 +94,7 @@ impl RootContext for ProbeRoot {
             None => {
                 let _ = proxy_wasm::hostcalls::log(
                     LogLevel::Error,
-                    "hostcall-probe: configuration must be op letters among c g a s m r",
+                    "hostcall-probe: configuration must be op letters among c g a s d m r",
                 );
                 false
             }
@@ -137,6 +141,7 @@ impl ProbeHttp {
                 black_box(self.get_http_request_header("x-knhk-absent"));
             }
             Op::SetHeader => self.set_http_request_header("x-knhk-route", Some("stable")),
+            Op::RemoveHeader => self.set_http_request_header("x-knhk-absent", None),
             Op::SdkHeaderMap => {
                 black_box(self.get_http_request_headers_bytes());
             }

@@ -94,7 +94,7 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
     println!("memory (fresh Envoy per line after 1-2 s of load; RSS from /proc, allocated from admin /memory):");
     for s in samples {
         println!(
-            "  {:<10} --concurrency {}: RSS {:>7} KiB, allocated {}",
+            "  {:<17} --concurrency {}: RSS {:>7} KiB, allocated {}",
             s.variant.name(),
             s.concurrency,
             s.rss_kib,
@@ -107,7 +107,7 @@ pub fn print(samples: &[Sample], after_rounds: &[(Variant, Option<u64>)]) {
             let alloc = per_worker_kib(samples, v, allocated)
                 .map_or_else(|| "n/a".to_string(), |k| format!("{k:.0} KiB"));
             println!(
-                "  per-worker memory of {:<10} over none: RSS {rss_kib:>6.0} KiB, allocated {alloc} (step from {LOW} to {HIGH} workers)",
+                "  per-worker memory of {:<17} over none: RSS {rss_kib:>6.0} KiB, allocated {alloc} (step from {LOW} to {HIGH} workers)",
                 v.name()
             );
         }

@@ -243,7 +243,7 @@ pub fn goals(ratios: &[Ratio]) -> Vec<Goal> {
 pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     println!();
     println!(
-        "{:<7} {:<10} {:>10} {:>19} {:>8} {:>8} {:>8} {:>11} {:>8} {:>7}",
+        "{:<7} {:<17} {:>10} {:>19} {:>8} {:>8} {:>8} {:>11} {:>8} {:>7}",
         "mode",
         "variant",
         "req/s",
@@ -257,7 +257,7 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
     );
     for s in summaries {
         println!(
-            "{:<7} {:<10} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
+            "{:<7} {:<17} {:>10.0} {:>19} {:>8.0} {:>8.0} {:>8.0} {:>11.2} {:>7.0}% {:>7}",
             s.mode.name(),
             s.variant.name(),
             s.rps,
@@ -278,7 +278,7 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
         for r in ratios {
             let rounds: Vec<String> = r.per_round.iter().map(|x| format!("{x:.3}")).collect();
             println!(
-                "  {:<6} {:<15} median {:.3}  [cpu {:.3}]  rounds: {}",
+                "  {:<6} {:<35} median {:.3}  [cpu {:.3}]  rounds: {}",
                 r.mode.name(),
                 ratio_name(r.subject, r.baseline),
                 r.median,
@@ -293,7 +293,7 @@ pub fn print(summaries: &[Summary], ratios: &[Ratio], goals: &[Goal]) {
         for g in goals {
             let verdict = if g.pass() { "PASS" } else { "FAIL" };
             println!(
-                "  {verdict}  {:<6} {:<16} ≥ {:.2}: {:.3} (cpu-based {:.3})",
+                "  {verdict}  {:<6} {:<35} ≥ {:.2}: {:.3} (cpu-based {:.3})",
                 g.mode.name(),
                 g.name,
                 g.target,
@@ -313,8 +313,8 @@ pub fn print_checks(
     println!("canary share in proxy mode (cluster upstream_rq_total, warm-ups included; expect ≈0.10 for lua and every knhk variant):");
     for (variant, share) in splits {
         match share {
-            Some(s) => println!("  {:<10} {s:.4}", variant.name()),
-            None => println!("  {:<10} (no proxied requests)", variant.name()),
+            Some(s) => println!("  {:<17} {s:.4}", variant.name()),
+            None => println!("  {:<17} (no proxied requests)", variant.name()),
         }
     }
     for (variant, stats) in knhk_stats {

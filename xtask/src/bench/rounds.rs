@@ -54,7 +54,7 @@ pub fn measure(
                 )?;
                 let result = gated_run(spec, envoy, mode, settings, &tag, |share| {
                     println!(
-                        "round {round}/{} {:<6} {:<10} retry: Envoy had {:.0}% of its CPU",
+                        "round {round}/{} {:<6} {:<17} retry: Envoy had {:.0}% of its CPU",
                         settings.rounds,
                         mode.name(),
                         variant.name(),
@@ -121,7 +121,7 @@ fn print_progress(round: u32, rounds: u32, mode: &str, variant: &str, r: &LoadRe
         String::new()
     };
     println!(
-        "round {round}/{rounds} {mode:<6} {variant:<10} {:>8.0} req/s  p50 {:>5.0} µs  p99 {:>6.0} µs  CPU {:>5.2} µs/req ({:.0}%){errors}{attempt}",
+        "round {round}/{rounds} {mode:<6} {variant:<17} {:>8.0} req/s  p50 {:>5.0} µs  p99 {:>6.0} µs  CPU {:>5.2} µs/req ({:.0}%){errors}{attempt}",
         r.rps,
         r.p50_us,
         r.p99_us,
