@@ -1,8 +1,8 @@
-//! `cargo xtask bench`: the interleaved Envoy load benchmark of knhk (alone and with its agent) against no filter, an empty wasm filter and Lua.
+//! `cargo xtask bench`: the interleaved Envoy load benchmark of knhk's two builds (wasm and native, each alone and with its agent) against no filter, an empty wasm filter, Lua and Envoy's admission_control.
 //!
-//! One invocation builds both wasm modules (and the release agent for the knhk-agent
-//! variant), starts one Envoy per variant (`--concurrency 1`, pinned to one CPU) plus a tiny
-//! in-process upstream and, for knhk-agent, a `knhk-agent` off Envoy's CPU, and then measures round by round: in
+//! One invocation builds the filters the variants load (and the release agent for the agent
+//! variants), starts one Envoy per variant (`--concurrency 1`, pinned to one CPU) plus a tiny
+//! in-process upstream and, for the agent variants, one `knhk-agent` off Envoy's CPU, and then measures round by round: in
 //! every round each variant gets a short warm-up and one measured wrk run per mode, with the
 //! variant order rotated between rounds so no variant always runs first or last. Ratios are
 //! taken within a round (knhk against each baseline measured minutes apart at most), and the
@@ -200,7 +200,7 @@ impl ModeArg {
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask bench",
-    about = "Interleaved Envoy load benchmark: knhk (alone and with its agent) vs no filter, empty wasm filter and Lua"
+    about = "Interleaved Envoy load benchmark: knhk wasm and native (alone and with its agent) vs no filter, empty wasm filter, Lua and admission_control"
 )]
 struct Options {
     /// Measured rounds; every variant runs once per mode per round [default: 5; --quick: 2].
