@@ -44,6 +44,8 @@ pub struct EnvoySpec {
     pub native: Option<PathBuf>,
     /// Plugin configuration JSON, for templates that load the filter.
     pub plugin_config: Option<String>,
+    /// The name `${HTTP_FILTER}` configures the filter under (`knhk` when `None`).
+    pub filter_name: Option<String>,
     /// Port of the stable upstream.
     pub stable_port: u16,
     /// Port of the canary upstream.
@@ -93,6 +95,7 @@ impl EnvoySpec {
                 None
             },
             plugin_config: Some(plugin_config.to_string()),
+            filter_name: None,
             stable_port,
             canary_port,
             concurrency: 2,
@@ -186,6 +189,7 @@ impl Envoy {
             canary_port: Some(spec.canary_port),
             wasm_path: spec.wasm.clone(),
             native_path: spec.native.clone(),
+            filter_name: spec.filter_name.clone(),
             plugin_config: spec.plugin_config.clone(),
             // Templates with the agent cluster need a port even when no agent runs: a closed one.
             agent_port: Some(match spec.agent_port {

@@ -145,6 +145,15 @@ pub fn control_section(
     })
 }
 
+/// An Envoy bootstrap other than `e2e.yaml`, and the name the filter is configured under in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// A bootstrap under `envoy/` with the placeholders of `e2e.yaml`.
+    pub template: &'a str,
+    /// The filter's name (`${HTTP_FILTER}`'s entry name, plugin or filter name, VM id).
+    pub filter_name: &'a str,
+}
+
 /// Upstreams and Envoy whose filter polls the agent (real or double) on `agent_port`.
 #[derive(Debug)]
 pub struct ControlledRig {
@@ -168,13 +177,14 @@ impl ControlledRig {
         Self::start_shaped(name, plugin_config, agent_port, None).await
     }
 
-    /// Like [`ControlledRig::start`], with Envoy from `template` (a bootstrap under `envoy/`
-    /// with the same placeholders, e.g. `istio-client.yaml`) instead of `e2e.yaml`.
+    /// Like [`ControlledRig::start`], with Envoy in another `shape` (a bootstrap under `envoy/`
+    /// with the same placeholders, e.g. `istio-client.yaml`, and the filter's name in it)
+    /// instead of `e2e.yaml`.
     pub async fn start_shaped(
         name: &str,
         plugin_config: &serde_json::Value,
         agent_port: u16,
-        template: Option<&str>,
+        shape: Option<Shape<'_>>,
     ) -> anyhow::Result<Self> {
         let stable = Upstream::start("stable").await?;
         let canary = Upstream::start("canary").await?;
@@ -185,8 +195,9 @@ impl ControlledRig {
             canary.port(),
         )?;
         spec.agent_port = Some(agent_port);
-        if let Some(template) = template {
-            spec.template = crate::paths::envoy_template(template);
+        if let Some(shape) = shape {
+            spec.template = crate::paths::envoy_template(shape.template);
+            spec.filter_name = Some(shape.filter_name.to_string());
         }
         let envoy = Envoy::start(&spec).await?;
         let client = Client::fresh_connections(&envoy.base_url())?;

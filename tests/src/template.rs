@@ -40,9 +40,14 @@ pub struct Vars {
     /// The dynamic module `libknhk_filter.so`: `${HTTP_FILTER}` then loads it instead of the
     /// wasm module (Envoy finds it through `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, its directory).
     pub native_path: Option<PathBuf>,
+    /// The name `${HTTP_FILTER}` configures the filter under ([`FILTER_NAME`] when `None`):
+    /// the HTTP filter entry's name, the plugin (or dynamic-module filter) name that keys its
+    /// last good configuration, and the wasm VM id. Istio names a WasmPlugin's filter
+    /// `<namespace>.<name>`.
+    pub filter_name: Option<String>,
 }
 
-/// The name the filter is configured under (the key of its last good configuration).
+/// The name the filter is configured under by default (the key of its last good configuration).
 pub const FILTER_NAME: &str = "knhk";
 
 impl Vars {
@@ -57,13 +62,15 @@ impl Vars {
             "@type": "type.googleapis.com/google.protobuf.StringValue",
             "value": config,
         });
+        let name = self.filter_name.as_deref();
+        let filter_name = name.unwrap_or(FILTER_NAME);
         let entry = if self.native_path.is_some() {
             serde_json::json!({
-                "name": "envoy.filters.http.dynamic_modules",
+                "name": name.unwrap_or("envoy.filters.http.dynamic_modules"),
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
                     "dynamic_module_config": { "name": "knhk_filter" },
-                    "filter_name": FILTER_NAME,
+                    "filter_name": filter_name,
                     "filter_config": configuration,
                 },
             })
@@ -75,16 +82,16 @@ impl Vars {
                 .to_str()
                 .with_context(|| format!("wasm path {} is not UTF-8", wasm.display()))?;
             serde_json::json!({
-                "name": "envoy.filters.http.wasm",
+                "name": name.unwrap_or("envoy.filters.http.wasm"),
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                     "config": {
-                        "name": FILTER_NAME,
+                        "name": filter_name,
                         // A failed VM bypasses the filter (Envoy 1.40's replacement of fail_open).
                         "failure_policy": "FAIL_OPEN",
                         "configuration": configuration,
                         "vm_config": {
-                            "vm_id": FILTER_NAME,
+                            "vm_id": filter_name,
                             "runtime": "envoy.wasm.runtime.v8",
                             "code": { "local": { "filename": wasm } },
                         },
@@ -181,6 +188,7 @@ mod tests {
             plugin_config: Some(r#"{"a":"b\"c"}"#.to_string()),
             agent_port: Some(5),
             native_path: None,
+            filter_name: None,
         }
     }
 
@@ -208,6 +216,39 @@ mod tests {
         assert_eq!(typed["dynamic_module_config"]["name"], "knhk_filter");
         assert_eq!(typed["filter_name"], "knhk");
         assert_eq!(typed["filter_config"]["value"], r#"{"a":"b\"c"}"#);
+    }
+
+    /// A filter name replaces the entry's name and the names that key the configuration
+    /// (plugin name and VM id, or the dynamic-module filter name) in both builds.
+    #[test]
+    fn http_filter_takes_a_filter_name() {
+        let named = Vars {
+            filter_name: Some("shop.knhk".into()),
+            ..all()
+        };
+        let wasm: serde_json::Value =
+            serde_json::from_str(&render("${HTTP_FILTER}", &named).unwrap()).unwrap();
+        let config = &wasm["typed_config"]["config"];
+        assert_eq!(
+            (
+                &wasm["name"],
+                &config["name"],
+                &config["vm_config"]["vm_id"]
+            ),
+            (
+                &"shop.knhk".into(),
+                &"shop.knhk".into(),
+                &"shop.knhk".into()
+            )
+        );
+        let native_named = Vars {
+            native_path: Some(PathBuf::from("/x/libknhk_filter.so")),
+            ..named
+        };
+        let native: serde_json::Value =
+            serde_json::from_str(&render("${HTTP_FILTER}", &native_named).unwrap()).unwrap();
+        assert_eq!(native["name"], "shop.knhk");
+        assert_eq!(native["typed_config"]["filter_name"], "shop.knhk");
     }
 
     /// Ports become bare numbers; path and config become JSON-quoted scalars.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use knhk_e2e::agent::{AgentProcess, ADMIN_TOKEN, FILTER_TOKEN};
 use knhk_e2e::paths;
-use knhk_e2e::rig::{oracle_route, ControlledRig};
+use knhk_e2e::rig::{oracle_route, ControlledRig, Shape};
 use knhk_e2e::rollout::{
     measure_rollback, rollout_spec, tail_off_stable, Fault, Recorder, RolloutRig, KEYS,
 };
@@ -103,7 +103,12 @@ async fn manifest_config_routes_pushes_receipts_and_rolls_out_in_istios_client_s
         "istio-shape",
         &static_config,
         agent.port(),
-        Some("istio-client.yaml"),
+        Some(Shape {
+            template: "istio-client.yaml",
+            // Istio names a WasmPlugin's filter <namespace>.<name>; docs/istio.md's EnvoyFilter
+            // names the native module's the same way.
+            filter_name: "shop.knhk",
+        }),
     )
     .await
     .unwrap();

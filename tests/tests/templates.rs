@@ -27,6 +27,7 @@ fn validate(template: &str) {
         agent_port: Some(19_004),
         // Validated with the wasm entry; the native one runs in the whole e2e suite.
         native_path: None,
+        filter_name: None,
     };
     render_file(&source, &vars, &dest).unwrap();
     let rendered = std::fs::read_to_string(&dest).unwrap();

@@ -102,6 +102,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         wasm: Some(wasm_path),
         native: None,
         plugin_config: Some(config.to_string()),
+        filter_name: None,
         stable_port: stable.port(),
         canary_port: canary.port(),
         concurrency: 2,

@@ -136,6 +136,7 @@ impl Rig {
             plugin_config: bootstrap.plugin_config.clone(),
             agent_port: bootstrap.agent_port,
             native_path: bootstrap.native.clone(),
+            filter_name: None,
         };
         render_file(&envoy_template(bootstrap.template), &vars, &config)?;
         let envoy = Envoy::start(&Launch {
