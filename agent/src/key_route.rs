@@ -6,7 +6,7 @@
 //! force header, staging audience or exclusion applies (those depend on the request's other
 //! headers, which a key alone does not carry).
 
-use knhk_core::bucket::{buckets, is_canary};
+use knhk_core::bucket::is_canary;
 use knhk_core::limits::MAX_KEY_BYTES;
 use knhk_core::{Policy, Route};
 use serde::Serialize;
@@ -38,7 +38,7 @@ pub struct KeyRoute {
 /// hashes it: its first [`MAX_KEY_BYTES`] bytes).
 pub fn key_route(policy: &Policy, key: &[u8]) -> KeyRoute {
     let key = &key[..key.len().min(MAX_KEY_BYTES)];
-    let b = buckets(&policy.salt, key);
+    let b = policy.bucket_key.buckets(key);
     let route = if is_canary(b.routing, policy.canary_basis_points) {
         Route::Canary
     } else {

@@ -343,6 +343,9 @@ pub struct AdmissionConfig {
     pub recover_ratio: f64,
     /// How often the shed level is re-evaluated, milliseconds.
     pub evaluation_interval_ms: u32,
+    /// Time one request in this many for the p99 (1: every request). Requests are picked by a
+    /// per-worker pseudorandom sequence; receipts, when on, time every request regardless.
+    pub latency_sample_every: u16,
 }
 
 impl Default for AdmissionConfig {
@@ -361,6 +364,7 @@ impl Default for AdmissionConfig {
             shed_step_fraction: defaults::shed_step_fraction(),
             recover_ratio: defaults::recover_ratio(),
             evaluation_interval_ms: defaults::evaluation_interval_ms(),
+            latency_sample_every: defaults::latency_sample_every(),
         }
     }
 }
@@ -480,5 +484,10 @@ pub mod defaults {
     /// Evaluate every 250 ms.
     pub fn evaluation_interval_ms() -> u32 {
         250
+    }
+    /// Time one request in eight for the p99 (docs/benchmarks.md: two clock reads are about
+    /// 2.5 K of the wasm build's instructions per request).
+    pub fn latency_sample_every() -> u16 {
+        8
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::admission::ShedLevels;
-use crate::bucket::{buckets, is_canary, Buckets};
+use crate::bucket::{is_canary, Buckets};
 use crate::class::{Class, Route};
 use crate::config::Strategy;
 use crate::flags::FlagSet;
@@ -159,7 +159,7 @@ pub fn decide(policy: &Policy, levels: &ShedLevels, req: &dyn RequestHeaders) ->
             flags: FlagSet::EMPTY,
         };
     }
-    let buckets = routing_key(policy, req).map(|key| buckets(&policy.salt, &key.bytes));
+    let buckets = routing_key(policy, req).map(|key| policy.bucket_key.buckets(&key.bytes));
     // Precedence: exclusions (above) > force header > audience > weight.
     let (route, reason) = match (forced_route(policy, req), buckets) {
         (Some(route), _) => (route, RouteReason::Forced),
@@ -240,6 +240,7 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bucket::buckets;
     use crate::host::FakeRequest;
 
     fn policy(json: &str) -> Policy {

@@ -2,13 +2,13 @@
 //!
 //! A flag is on for a key when its *flag bucket* is below the flag's `basis_points`, so raising
 //! the basis points only adds keys (monotonic, like the canary weight) and lowering them only
-//! removes keys. No second SHA-256 is computed: every flag bucket comes from the digest
-//! [`crate::bucket::buckets`] already computes for routing.
+//! removes keys. No second hash of the key is computed: every flag bucket comes from the digest
+//! [`crate::bucket::BucketKey::buckets`] already computes for routing.
 //!
 //! # Derivation (what an auditor recomputes)
-//! With `digest = SHA-256(len(salt) as u32 big-endian || salt || key)` (see [`crate::bucket`]):
-//! 1. `seed = u64::from_be_bytes(digest[16..24])` — bytes 0..8 are the routing bucket and
-//!    8..16 the priority bucket, so the seed shares no bits with either.
+//! With `digest` the 16-byte keyed SipHash-2-4 of the key (see [`crate::bucket`]):
+//! 1. `seed = u64::from_le_bytes(digest[8..16])` — bytes 0..4 are the routing bucket and
+//!    4..8 the priority bucket, so the seed shares no bits with either.
 //! 2. `constant(name) = mix64(fnv1a64(name))`, where `fnv1a64` is 64-bit FNV-1a over the
 //!    name's UTF-8 bytes (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`) and `mix64`
 //!    is the splitmix64 finaliser without its increment:

@@ -33,3 +33,6 @@ pub const MAX_PAYLOAD_BYTES: usize = MAX_CONFIG_BYTES + 16 * 1024;
 pub const MAX_SIGNATURES: usize = 8;
 /// Most keys a trusted key set may hold.
 pub const MAX_TRUSTED_KEYS: usize = 16;
+
+/// Largest accepted `admission.latency_sample_every` (time one request in at most 64).
+pub const MAX_LATENCY_SAMPLE_EVERY: u16 = 64;

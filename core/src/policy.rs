@@ -3,7 +3,7 @@
 //! Normalization happens once, at configure time: header names are lowercased, budgets become
 //! nanoseconds, fractions become basis points. The per-request code then does no parsing.
 
-use crate::bucket::BUCKETS;
+use crate::bucket::{BucketKey, BUCKETS};
 use crate::checkpoint::{Alg, PublicKeyVersion};
 use crate::class::Class;
 use crate::config::{
@@ -11,7 +11,7 @@ use crate::config::{
     KeySource, ReceiptOverflow, Strategy,
 };
 use crate::credential::{BearerToken, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES};
-use crate::limits::{MAX_CONFIG_BYTES, MAX_LIST_ENTRIES, MAX_NAME_BYTES};
+use crate::limits::{MAX_CONFIG_BYTES, MAX_LATENCY_SAMPLE_EVERY, MAX_LIST_ENTRIES, MAX_NAME_BYTES};
 mod error_path;
 mod staging;
 pub use staging::{Audience, AudienceMatch, MAX_MATCH_VALUE_BYTES};
@@ -67,6 +67,8 @@ pub struct Policy {
     pub version: u64,
     /// Salt bytes.
     pub salt: Vec<u8>,
+    /// The salt's hashing key, derived once here so a request pays one SipHash of its key.
+    pub bucket_key: BucketKey,
     /// Canary share, basis points.
     pub canary_basis_points: u16,
     /// Ordered key sources.
@@ -111,6 +113,8 @@ pub struct Policy {
     pub shed_step_bp: u16,
     /// Evaluation interval, milliseconds.
     pub evaluation_interval_ms: u32,
+    /// Time one request in this many for the p99 (1..=[`MAX_LATENCY_SAMPLE_EVERY`]).
+    pub latency_sample_every: u16,
     /// Fail open or closed.
     pub fail_mode: FailMode,
     /// Emit the debug header.
@@ -403,6 +407,15 @@ impl Policy {
                 ),
             ));
         }
+        if a.latency_sample_every == 0 || a.latency_sample_every > MAX_LATENCY_SAMPLE_EVERY {
+            return Err(ConfigError::new(
+                "admission.latency_sample_every",
+                format!(
+                    "must be 1..={MAX_LATENCY_SAMPLE_EVERY} (1 times every request), got {}",
+                    a.latency_sample_every
+                ),
+            ));
+        }
         let audience = r
             .audience
             .as_ref()
@@ -434,6 +447,7 @@ impl Policy {
         Ok(Policy {
             version: c.version,
             salt: r.salt.as_bytes().to_vec(),
+            bucket_key: BucketKey::new(r.salt.as_bytes()),
             canary_basis_points: r.canary_basis_points,
             key_sources,
             fallback_to_request_id: r.fallback_to_request_id,
@@ -461,6 +475,7 @@ impl Policy {
             max_shed_bp,
             shed_step_bp,
             evaluation_interval_ms: a.evaluation_interval_ms,
+            latency_sample_every: a.latency_sample_every,
             fail_mode: c.fail_mode,
             debug_headers: c.debug_headers,
             tick_ms: c.tick_ms,

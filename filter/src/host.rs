@@ -97,6 +97,8 @@ pub mod doubles {
         pub status: Option<u16>,
         /// The clock, advanced by hand.
         pub now_ns: u64,
+        /// How often the clock was read.
+        pub clock_reads: std::cell::Cell<u32>,
         /// Make every header write fail.
         pub refuse_writes: bool,
     }
@@ -125,6 +127,7 @@ pub mod doubles {
             self.status
         }
         fn now_ns(&self) -> Option<u64> {
+            self.clock_reads.set(self.clock_reads.get() + 1);
             Some(self.now_ns)
         }
     }

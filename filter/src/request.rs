@@ -96,13 +96,24 @@ impl RequestFlow {
             return self.fail(worker, host);
         }
         self.decision = Some(decision);
+        // Receipts carry every request's latency; without them only the p99 needs the clock,
+        // and at high rates only on a sample of requests (`admission.latency_sample_every`).
+        // A shed request is no latency sample.
+        let timed = worker.with(|w| {
+            w.receipts.is_some()
+                || (policy.admission_enabled
+                    && !decision.is_shed()
+                    && w.latency_sampler.next_is_sampled(decision.class))
+        });
         let mut write_errors = 0;
         edit_route_header(&policy, &decision, headers, |name, value| {
             if !host.set_request_header(name, value) {
                 write_errors += 1;
             }
         });
-        self.started_ns = host.now_ns();
+        if timed {
+            self.started_ns = host.now_ns();
+        }
         let verdict = if decision.is_shed() {
             shed(&policy, &decision, host)
         } else {
@@ -132,13 +143,13 @@ impl RequestFlow {
             // The local reply carries its own headers and is no latency sample.
             return;
         }
-        if let (Some(start), Some(end), true) =
-            (self.started_ns, host.now_ns(), policy.admission_enabled)
-        {
-            worker.with(|w| {
-                w.admission
-                    .record(policy, decision.class, end.saturating_sub(start))
-            });
+        if let (Some(start), true) = (self.started_ns, policy.admission_enabled) {
+            if let Some(end) = host.now_ns() {
+                worker.with(|w| {
+                    w.admission
+                        .record(policy, decision.class, end.saturating_sub(start))
+                });
+            }
         }
         edit_response_headers(policy, &decision, |name, value| {
             host.set_response_header(name, value);
@@ -322,6 +333,60 @@ mod tests {
             (201, 7_000, 4, 9)
         );
         assert_eq!(r.time_ns, 1_000_000);
+    }
+
+    /// Without receipts, at a rate that allows it, the clock is read on a sample of requests
+    /// only, one in `admission.latency_sample_every`, each sampled request giving the p99 one
+    /// sample; before the worker has measured its rate, with `latency_sample_every: 1` and
+    /// with receipts on, on every request; with neither admission nor receipts, never.
+    #[test]
+    fn latency_is_timed_on_a_sample_unless_receipts_need_every_request() {
+        let run = |json: &str, with_receipts: bool| {
+            let w = worker(Some(json));
+            if with_receipts {
+                w.0.borrow_mut().receipts = Some(receipts(65_536, ReceiptOverflow::Drop));
+            }
+            let store = MemoryShared::default();
+            let mut host = FakeHost::default();
+            let send = |n: u32, host: &mut FakeHost| {
+                for i in 0..n {
+                    let mut flow = RequestFlow::new(&w);
+                    flow.on_request_headers(&w, host, &user(&format!("u{i}")));
+                    flow.on_response_headers(&w, host);
+                }
+            };
+            // Two ticks 100 ms apart around 1,000 requests: the worker measures 10,000 req/s,
+            // and before that it times every request.
+            let mut failures = 0;
+            crate::tick::tick_worker(&mut w.0.borrow_mut(), &store, 1_000, &mut failures);
+            send(1_000, &mut host);
+            let before = host.clock_reads.replace(0);
+            crate::tick::tick_worker(&mut w.0.borrow_mut(), &store, 1_100, &mut failures);
+            send(8_000, &mut host);
+            let mut state = w.0.borrow_mut();
+            let policy = state.policy.clone().unwrap();
+            let report = state.admission.sync(&store, &policy, 1_100).unwrap();
+            let samples = report.classes[Class::W1.index()].totals.total;
+            (before, host.clock_reads.get(), samples)
+        };
+        let (before, reads, samples) = run(r#"{"admission":{"enabled":true}}"#, false);
+        assert_eq!(
+            before, 2_000,
+            "every request timed before the rate is known"
+        );
+        // One in eight of 8,000: 1,000 expected, standard deviation ≈ 30.
+        assert!((880..=1_120).contains(&(reads / 2)), "{reads} clock reads");
+        assert_eq!(
+            samples,
+            1_000 + u64::from(reads / 2),
+            "one p99 sample per timed request"
+        );
+        let every = run(r#"{"admission":{"latency_sample_every":1}}"#, false);
+        assert_eq!(every, (2_000, 16_000, 9_000));
+        let with_receipts = run(r#"{"admission":{"enabled":true}}"#, true);
+        assert_eq!(with_receipts, (2_000, 16_000, 9_000));
+        let neither = run(r#"{"admission":{"enabled":false}}"#, false);
+        assert_eq!(neither, (0, 0, 0));
     }
 
     /// A request of a class at a full shed level gets the shed reply (status, retry-after,

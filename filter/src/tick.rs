@@ -36,6 +36,13 @@ pub fn tick_worker(
     sync_failures: &mut u64,
 ) -> Option<WorkerTick> {
     let policy = state.policy.clone()?;
+    if now_ms > 0 {
+        let requests = state
+            .pending
+            .admission
+            .map(|outcomes| outcomes.iter().sum());
+        state.latency_sampler.adapt(&policy, requests, now_ms);
+    }
     if let Err(e) = sync_admission(state, store, &policy, now_ms) {
         *sync_failures += 1;
         if *sync_failures % 1000 == 1 {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use knhk_core::admission::AdmissionCoordinator;
+use knhk_core::admission::{AdmissionCoordinator, LatencySampler};
 use knhk_core::config::FailMode;
 use knhk_core::Policy;
 
@@ -26,6 +26,8 @@ pub struct WorkerState {
     pub policy: Option<Arc<Policy>>,
     /// Local admission samples and the shed levels last read from the shared state.
     pub admission: AdmissionCoordinator,
+    /// Which requests are timed for the p99 when receipts are off.
+    pub latency_sampler: LatencySampler,
     /// Stats counted since the last flush to the host.
     pub pending: Counts,
     /// Receipts for the agent, when configured.
@@ -45,6 +47,7 @@ impl WorkerState {
         WorkerState {
             policy: None,
             admission: AdmissionCoordinator::new(),
+            latency_sampler: LatencySampler::new(u64::from(worker_id)),
             pending: Counts::default(),
             receipts: None,
             epoch: 0,

@@ -8,9 +8,11 @@
 //! tick late, and shed the same priority buckets.
 
 mod controller;
+mod sampler;
 mod window;
 
 pub use controller::{evaluate, Step};
+pub use sampler::LatencySampler;
 pub use window::{ClassWindow, Sample, SliceCounts, WindowTotals, ENCODED_LEN};
 
 use crate::class::Class;

@@ -310,6 +310,7 @@ impl AdmissionConfig {
                 "shed_step_fraction",
                 "recover_ratio",
                 "evaluation_interval_ms",
+                "latency_sample_every",
             ],
         )?;
         Ok(AdmissionConfig {
@@ -333,6 +334,11 @@ impl AdmissionConfig {
                 "evaluation_interval_ms",
                 At::u32,
                 defaults::evaluation_interval_ms,
+            )?,
+            latency_sample_every: o.or(
+                "latency_sample_every",
+                At::u16,
+                defaults::latency_sample_every,
             )?,
         })
     }

@@ -1,6 +1,7 @@
 //! decide() with a staging audience and feature flags: precedence, range edges, header reads.
 
 use super::*;
+use crate::bucket::buckets;
 use crate::host::FakeRequest;
 use proptest::prelude::*;
 use std::borrow::Cow;

@@ -13,11 +13,15 @@ fn policy(json: &str) -> Policy {
 /// The documented derivation, written out step by step from the raw SHA-256 digest.
 fn reference_bucket(salt: &[u8], key: &[u8], name: &str) -> u16 {
     let mut h = Sha256::new();
-    h.update((salt.len() as u32).to_be_bytes());
+    h.update(b"knhk bucket key v2\0");
     h.update(salt);
-    h.update(key);
-    let digest = h.finalize();
-    let seed = u64::from_be_bytes(digest[16..24].try_into().unwrap());
+    let sip_key = h.finalize();
+    let k0 = u64::from_le_bytes(sip_key[0..8].try_into().unwrap());
+    let k1 = u64::from_le_bytes(sip_key[8..16].try_into().unwrap());
+    let digest = siphasher::sip128::SipHasher24::new_with_keys(k0, k1)
+        .hash(key)
+        .as_bytes();
+    let seed = u64::from_le_bytes(digest[8..16].try_into().unwrap());
     let mut fnv: u64 = 0xcbf29ce484222325;
     for b in name.bytes() {
         fnv ^= u64::from(b);

@@ -423,6 +423,26 @@ fn shedding_knob_rejections() {
         "admission.evaluation_interval_ms",
         "must be 10..=1000 (at most the shortest class window), got 2000",
     );
+    assert_rejects(
+        r#"{"admission":{"latency_sample_every":0}}"#,
+        "admission.latency_sample_every",
+        "must be 1..=64 (1 times every request), got 0",
+    );
+    assert_rejects(
+        r#"{"admission":{"latency_sample_every":65}}"#,
+        "admission.latency_sample_every",
+        "got 65",
+    );
+    assert_rejects(
+        r#"{"admission":{"latency_sample_every":70000}}"#,
+        "admission.latency_sample_every",
+        "",
+    );
+    assert_rejects(
+        r#"{"admission":{"latency_sample_every":"8"}}"#,
+        "admission.latency_sample_every",
+        "",
+    );
     assert_rejects(r#"{"tick_ms":9}"#, "tick_ms", "must be 10..=10000, got 9");
     assert_rejects(r#"{"tick_ms":10001}"#, "tick_ms", "got 10001");
 }
@@ -504,7 +524,7 @@ const FULL: &str = r#"{"version":2,"tick_ms":100,"debug_headers":true,"fail_mode
 "admission":{"enabled":true,"shadow":false,"class_header":"x-class","trust_class_header":true,"default_class":"W1",
  "rules":[{"class":"R1","path_prefix":"/hot","header":{"name":"x-hot"}}],
  "classes":{"R1":{"p99_max_ns":5000000,"window_ms":1000,"min_samples":10,"strategy":"degrade"},"W1":{"p99_max_ms":500},"C1":{"p99_max_ms":5000}},
- "shed_status":503,"retry_after_s":1,"max_shed_fraction":0.5,"shed_step_fraction":0.1,"recover_ratio":0.8,"evaluation_interval_ms":250},
+ "shed_status":503,"retry_after_s":1,"max_shed_fraction":0.5,"shed_step_fraction":0.1,"recover_ratio":0.8,"evaluation_interval_ms":250,"latency_sample_every":4},
 "flags":{"header":"x-flags","items":[{"name":"new-ui","basis_points":100}]}}"#;
 
 /// Every value's path in `v`, as `.a.b[2]` (objects and arrays included, the root excluded).

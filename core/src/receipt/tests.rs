@@ -78,8 +78,8 @@ fn layout_is_pinned() {
 fn key_digest_matches_bucketing_hash() {
     let d = key_digest(b"salt-1", b"user-42");
     let b = buckets(b"salt-1", b"user-42");
-    let first = u64::from_be_bytes(d[0..8].try_into().unwrap());
-    let second = u64::from_be_bytes(d[8..16].try_into().unwrap());
+    let first = u32::from_le_bytes(d[0..4].try_into().unwrap());
+    let second = u32::from_le_bytes(d[4..8].try_into().unwrap());
     assert_eq!((first % 10_000) as u16, b.routing);
     assert_eq!((second % 10_000) as u16, b.priority);
     assert_ne!(key_digest(b"salt-2", b"user-42"), d);
