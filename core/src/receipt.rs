@@ -158,8 +158,8 @@ pub struct Receipt {
     pub worker_id: u32,
 }
 
-/// First 16 bytes of SHA-256(`len(salt)` as u32 big-endian ‖ salt ‖ key): the receipt's key
-/// digest, computed over the same input as the routing buckets.
+/// The receipt's key digest: the 16-byte keyed SipHash the routing buckets come from
+/// ([`crate::bucket`]).
 pub fn key_digest(salt: &[u8], key: &[u8]) -> [u8; 16] {
     crate::bucket::buckets(salt, key).key_digest
 }

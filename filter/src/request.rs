@@ -136,7 +136,7 @@ impl RequestFlow {
 
     /// The response-headers phase: the latency sample, and the response edits.
     pub fn on_response_headers(&mut self, worker: &impl WorkerAccess, host: &mut impl RequestHost) {
-        let (Some(policy), Some(decision)) = (self.policy.as_ref(), self.decision) else {
+        let (Some(policy), Some(decision)) = (self.policy.as_ref(), self.decision.as_ref()) else {
             return;
         };
         if decision.is_shed() {
@@ -151,14 +151,14 @@ impl RequestFlow {
                 });
             }
         }
-        edit_response_headers(policy, &decision, |name, value| {
+        edit_response_headers(policy, decision, |name, value| {
             host.set_response_header(name, value);
         });
     }
 
     /// The end of the stream: the receipt, when receipts are on.
     pub fn on_complete(&mut self, worker: &impl WorkerAccess, host: &mut impl RequestHost) {
-        let Some(decision) = self.decision else {
+        let Some(decision) = self.decision.as_ref() else {
             return;
         };
         if !worker.with(|w| w.receipts.is_some()) {
@@ -182,7 +182,7 @@ impl RequestFlow {
                 worker_id: w.worker_id,
             };
             if let Some(buffer) = w.receipts.as_mut() {
-                buffer.push(Receipt::of(&decision, done));
+                buffer.push(Receipt::of(decision, done));
             }
         });
     }

@@ -49,7 +49,7 @@ const DEFAULT_VARIANTS: [Variant; 6] = [
     Variant::KnhkNative,
 ];
 /// The host-call probe's operation letters (see `bench/hostcall-probe`).
-const PROBE_OPS: &str = "cgasdmr";
+const PROBE_OPS: &str = "cgasdmrk";
 
 /// Options of `cargo xtask bench-envoy-instructions`.
 #[derive(Debug, clap::Args)]
@@ -82,7 +82,7 @@ pub struct Args {
     jobs: u8,
     /// Also measure the host-call probe running OPS per request (letters: c clock, g present
     /// header, a absent header, s set header, d remove an absent header, m SDK header map,
-    /// r raw header map pairs), plus
+    /// r raw header map pairs, k knhk's key hash of the last g, no host call), plus
     /// the probe with no op as its baseline. Repeatable.
     #[arg(long = "probe", value_name = "OPS")]
     probes: Vec<String>,

@@ -3,8 +3,8 @@
 //! digest is keyed with the agent's secret ([`DigestKey`]), so an export cannot be reversed to
 //! low-entropy keys by whoever knows the routing salt.
 //!
-//! The filter's digest is `SHA-256(len(salt) ‖ salt ‖ key)[..16]` (public salt: the filter must
-//! compute it per request without a secret of its own); the leaf carries
+//! The filter's digest is SipHash-2-4 of the key under a key derived from the salt (public salt:
+//! the filter must compute it per request without a secret of its own); the leaf carries
 //! `HMAC-SHA-256(digest key, filter digest)[..16]`. Receipts without a key keep
 //! [`NO_KEY`]. The digest key is 32 random bytes in `<data_dir>/digest-key` (mode 0600),
 //! created at first start, never served; an admin can ask for a key's leaf digest

@@ -9,7 +9,10 @@
 //!   (`proxy_remove_header_map_value`: how a filter strips a header without reading it first);
 //! - `m`: all request headers through the SDK (`get_http_request_headers_bytes`: the host call
 //!   plus parsing into owned strings);
-//! - `r`: `proxy_get_header_map_pairs` alone, the serialized map freed unparsed.
+//! - `r`: `proxy_get_header_map_pairs` alone, the serialized map freed unparsed;
+//! - `k`: no host call: knhk's key hash (`knhk_core::bucket::BucketKey::buckets`, SipHash-2-4
+//!   keyed by the salt `knhk`) of the value the last `g` read (empty before any), so
+//!   `gskaa` is the routing floor plus the work every knhk request must do at least.
 //!
 //! `cargo xtask bench-envoy-instructions --probe gggg` runs Envoy with this module configured
 //! `gggg` and with an empty configuration; the difference in Envoy's instructions per request,
@@ -24,6 +27,7 @@
 
 #![deny(unsafe_code)]
 
+use knhk_core::bucket::BucketKey;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use std::hint::black_box;
@@ -32,7 +36,11 @@ use std::rc::Rc;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(ProbeRoot { ops: Rc::from([]) })
+        Box::new(ProbeRoot {
+            ops: Rc::from([]),
+            key: BucketKey::new(b"knhk"),
+            keyed: false,
+        })
     });
 }}
 
@@ -46,6 +54,7 @@ enum Op {
     RemoveHeader,
     SdkHeaderMap,
     RawHeaderPairs,
+    KeyHash,
 }
 
 impl Op {
@@ -58,6 +67,7 @@ impl Op {
             b'd' => Op::RemoveHeader,
             b'm' => Op::SdkHeaderMap,
             b'r' => Op::RawHeaderPairs,
+            b'k' => Op::KeyHash,
             _ => return None,
         })
     }
@@ -79,6 +89,10 @@ fn parse_ops(config: &[u8]) -> Option<Vec<Op>> {
 /// Root context: reads the ops and hands them to every request.
 struct ProbeRoot {
     ops: Rc<[Op]>,
+    /// The salt's key, derived once, as a knhk policy holds it.
+    key: BucketKey,
+    /// The ops include `k`.
+    keyed: bool,
 }
 
 impl Context for ProbeRoot {}
@@ -88,13 +102,14 @@ impl RootContext for ProbeRoot {
         let config = self.get_plugin_configuration().unwrap_or_default();
         match parse_ops(&config) {
             Some(ops) => {
+                self.keyed = ops.contains(&Op::KeyHash);
                 self.ops = ops.into();
                 true
             }
             None => {
                 let _ = proxy_wasm::hostcalls::log(
                     LogLevel::Error,
-                    "hostcall-probe: configuration must be op letters among c g a s d m r",
+                    "hostcall-probe: configuration must be op letters among c g a s d m r k",
                 );
                 false
             }
@@ -102,9 +117,16 @@ impl RootContext for ProbeRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ProbeHttp {
-            ops: Rc::clone(&self.ops),
-        }))
+        let ops = Rc::clone(&self.ops);
+        if self.keyed {
+            Some(Box::new(KeyedProbeHttp {
+                ops,
+                key: self.key,
+                last: None,
+            }))
+        } else {
+            Some(Box::new(ProbeHttp { ops }))
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -122,33 +144,63 @@ impl Context for ProbeHttp {}
 impl HttpContext for ProbeHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for &op in self.ops.iter() {
-            self.run(op);
+            run(self, op);
         }
         Action::Continue
     }
 }
 
-impl ProbeHttp {
-    fn run(&self, op: Op) {
-        match op {
-            Op::Clock => {
-                black_box(self.get_current_time());
-            }
-            Op::PresentHeader => {
-                black_box(self.get_http_request_header("x-user-id"));
-            }
-            Op::AbsentHeader => {
-                black_box(self.get_http_request_header("x-knhk-absent"));
-            }
-            Op::SetHeader => self.set_http_request_header("x-knhk-route", Some("stable")),
-            Op::RemoveHeader => self.set_http_request_header("x-knhk-absent", None),
-            Op::SdkHeaderMap => {
-                black_box(self.get_http_request_headers_bytes());
-            }
-            Op::RawHeaderPairs => {
-                black_box(raw_header_pairs_len());
+/// Per-request context of a configuration with `k`: keeps the value `g` read for the hash, so
+/// that configurations without `k` run exactly the plain context's code.
+struct KeyedProbeHttp {
+    ops: Rc<[Op]>,
+    /// The salt's key, copied from the root.
+    key: BucketKey,
+    /// The value the last `g` read.
+    last: Option<String>,
+}
+
+impl Context for KeyedProbeHttp {}
+
+impl HttpContext for KeyedProbeHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for &op in self.ops.iter() {
+            match op {
+                Op::PresentHeader => {
+                    self.last = black_box(self.get_http_request_header("x-user-id"));
+                }
+                Op::KeyHash => {
+                    let key = self.last.as_deref().unwrap_or("").as_bytes();
+                    black_box(self.key.buckets(black_box(key)));
+                }
+                other => run(self, other),
             }
         }
+        Action::Continue
+    }
+}
+
+/// One op of a context (`k` hashes nothing here: only the keyed context keeps a value).
+fn run(ctx: &impl HttpContext, op: Op) {
+    match op {
+        Op::Clock => {
+            black_box(ctx.get_current_time());
+        }
+        Op::PresentHeader => {
+            black_box(ctx.get_http_request_header("x-user-id"));
+        }
+        Op::AbsentHeader => {
+            black_box(ctx.get_http_request_header("x-knhk-absent"));
+        }
+        Op::SetHeader => ctx.set_http_request_header("x-knhk-route", Some("stable")),
+        Op::RemoveHeader => ctx.set_http_request_header("x-knhk-absent", None),
+        Op::SdkHeaderMap => {
+            black_box(ctx.get_http_request_headers_bytes());
+        }
+        Op::RawHeaderPairs => {
+            black_box(raw_header_pairs_len());
+        }
+        Op::KeyHash => {}
     }
 }
 
@@ -196,14 +248,15 @@ mod tests {
     fn configuration_parsing() {
         assert_eq!(parse_ops(b""), Some(vec![]));
         assert_eq!(
-            parse_ops(b" cgasmr\n"),
+            parse_ops(b" cgasmrk\n"),
             Some(vec![
                 Op::Clock,
                 Op::PresentHeader,
                 Op::AbsentHeader,
                 Op::SetHeader,
                 Op::SdkHeaderMap,
-                Op::RawHeaderPairs
+                Op::RawHeaderPairs,
+                Op::KeyHash
             ])
         );
         assert_eq!(parse_ops(b"gx"), None);
