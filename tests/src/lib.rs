@@ -14,6 +14,7 @@ pub mod openbao;
 pub mod paths;
 pub mod ports;
 pub mod raw;
+pub mod registry;
 pub mod rig;
 pub mod rollout;
 #[cfg(feature = "spiffe-double")]

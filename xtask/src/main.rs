@@ -12,6 +12,7 @@ mod imports;
 mod native;
 mod oci;
 mod oci_agent;
+mod registry;
 mod setup;
 mod test;
 mod util;
@@ -60,6 +61,12 @@ enum Cmd {
     BenchEnvoyInstructions(bench_instructions::Args),
     /// Draw each library crate's file-level import graph; fail on any circle.
     ImportCycles,
+    /// The telemetry registry (`registry/`, OpenTelemetry Weaver format).
+    Registry {
+        /// What to do with it.
+        #[command(subcommand)]
+        cmd: registry::RegistryCmd,
+    },
     /// Write `knhk_filter.wasm` as an OCI artifact (Istio's Wasm image format) into an OCI
     /// image layout directory and print the digest for WasmPlugin's `sha256`.
     Oci(oci::OciArgs),
@@ -108,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),
+        Cmd::Registry { cmd } => registry::run(&cmd),
         Cmd::Oci(args) => oci::run(&args),
         Cmd::OciAgent(args) => oci_agent::run(&args),
         Cmd::Bench { args } => bench::run(&args),

@@ -56,6 +56,7 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
     timings.step("import circles", || {
         crate::imports::run(&crate::util::repo_root())
     })?;
+    timings.step("registry check", crate::registry::check)?;
     timings.step("clippy (native)", || {
         exec(cargo().args([
             "clippy",

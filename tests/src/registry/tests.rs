@@ -1,0 +1,223 @@
+//! The registry check: the shipped registry passes and declares exactly the filter's stats;
+//! each malformed or hostile model is refused with a line naming the problem.
+
+use super::*;
+
+fn problems_of(yaml: &str) -> Vec<String> {
+    let doc: Value = serde_yaml::from_str(yaml).unwrap();
+    let mut problems = Vec::new();
+    check_documents(&[(PathBuf::from("t.yaml"), doc)], &mut problems);
+    problems
+}
+
+/// A valid model: one enum attribute and one metric mapped to an Envoy stat.
+const VALID: &str = r#"
+groups:
+  - id: registry.t
+    type: attribute_group
+    brief: T.
+    attributes:
+      - id: t.kind
+        type:
+          members:
+            - {id: a, value: a, stability: development}
+            - {id: b, value: b, stability: development}
+        stability: development
+        brief: Kind.
+  - id: metric.t.requests
+    type: metric
+    metric_name: t.requests
+    brief: Requests.
+    instrument: counter
+    unit: "{request}"
+    stability: development
+    attributes:
+      - ref: t.kind
+      - ref: error.type
+    annotations:
+      envoy:
+        stat: "t.{t.kind}.total"
+"#;
+
+fn assert_refused(yaml: &str, needle: &str) {
+    let problems = problems_of(yaml);
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "expected a problem containing {needle:?}, got {problems:?}"
+    );
+}
+
+#[test]
+fn the_valid_model_passes_and_expands_its_envoy_stats() {
+    assert_eq!(problems_of(VALID), Vec::<String>::new());
+    let doc: Value = serde_yaml::from_str(VALID).unwrap();
+    let registry = check_documents(&[(PathBuf::from("t.yaml"), doc)], &mut Vec::new());
+    let stats: Vec<String> = registry.envoy_stats().into_iter().map(|s| s.stat).collect();
+    assert_eq!(stats, ["t.a.total", "t.b.total"]);
+}
+
+#[test]
+fn malformed_models_are_refused_one_line_each() {
+    assert_refused(
+        &VALID.replace("type: metric", "type: metrik"),
+        "unknown type `metrik`",
+    );
+    assert_refused(
+        &VALID.replace("    instrument: counter\n", "    instrument: meter\n"),
+        "`instrument` must be one of",
+    );
+    assert_refused(
+        &VALID.replace("unit: \"{request}\"", "unit: \"req uests\""),
+        "is not a UCUM-style unit",
+    );
+    assert_refused(
+        &VALID.replace("unit: \"{request}\"", "unit: \"{Request\""),
+        "is not a UCUM-style unit",
+    );
+    assert_refused(
+        &VALID.replace("      - ref: error.type\n", "      - ref: t.missing\n"),
+        "`ref: t.missing` names no defined attribute",
+    );
+    assert_refused(
+        &VALID.replace(
+            "    metric_name: t.requests\n",
+            "    metric_name: t.requests\n    colour: red\n",
+        ),
+        "unknown key `colour`",
+    );
+    assert_refused(
+        &VALID.replace("stat: \"t.{t.kind}.total\"", "stat: \"t.{t.other}.total\""),
+        "placeholder `{t.other}` must be an enum attribute",
+    );
+    assert_refused(
+        &VALID.replace(
+            "    unit: \"{request}\"\n    stability: development\n",
+            "    unit: \"{request}\"\n",
+        ),
+        "group metric.t.requests: `stability` must be set",
+    );
+    assert_refused(
+        &VALID.replace(
+            "            - {id: b, value: b, stability: development}",
+            "            - {id: b, value: a, stability: development}",
+        ),
+        "value `a` appears twice",
+    );
+    assert_refused(
+        &VALID.replace(
+            "{id: b, value: b, stability: development}",
+            "{id: b, value: b}",
+        ),
+        "member b: `stability` must be set",
+    );
+    assert_refused(
+        &VALID.replace("metric_name: t.requests", "metric_name: T.Requests"),
+        "`metric_name` must be lower-case dotted words",
+    );
+    assert_refused(
+        &VALID.replace("    brief: Requests.\n", ""),
+        "group metric.t.requests: `brief` must be set",
+    );
+    assert_refused(
+        "groups:\n  - {id: span.t, type: span, brief: T., stability: development}\n",
+        "`span_kind` must be one of",
+    );
+    assert_refused(
+        "groups:\n  - {id: event.t, type: event, brief: T., stability: development}\n",
+        "an event needs a `name`",
+    );
+    assert_refused(
+        "groups:\n  - {id: span.t, type: span, span_kind: server, brief: T., stability: development, instrument: counter}\n",
+        "unknown key `instrument`",
+    );
+    assert_refused("groups: 3\n", "`groups` must be a list");
+    assert_refused("- a\n- b\n", "must be a mapping with `groups`");
+}
+
+#[test]
+fn ids_and_metric_names_are_unique_across_the_registry() {
+    let twice = format!(
+        "{VALID}{}",
+        r#"
+  - id: metric.t.requests
+    type: metric
+    metric_name: t.requests
+    brief: Again.
+    instrument: counter
+    unit: "1"
+    stability: development
+"#
+    );
+    let problems = problems_of(&twice);
+    assert!(problems
+        .iter()
+        .any(|p| p.contains("group id `metric.t.requests` is not unique")));
+    assert!(problems
+        .iter()
+        .any(|p| p.contains("metric_name `t.requests` is declared twice")));
+    let attr_twice = VALID.replace(
+        "  - id: metric.t.requests\n",
+        "  - id: registry.t2\n    type: attribute_group\n    brief: Again.\n    attributes:\n      - id: t.kind\n        type: int\n        stability: development\n        brief: Again.\n  - id: metric.t.requests\n",
+    );
+    assert_refused(&attr_twice, "attribute `t.kind` is defined twice");
+}
+
+#[test]
+fn string_attributes_need_examples_and_types_must_be_known() {
+    let base = VALID.replace(
+        "        type:\n          members:\n            - {id: a, value: a, stability: development}\n            - {id: b, value: b, stability: development}\n",
+        "        type: TYPE\n",
+    );
+    assert_refused(
+        &base.replace("TYPE", "string"),
+        "string attributes need `examples`",
+    );
+    assert_refused(&base.replace("TYPE", "float"), "unknown type `float`");
+    assert!(problems_of(&base.replace("TYPE", "int"))
+        .iter()
+        .all(|p| !p.contains("attribute t.kind")));
+}
+
+#[test]
+fn units_follow_ucum_style() {
+    for ok in [
+        "1",
+        "s",
+        "ms",
+        "By",
+        "{request}",
+        "{basis_point}",
+        "By/s",
+        "%",
+    ] {
+        assert!(valid_unit(ok), "{ok}");
+    }
+    for bad in ["", "req uests", "{}", "{Request}", "{a", "s\u{e9}"] {
+        assert!(!valid_unit(bad), "{bad}");
+    }
+}
+
+/// The shipped registry passes, and declares exactly the 28 stats the filter defines.
+#[test]
+fn the_shipped_registry_declares_the_filter_stats() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry");
+    let registry = load(&dir).unwrap_or_else(|p| panic!("{}", p.join("\n")));
+    let stats = registry.envoy_stats();
+    assert_eq!(stats.len(), 28, "{stats:#?}");
+    let names: BTreeSet<String> = stats.iter().map(|s| s.stat.clone()).collect();
+    for expected in [
+        "knhk.route.excluded",
+        "knhk.admission.w1.shadow_degraded",
+        "knhk.admission.c1.shed_level_bp",
+        "knhk.receipts.flush_errors",
+        "knhk.config.version",
+    ] {
+        assert!(names.contains(expected), "{expected} not declared");
+    }
+    let gauge = stats
+        .iter()
+        .find(|s| s.stat == "knhk.config.version")
+        .unwrap();
+    assert_eq!(gauge.instrument, "gauge");
+    assert_eq!(gauge.prometheus_name(), "knhk_config_version");
+}
