@@ -570,6 +570,67 @@ impl Registry {
     }
 }
 
+/// Check a Grafana dashboard (JSON) against the registry: every panel has Prometheus targets
+/// on the `${datasource}` variable, and every `knhk_…` metric a query names is a declared Envoy
+/// stat's Prometheus name. Returns one line per problem.
+pub fn check_dashboard(
+    registry: &Registry,
+    name: &str,
+    dashboard: &serde_json::Value,
+) -> Vec<String> {
+    let declared: BTreeSet<String> = registry
+        .envoy_stats()
+        .iter()
+        .map(EnvoyStat::prometheus_name)
+        .collect();
+    let mut problems = Vec::new();
+    let Some(panels) = dashboard.get("panels").and_then(|p| p.as_array()) else {
+        return vec![format!("{name}: no `panels`")];
+    };
+    for panel in panels {
+        let title = panel.get("title").and_then(|t| t.as_str()).unwrap_or("?");
+        let at = format!("{name}: panel {title:?}");
+        let targets = panel.get("targets").and_then(|t| t.as_array());
+        if targets.is_none_or(|t| t.is_empty()) {
+            problems.push(format!("{at}: no targets"));
+        }
+        for target in targets.into_iter().flatten() {
+            let uid = target.pointer("/datasource/uid").and_then(|u| u.as_str());
+            if uid != Some("${datasource}") {
+                problems.push(format!(
+                    "{at}: a target not on the `${{datasource}}` variable"
+                ));
+            }
+            let expr = target.get("expr").and_then(|e| e.as_str()).unwrap_or("");
+            let names = knhk_metric_names(expr);
+            if names.is_empty() {
+                problems.push(format!("{at}: query {expr:?} names no knhk metric"));
+            }
+            for n in names {
+                if !declared.contains(&n) {
+                    problems.push(format!("{at}: `{n}` is not declared in the registry"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The `knhk_…` metric names in a PromQL expression (after either build's prefix).
+fn knhk_metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(found) = rest.find("knhk_") {
+        let tail = &rest[found..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
 fn str_of<'a>(m: &'a Mapping, key: &str) -> Option<&'a str> {
     m.get(key).and_then(Value::as_str)
 }

@@ -221,3 +221,40 @@ fn the_shipped_registry_declares_the_filter_stats() {
     assert_eq!(gauge.instrument, "gauge");
     assert_eq!(gauge.prometheus_name(), "knhk_config_version");
 }
+
+/// The shipped Grafana dashboards query only declared metrics, each on the datasource
+/// variable; a query naming an undeclared metric, or no metric, is reported.
+#[test]
+fn dashboards_query_declared_metrics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry");
+    let registry = load(&dir).unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.join("grafana")).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let problems = check_dashboard(&registry, &path.display().to_string(), &dashboard);
+        assert!(problems.is_empty(), "{problems:#?}");
+        seen += 1;
+    }
+    assert!(seen > 0, "no dashboard under registry/grafana");
+
+    let bad = serde_json::json!({"panels": [
+        {"title": "typo", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "rate(knhk_route_canry[5m])"}]},
+        {"title": "none", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "up"}]},
+        {"title": "fixed", "targets": [{"datasource": {"uid": "prom-1"}, "expr": "knhk_route_canary"}]},
+        {"title": "empty", "targets": []}
+    ]});
+    let problems = check_dashboard(&registry, "bad.json", &bad);
+    for needle in [
+        "`knhk_route_canry` is not declared",
+        "names no knhk metric",
+        "not on the `${datasource}` variable",
+        "panel \"empty\": no targets",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "{needle}: {problems:#?}"
+        );
+    }
+}
