@@ -94,6 +94,20 @@ mod doubles {
         }
     }
 
+    /// Shared data that refuses every call, as a host whose shared-data store fails does.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct RefusingShared;
+
+    impl SharedStore for RefusingShared {
+        fn get(&self, _: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+            Err(HostError::new("get_shared_data", "InternalFailure"))
+        }
+
+        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<CasOutcome, HostError> {
+            Err(HostError::new("set_shared_data", "InternalFailure"))
+        }
+    }
+
     /// A request's headers as a list of (lowercase name, value) pairs.
     #[derive(Debug, Default, Clone)]
     pub struct FakeRequest(pub Vec<(String, Vec<u8>)>);

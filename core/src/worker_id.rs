@@ -48,7 +48,7 @@ fn encode(base: u32, taken: u32) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{HostError, MemoryShared};
+    use crate::host::{MemoryShared, RefusingShared};
     use std::collections::BTreeSet;
 
     #[test]
@@ -80,18 +80,8 @@ mod tests {
         assert_eq!(claim(&store, 99), 41);
     }
 
-    struct Broken;
-    impl SharedStore for Broken {
-        fn get(&self, _: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-            Err(HostError::new("get_shared_data", "InternalFailure"))
-        }
-        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<CasOutcome, HostError> {
-            Err(HostError::new("set_shared_data", "InternalFailure"))
-        }
-    }
-
     #[test]
     fn without_a_store_the_seed_is_the_id() {
-        assert_eq!(claim(&Broken, 12345), 12345);
+        assert_eq!(claim(&RefusingShared, 12345), 12345);
     }
 }

@@ -117,22 +117,11 @@ pub fn install(state: &mut WorkerState, policy: Arc<Policy>, epoch: u64) {
 
 #[cfg(test)]
 mod tests {
-    use knhk_core::host::{CasOutcome, MemoryShared};
+    use knhk_core::host::{MemoryShared, RefusingShared};
 
     use super::*;
 
     /// A shared store that refuses every call.
-    struct Refusing;
-
-    impl SharedStore for Refusing {
-        fn get(&self, _: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-            Err(HostError::new("get_shared_data", "InternalFailure"))
-        }
-        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<CasOutcome, HostError> {
-            Err(HostError::new("set_shared_data", "InternalFailure"))
-        }
-    }
-
     fn with_policy(json: &str) -> WorkerState {
         let mut state = WorkerState::new(1);
         state.policy = Some(Arc::new(Policy::from_json(json.as_bytes()).unwrap()));
@@ -168,10 +157,11 @@ mod tests {
     fn refused_sync_is_counted() {
         let mut state = with_policy(r#"{"admission":{"enabled":true}}"#);
         let mut failures = 0;
-        let (counts, _, _) = tick_worker(&mut state, &Refusing, 1_000, &mut failures).unwrap();
+        let (counts, _, _) =
+            tick_worker(&mut state, &RefusingShared, 1_000, &mut failures).unwrap();
         assert_eq!((counts.decision_errors, failures), (1, 1));
         let mut off = with_policy(r#"{"admission":{"enabled":false}}"#);
-        let (counts, _, _) = tick_worker(&mut off, &Refusing, 1_000, &mut failures).unwrap();
+        let (counts, _, _) = tick_worker(&mut off, &RefusingShared, 1_000, &mut failures).unwrap();
         assert_eq!((counts.decision_errors, failures), (0, 1));
     }
 }
