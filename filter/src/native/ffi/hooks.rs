@@ -214,6 +214,33 @@ unsafe fn filter<'a>(ptr: ModulePtr) -> &'a mut StreamFilter {
     unsafe { &mut *ptr.cast_mut().cast::<StreamFilter>() }
 }
 
+/// What every stream hook does first: contain panics, find the callbacks and the stream's
+/// live filter, and hand both to `f`; `fallback` when the module has no callbacks, Envoy
+/// passed no filter, or `f` panicked.
+fn stream_hook<R: Copy>(
+    hook: &str,
+    filter_envoy_ptr: EnvoyPtr,
+    ptr: ModulePtr,
+    fallback: R,
+    f: impl FnOnce(&mut StreamFilter, &mut Stream) -> R,
+) -> R {
+    guard(hook, fallback, || {
+        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
+            return fallback;
+        };
+        // SAFETY: Envoy passes a stream hook the pointer `filter_new` returned for that
+        // stream, not yet destroyed, one hook at a time on the stream's worker thread.
+        let filter = unsafe { filter(ptr) };
+        f(
+            filter,
+            &mut Stream {
+                ptr: filter_envoy_ptr,
+                cb,
+            },
+        )
+    })
+}
+
 /// The request headers: decide and apply.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
@@ -221,22 +248,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     ptr: ModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    guard("http_filter_request_headers", HEADERS_CONTINUE, || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return HEADERS_CONTINUE;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        let mut stream = Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        };
-        if filter.on_request_headers(&mut stream) {
-            HEADERS_CONTINUE
-        } else {
-            HEADERS_STOP_ITERATION
-        }
-    })
+    stream_hook(
+        "http_filter_request_headers",
+        filter_envoy_ptr,
+        ptr,
+        HEADERS_CONTINUE,
+        |filter, stream| {
+            if filter.on_request_headers(stream) {
+                HEADERS_CONTINUE
+            } else {
+                HEADERS_STOP_ITERATION
+            }
+        },
+    )
 }
 
 /// The response headers: latency sample and response edits.
@@ -246,18 +270,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     ptr: ModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    guard("http_filter_response_headers", HEADERS_CONTINUE, || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return HEADERS_CONTINUE;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        filter.on_response_headers(&mut Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        });
-        HEADERS_CONTINUE
-    })
+    stream_hook(
+        "http_filter_response_headers",
+        filter_envoy_ptr,
+        ptr,
+        HEADERS_CONTINUE,
+        |filter, stream| {
+            filter.on_response_headers(stream);
+            HEADERS_CONTINUE
+        },
+    )
 }
 
 /// The end of the stream: the receipt.
@@ -266,17 +288,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     filter_envoy_ptr: EnvoyPtr,
     ptr: ModulePtr,
 ) {
-    guard("http_filter_stream_complete", (), || {
-        let (Some(cb), false) = (callbacks(), ptr.is_null()) else {
-            return;
-        };
-        // SAFETY: the stream's live filter, in its own hook.
-        let filter = unsafe { filter(ptr) };
-        filter.on_complete(&mut Stream {
-            ptr: filter_envoy_ptr,
-            cb,
-        });
-    })
+    stream_hook(
+        "http_filter_stream_complete",
+        filter_envoy_ptr,
+        ptr,
+        (),
+        |filter, stream| filter.on_complete(stream),
+    )
 }
 
 /// The stream's filter is gone.
