@@ -68,22 +68,24 @@ impl BucketKey {
 
     /// Hash `key` into its routing and priority buckets, its digest and its flag seed.
     pub fn buckets(&self, key: &[u8]) -> Buckets {
-        let key_digest = SipHasher24::new_with_keys(self.k0, self.k1)
-            .hash(key)
-            .as_bytes();
-        let mut first = [0u8; 4];
-        let mut second = [0u8; 4];
-        let mut seed = [0u8; 8];
-        first.copy_from_slice(&key_digest[0..4]);
-        second.copy_from_slice(&key_digest[4..8]);
-        seed.copy_from_slice(&key_digest[8..16]);
+        let hash = SipHasher24::new_with_keys(self.k0, self.k1).hash(key);
+        // The digest is h1 then h2, little-endian: bytes 0..4 are h1's low half, 4..8 its
+        // high half, 8..16 are h2.
         Buckets {
-            routing: reduce(u64::from(u32::from_le_bytes(first))),
-            priority: reduce(u64::from(u32::from_le_bytes(second))),
-            key_digest,
-            flag_seed: u64::from_le_bytes(seed),
+            routing: reduce(hash.h1 & 0xffff_ffff),
+            priority: reduce(hash.h1 >> 32),
+            key_digest: hash.as_bytes(),
+            flag_seed: hash.h2,
         }
     }
+}
+
+/// The splitmix64 finaliser (no increment): a bijective avalanche mixer of a u64, shared by
+/// the flag buckets ([`crate::flags`]) and the latency sampler's seeding.
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Hash `key` under `salt` (deriving the salt's key first: policies keep a [`BucketKey`], so

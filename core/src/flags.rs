@@ -22,7 +22,7 @@
 //! All arithmetic is on `u64` with explicit wrapping, identical in wasm and native builds.
 //! A request without a routing key has every flag off.
 
-use crate::bucket::{reduce, Buckets};
+use crate::bucket::{mix64, reduce, Buckets};
 
 /// Most flags one config may declare (they fit one `u64` bitset).
 pub const MAX_FLAGS: usize = 64;
@@ -37,13 +37,6 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(FNV_OFFSET, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME)
     })
-}
-
-/// The splitmix64 finaliser (no increment): a bijective avalanche mixer of a u64.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The per-flag constant: `mix64(fnv1a64(name))`. Computed once per flag at configure time.

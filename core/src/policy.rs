@@ -65,9 +65,8 @@ pub struct ClassBudget {
 pub struct Policy {
     /// Operator version label.
     pub version: u64,
-    /// Salt bytes.
-    pub salt: Vec<u8>,
-    /// The salt's hashing key, derived once here so a request pays one SipHash of its key.
+    /// The salt's hashing key (the salt itself is not kept: nothing else needs it), derived
+    /// once here so a request pays one SipHash of its key.
     pub bucket_key: BucketKey,
     /// Canary share, basis points.
     pub canary_basis_points: u16,
@@ -446,7 +445,6 @@ impl Policy {
         }
         Ok(Policy {
             version: c.version,
-            salt: r.salt.as_bytes().to_vec(),
             bucket_key: BucketKey::new(r.salt.as_bytes()),
             canary_basis_points: r.canary_basis_points,
             key_sources,

@@ -19,6 +19,7 @@
 //! tell which of its requests are timed. It decides nothing about routing: decisions stay a
 //! pure function of the key.
 
+use crate::bucket::mix64;
 use crate::class::Class;
 use crate::policy::Policy;
 
@@ -39,10 +40,7 @@ impl LatencySampler {
     /// request until [`LatencySampler::adapt`] has measured a rate.
     pub fn new(seed: u64) -> Self {
         // splitmix64 of the seed; xorshift's state must not be zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        let z = mix64(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
         LatencySampler {
             state: if z == 0 { 1 } else { z },
             every: [1; 3],

@@ -172,7 +172,7 @@ fn flags_on_sets_the_bits_of_on_flags() {
     let p = policy(&format!(r#"{{"flags":{{"items":[{}]}}}}"#, items.join(",")));
     let flags = p.flags.as_ref().unwrap();
     for k in 0..300 {
-        let b = buckets(&p.salt, format!("key{k}").as_bytes());
+        let b = p.bucket_key.buckets(format!("key{k}").as_bytes());
         let set = p.flags_on(Some(&b));
         for (i, flag) in flags.items.iter().enumerate() {
             assert_eq!(
