@@ -33,6 +33,9 @@
 //!
 //! [retention]                         # payload retention and legal hold; see `retention`
 //! max_age = "720h"
+//!
+//! [telemetry]                         # OpenTelemetry export; see `telemetry::config`
+//! # endpoint = "http://otel-collector:4318"   # or OTEL_EXPORTER_OTLP_ENDPOINT; off when unset
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -54,6 +57,7 @@ use crate::kms::{KmsConfig, KmsError};
 use crate::policy::{PolicyConfig, PolicyError};
 use crate::quorum::{QuorumConfig, QuorumError};
 use crate::retention::{RetentionConfig, RetentionError};
+use crate::telemetry::{TelemetryConfig, TelemetryError};
 
 /// Default checkpoint origin.
 pub const DEFAULT_ORIGIN: &str = "knhk.local/receipts";
@@ -122,6 +126,9 @@ pub enum ConfigError {
     /// The `[retention]` table is invalid.
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    /// The `[telemetry]` table or an `OTEL_*` variable is invalid.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 /// Text on one line: line breaks and the indentation after them become one space (what the
@@ -173,6 +180,8 @@ pub struct AgentConfig {
     pub quorum: QuorumConfig,
     /// Retention of receipt payloads; see `retention`.
     pub retention: RetentionConfig,
+    /// OpenTelemetry export; see `telemetry::config`.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for AgentConfig {
@@ -189,6 +198,7 @@ impl Default for AgentConfig {
             identity: IdentityConfig::default(),
             quorum: QuorumConfig::default(),
             retention: RetentionConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -303,6 +313,7 @@ impl AgentConfig {
         cfg.api.apply_env(&env);
         cfg.identity.apply_env(&env)?;
         cfg.quorum.apply_env(&env)?;
+        cfg.telemetry.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -340,6 +351,7 @@ impl AgentConfig {
         self.identity.validate()?;
         self.quorum.validate(&self.origin)?;
         self.retention.validate()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 

@@ -30,6 +30,7 @@ pub mod gates;
 pub mod identity;
 pub mod key_route;
 pub mod kms;
+pub mod observe;
 pub mod peer;
 pub mod policy;
 pub mod private_file;
@@ -38,6 +39,7 @@ pub mod receipts;
 pub mod retention;
 pub mod run;
 pub mod settings;
+pub mod telemetry;
 pub mod verify;
 
 pub use run::{run, Listeners, RunError};

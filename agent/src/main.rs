@@ -19,6 +19,7 @@ use knhk_agent::kms::build_signer;
 use knhk_agent::policy::service::offline_trusted_keys;
 use knhk_agent::quorum::witness::open_witness_key;
 use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
+use knhk_agent::telemetry::Traces;
 use knhk_agent::verify::quorum::verify_cosignatures_json;
 use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners, RunError};
@@ -405,17 +406,47 @@ fn config_error(e: &anyhow::Error) -> Option<&ConfigError> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+/// Install the log subscriber (stderr, `RUST_LOG`, default `info`) and, with `traces`, the
+/// bridge that turns `tracing`'s spans into OpenTelemetry spans for export. The bridge sees
+/// the `knhk.*` spans and the `info`-level spans of what they call, whatever `RUST_LOG` says
+/// of the log.
+fn init_tracing(traces: Option<&Traces>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+        );
+    let otel = traces.map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t.tracer())
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    // Once per process: a second call (never made) would keep the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(otel)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match command(cli.command).await {
+    let outcome = match cli.command {
+        Command::Run {
+            config,
+            listen,
+            peer_listen,
+        } => run_agent(config, listen, peer_listen).await,
+        other => {
+            init_tracing(None);
+            command(other).await
+        }
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => match config_error(&e) {
             Some(c) => {
@@ -430,28 +461,61 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `knhk-agent run`: load and check the configuration, start the span export it asks for,
+/// bind, and serve until SIGINT or SIGTERM.
+async fn run_agent(
+    config: Option<PathBuf>,
+    listen: SocketAddr,
+    peer_listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let loaded = load(config.as_ref());
+    let traces = match &loaded {
+        Ok(cfg) => Traces::start(&cfg.telemetry).map_err(ConfigError::from)?,
+        Err(_) => None,
+    };
+    init_tracing(traces.as_ref());
+    if let (Some(_), Ok(cfg)) = (&traces, &loaded) {
+        if let Some(endpoint) = cfg.telemetry.traces_endpoint() {
+            tracing::info!(%endpoint, "exporting traces by OTLP");
+        }
+    }
+    let served = serve_agent(loaded?, listen, peer_listen).await;
+    if let Some(traces) = traces {
+        tokio::task::spawn_blocking(move || traces.shutdown()).await?;
+    }
+    served.map(|()| ExitCode::SUCCESS)
+}
+
+async fn serve_agent(
+    cfg: AgentConfig,
+    listen: SocketAddr,
+    peer_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    cfg.check_listeners(listen, peer_listen.is_some())?;
+    let api = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let peer = match peer_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
+    run(Listeners { api, peer }, cfg, shutdown_signal()).await?;
+    Ok(())
+}
+
 async fn command(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        // `main` runs the agent itself (the log subscriber waits for its config); kept here
+        // so that every command has one place.
         Command::Run {
             config,
             listen,
             peer_listen,
-        } => {
-            let cfg = load(config.as_ref())?;
-            cfg.check_listeners(listen, peer_listen.is_some())?;
-            let api = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
-            let peer = match peer_listen {
-                Some(addr) => Some(
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("binding {addr}"))?,
-                ),
-                None => None,
-            };
-            run(Listeners { api, peer }, cfg, shutdown_signal()).await?;
-        }
+        } => return Box::pin(run_agent(config, listen, peer_listen)).await,
         Command::Verify {
             file,
             trusted_keys,

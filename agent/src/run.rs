@@ -30,6 +30,8 @@ use crate::policy::{PolicyError, PolicyService};
 use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::{ReceiptLog, ReceiptsError};
 use crate::retention::Retention;
+use crate::telemetry::signer::MeteredSigner;
+use crate::telemetry::Telemetry;
 
 /// How often the filter token file is re-read (a rotation or revocation takes effect within it).
 const TOKEN_RELOAD_PERIOD: Duration = Duration::from_secs(1);
@@ -141,8 +143,14 @@ pub async fn run(
         what: "creating data_dir",
         source,
     })?;
+    let telemetry = Arc::new(Telemetry::open(&config.telemetry).map_err(ConfigError::from)?);
+    let metrics = telemetry.metrics().clone();
     let signer: Arc<dyn Signer> = Arc::from(build_signer(&config.kms).await?);
+    let signer = MeteredSigner::wrap(signer, metrics.clone());
     let log = Arc::new(ReceiptLog::open(&config.database_path(), &config.origin, signer).await?);
+    log.set_metrics(metrics.clone());
+    crate::observe::log(&metrics, &log);
+    crate::observe::api(&metrics, &credentials);
     log.seal(now_ns()).await?;
     let policy = PolicyService::open(config.policy_setup()).await?;
     let issued = policy.clone();
@@ -158,6 +166,7 @@ pub async fn run(
         log.clone(),
     )
     .await?;
+    crate::observe::rollout(&metrics, &gates);
     let observed = gates.clone();
     log.set_observer(Arc::new(move |first, receipts| {
         observed.observe(first, receipts);
@@ -194,6 +203,9 @@ pub async fn run(
     } else {
         None
     };
+    if let Some(q) = &quorum {
+        crate::observe::quorum(&metrics, &q.replicator);
+    }
     let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx.clone()));
     let retention = Arc::new(Retention::new(
         log.clone(),
@@ -210,7 +222,8 @@ pub async fn run(
         .merge(crate::api::auth::routes(credentials.clone()))
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
-        .merge(crate::retention::api::routes(retention));
+        .merge(crate::retention::api::routes(retention))
+        .merge(crate::telemetry::api::routes(telemetry.clone()));
     let mut peer_api = crate::peer::router();
     if let Some(q) = &quorum {
         api = api.merge(crate::quorum::api::routes(q.replicator.clone()));
@@ -270,6 +283,9 @@ pub async fn run(
         let _ = task.await;
     }
     log.seal(now_ns()).await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap_or_else(|e| tracing::error!(error = %e, "telemetry shutdown task failed"));
     served.map_err(|source| RunError::Io {
         what: "serving the API",
         source,

@@ -379,7 +379,9 @@ impl FilterTokens {
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Nothing: transparency material.
+    /// Nothing: transparency material, and `GET /metrics` (Prometheus scrapes without a
+    /// credential; it shows counts, durations, rollout versions and peer regions, never a
+    /// token, key or receipt).
     Public,
     /// A filter token (receipt ingest; the config long-poll, which also takes the admin token).
     Filter,
@@ -390,7 +392,7 @@ pub enum Access {
 /// The access `method path` needs.
 pub fn access(method: &Method, path: &str) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
-    if path.starts_with("/v1/witness/") {
+    if path.starts_with("/v1/witness/") || (read && path == "/metrics") {
         return Access::Public;
     }
     if (method == Method::POST && path == "/v1/receipts") || (read && path == "/v1/config") {

@@ -60,6 +60,10 @@ pub fn routes(log: Arc<ReceiptLog>, rate: Arc<RateLimiter>) -> Router {
             "/v1/receipts",
             post(post_receipts)
                 .route_layer(axum::middleware::from_fn_with_state(rate, limit_batches))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    log.clone(),
+                    count_refusals,
+                ))
                 .get(get_receipts),
         )
         .route("/v1/receipts/{index}/proof", get(get_proof))
@@ -106,6 +110,23 @@ async fn limit_batches(
     }
 }
 
+/// Middleware of `POST /v1/receipts`: every refused batch (rate limit, media type, size,
+/// malformed or stale content) counts in `knhk.agent.receipts.refused` by its status.
+async fn count_refusals(
+    State(log): State<Arc<ReceiptLog>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        if let Some(m) = log.metrics() {
+            m.receipts_refused(status.as_u16());
+        }
+    }
+    response
+}
+
 /// Answer to an accepted batch.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Accepted {
@@ -145,6 +166,8 @@ async fn post_receipts(
         ));
     }
     let body = body.map_err(|r| ApiError::body_rejection(r, "receipt batch", MAX_BATCH_LEN))?;
+    let metrics = log.metrics().cloned();
+    let _queued = metrics.as_ref().map(|m| m.ingest_started());
     let range = tokio::task::spawn_blocking(move || log.append_batch(&body))
         .await
         .map_err(|e| ApiError::internal("append task failed", &e))??;

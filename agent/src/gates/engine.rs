@@ -56,6 +56,23 @@ impl std::fmt::Debug for Gates {
     }
 }
 
+/// The current rollout's figures as telemetry shows them ([`Gates::readings`]).
+#[derive(Debug, Clone)]
+pub struct Readings {
+    /// The rollout's id.
+    pub id: String,
+    /// The stable version.
+    pub stable: String,
+    /// The candidate version.
+    pub candidate: String,
+    /// The candidate's weight, percent.
+    pub canary_percent: f64,
+    /// The rollout's phase.
+    pub phase: Phase,
+    /// The last evaluation's figures.
+    pub figures: Option<Figures>,
+}
+
 /// What `GET /v1/rollouts/current` and `knhk-agent rollout status` show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -192,6 +209,21 @@ impl Gates {
                 cur.window.observe(now, first_index, receipts);
             }
         }
+    }
+
+    /// The current rollout's gauges, without its history (what telemetry reads at each
+    /// collection): id, stable and candidate versions, canary weight, the last figures.
+    pub fn readings(&self) -> Option<Readings> {
+        let guard = self.current.lock().ok()?;
+        let c = guard.as_ref()?;
+        Some(Readings {
+            id: c.spec.id.clone(),
+            stable: c.spec.stable.clone(),
+            candidate: c.spec.candidate.clone(),
+            canary_percent: f64::from(c.state.canary_bp(&c.spec)) / 100.0,
+            phase: c.state.phase,
+            figures: c.last.as_ref().map(|(f, _)| *f),
+        })
     }
 
     /// The current rollout's status.

@@ -92,6 +92,22 @@ pub enum KmsError {
     },
 }
 
+impl KmsError {
+    /// A short, stable name of the failure (the `error.type` of KMS telemetry).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KmsError::InvalidConfig { .. } => "invalid_config",
+            KmsError::Io { .. } => "io",
+            KmsError::InsecurePermissions { .. } => "insecure_permissions",
+            KmsError::CorruptKey { .. } => "corrupt_key",
+            KmsError::UnknownVersion { .. } => "unknown_version",
+            KmsError::Vault { .. } => "provider",
+            KmsError::UnexpectedResponse { .. } => "unexpected_response",
+            KmsError::KeyTypeMismatch { .. } => "key_type_mismatch",
+        }
+    }
+}
+
 /// Something that signs checkpoint text with a versioned key.
 #[async_trait]
 pub trait Signer: Send + Sync {

@@ -11,6 +11,7 @@
 //! during a catch-up is superseded, never lost.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::Instrument as _;
 
 use knhk_core::checkpoint::Checkpoint;
 use knhk_core::cosignature::Cosignature;
@@ -171,7 +172,15 @@ impl Replicator {
             }
             let this = self.clone();
             let latest = latest.clone();
-            tasks.spawn(async move { this.sync_peer(index, acked, &latest, cp.tree_size).await });
+            let span = tracing::info_span!(
+                "knhk.quorum.witness",
+                "knhk.quorum.peer" = %peer.region,
+                "knhk.checkpoint.tree_size" = cp.tree_size,
+            );
+            tasks.spawn(
+                async move { this.sync_peer(index, acked, &latest, cp.tree_size).await }
+                    .instrument(span),
+            );
         }
         while let Some(joined) = tasks.join_next().await {
             let Ok(outcome) = joined else {
@@ -182,6 +191,14 @@ impl Replicator {
                 continue;
             };
             let now = now_ns();
+            if let (Some(metrics), Some(sealed)) = (self.log.metrics(), cp.timestamp_ns()) {
+                if outcome.acks.iter().any(|(size, _)| *size == cp.tree_size) {
+                    metrics.quorum_ack(
+                        &peer.region,
+                        std::time::Duration::from_nanos(now.saturating_sub(sealed)),
+                    );
+                }
+            }
             {
                 let state = self.state()?;
                 for (size, line) in &outcome.acks {

@@ -19,6 +19,8 @@ use super::export::{LogExport, ProofBundle, BUNDLE_FORMAT};
 use super::ingest::Ingest;
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
 use crate::kms::{KmsError, Signer};
+use crate::telemetry::Metrics;
+use tracing::Instrument as _;
 
 /// Called with the leaf index of the first receipt and the receipts of every batch appended
 /// (after it is durable): how the promotion gates see traffic.
@@ -31,6 +33,7 @@ pub struct ReceiptLog {
     seal_lock: tokio::sync::Mutex<()>,
     observer: OnceLock<ReceiptObserver>,
     ingest: OnceLock<Ingest>,
+    metrics: OnceLock<Arc<Metrics>>,
     sealed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -70,6 +73,7 @@ impl ReceiptLog {
             seal_lock: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
             ingest: OnceLock::new(),
+            metrics: OnceLock::new(),
             sealed: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -81,6 +85,32 @@ impl ReceiptLog {
     /// Decode a `KNRB` batch and append it atomically. When this returns `Ok`, the batch is
     /// durable; on any error nothing was appended.
     pub fn append_batch(&self, body: &[u8]) -> Result<Range<u64>, ReceiptsError> {
+        let span = tracing::info_span!(
+            "knhk.receipts.ingest",
+            "knhk.receipts.count" = tracing::field::Empty,
+            "knhk.log.first_index" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let started = Instant::now();
+        let result = self.append_decoded(body);
+        match &result {
+            Ok((range, receipts)) => {
+                span.record("knhk.receipts.count", range.end - range.start);
+                span.record("knhk.log.first_index", range.start);
+                if let Some(m) = self.metrics.get() {
+                    m.receipts_ingested(receipts);
+                    m.ingest_duration(started.elapsed());
+                }
+            }
+            Err(e) => {
+                span.record("error.type", e.kind());
+            }
+        }
+        result.map(|(range, _)| range)
+    }
+
+    fn append_decoded(&self, body: &[u8]) -> Result<(Range<u64>, Vec<Receipt>), ReceiptsError> {
         let mut receipts = decode_batch(body)?;
         if let Some(ingest) = self.ingest.get() {
             ingest.apply(&mut receipts)?;
@@ -90,7 +120,18 @@ impl ReceiptLog {
         if let Some(observe) = self.observer.get() {
             observe(range.start, &receipts);
         }
-        Ok(range)
+        Ok((range, receipts))
+    }
+
+    /// Set the instruments ingest and sealing record into (once; later calls are ignored and
+    /// return false).
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) -> bool {
+        self.metrics.set(metrics).is_ok()
+    }
+
+    /// The instruments, when set.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.get()
     }
 
     /// Set what every batch goes through before it is appended (once; later calls are ignored
@@ -152,6 +193,31 @@ impl ReceiptLog {
     /// discarded and the version is adopted the way [`ReceiptLog::rotate_key`] introduces one:
     /// a rotation entry, and a checkpoint over it signed by the newest version the log knows.
     pub async fn seal(&self, time_ns: u64) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
+        let span = tracing::info_span!(
+            "knhk.checkpoint.seal",
+            "knhk.checkpoint.tree_size" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let sealed = self.seal_inner(time_ns).instrument(span.clone()).await;
+        match &sealed {
+            Ok(Some(cp)) => {
+                if let Ok(c) = Checkpoint::parse(&cp.text) {
+                    span.record("knhk.checkpoint.tree_size", c.tree_size);
+                }
+                if let Some(m) = self.metrics.get() {
+                    m.seal_duration(started.elapsed());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                span.record("error.type", e.kind());
+            }
+        }
+        sealed
+    }
+
+    async fn seal_inner(&self, time_ns: u64) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
         let started = Instant::now();
         let _serial = self.seal_lock.lock().await;
         // Seal the empty log once, so even an idle log has a signed head.

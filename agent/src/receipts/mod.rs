@@ -103,6 +103,27 @@ pub enum ReceiptsError {
     DigestKey(String),
 }
 
+impl ReceiptsError {
+    /// A short, stable name of the failure (the `error.type` of ingest and seal spans).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReceiptsError::Sqlite { .. } => "sqlite",
+            ReceiptsError::Malformed(_) => "malformed",
+            ReceiptsError::Kms(e) => e.kind(),
+            ReceiptsError::Checkpoint(_) => "checkpoint",
+            ReceiptsError::Merkle(_) => "merkle",
+            ReceiptsError::OriginMismatch { .. } => "origin_mismatch",
+            ReceiptsError::Corrupt(_) => "corrupt",
+            ReceiptsError::OutOfRange { .. } => "out_of_range",
+            ReceiptsError::NotSealed { .. } => "not_sealed",
+            ReceiptsError::Pruned { .. } => "pruned",
+            ReceiptsError::Poisoned => "poisoned",
+            ReceiptsError::UnknownEpoch { .. } => "unknown_epoch",
+            ReceiptsError::DigestKey(_) => "digest_key",
+        }
+    }
+}
+
 /// A checkpoint's note text with its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
