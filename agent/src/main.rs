@@ -407,9 +407,8 @@ fn config_error(e: &anyhow::Error) -> Option<&ConfigError> {
 }
 
 /// Install the log subscriber (stderr, `RUST_LOG`, default `info`) and, with `traces`, the
-/// bridge that turns `tracing`'s spans into OpenTelemetry spans for export. The bridge sees
-/// the `knhk.*` spans and the `info`-level spans of what they call, whatever `RUST_LOG` says
-/// of the log.
+/// bridge that turns `tracing`'s `knhk.*` spans into OpenTelemetry spans for export,
+/// whatever `RUST_LOG` says of the log.
 fn init_tracing(traces: Option<&Traces>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -420,10 +419,19 @@ fn init_tracing(traces: Option<&Traces>) {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         );
+    // Only the spans registry/model/agent.yaml declares (`knhk.*`), with only their own
+    // attributes: no log events as span events, no code locations, threads or timings.
     let otel = traces.map(|t| {
         tracing_opentelemetry::layer()
             .with_tracer(t.tracer())
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+            .with_location(false)
+            .with_threads(false)
+            .with_level(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && meta.name().starts_with("knhk.")
+            }))
     });
     // Once per process: a second call (never made) would keep the first subscriber.
     let _ = tracing_subscriber::registry()

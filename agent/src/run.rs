@@ -116,6 +116,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let started_ns = now_ns();
     let mut config = config;
     config.resolve_paths();
     config.validate()?;
@@ -168,8 +169,22 @@ pub async fn run(
     .await?;
     crate::observe::rollout(&metrics, &gates);
     let observed = gates.clone();
+    let epochs = {
+        let policy = policy.clone();
+        crate::telemetry::epochs::EpochSpans::new(
+            Box::new(move |n| {
+                policy
+                    .snapshot()
+                    .latest
+                    .filter(|e| e.epoch == n)
+                    .map(|e| e.issued_at_ns)
+            }),
+            started_ns,
+        )
+    };
     log.set_observer(Arc::new(move |first, receipts| {
         observed.observe(first, receipts);
+        epochs.observe(receipts);
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let evaluator = gates.spawn(stop_rx.clone());

@@ -17,6 +17,7 @@ pub mod raw;
 pub mod registry;
 pub mod rig;
 pub mod rollout;
+pub mod rotel;
 #[cfg(feature = "spiffe-double")]
 pub mod spiffe_workload;
 pub mod stats;

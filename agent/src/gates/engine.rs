@@ -466,7 +466,17 @@ impl Gates {
         }
     }
 
-    /// Persist, publish, log. Caller holds `serial`.
+    /// Persist, publish, log. Caller holds `serial`. Traced as `knhk.rollout.transition`.
+    #[tracing::instrument(
+        name = "knhk.rollout.transition",
+        skip_all,
+        fields(
+            knhk.rollout.id = %spec.id,
+            knhk.rollout.action = action,
+            knhk.rollout.gate = state.gate.as_str(),
+            knhk.rollout.weight = f64::from(state.canary_bp(spec)) / 100.0,
+        )
+    )]
     async fn transition(
         &self,
         spec: &RolloutSpec,

@@ -241,12 +241,17 @@ impl Identity {
                     .ok()
                     .and_then(|cur| cur.as_ref().map(|c| c.key.cert != m.key.cert))
                     .unwrap_or(true);
+                let span = changed.then(|| {
+                    tracing::info_span!("knhk.identity.svid.rotate", "spiffe.id" = %m.id, "knhk.svid.not_after" = m.not_after)
+                        .entered()
+                });
                 if changed {
                     tracing::info!(spiffe_id = %m.id, not_after = m.not_after, "SVID rotated");
                 }
                 if let Ok(mut slot) = self.shared.material.write() {
                     *slot = Some(Arc::new(m));
                 }
+                drop(span);
                 Ok(())
             }
             Err(e) => {

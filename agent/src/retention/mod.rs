@@ -247,7 +247,9 @@ impl Retention {
         self.record(entry).await
     }
 
-    /// One retention run at time `now_ns` (a no-op without `max_age`).
+    /// One retention run at time `now_ns` (a no-op without `max_age`). Traced as
+    /// `knhk.retention.run`.
+    #[tracing::instrument(name = "knhk.retention.run", skip_all)]
     pub async fn run(&self, now: u64) -> Result<RunReport, RetentionError> {
         let _serial = self.run_lock.lock().await;
         let mut report = RunReport::default();

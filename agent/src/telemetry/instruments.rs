@@ -123,7 +123,7 @@ impl Metrics {
                         n,
                         &[
                             KeyValue::new("knhk.admission.class", class_name(class)),
-                            KeyValue::new("knhk.admission.outcome", outcome.as_str()),
+                            KeyValue::new("knhk.receipt.admission", outcome.as_str()),
                         ],
                     );
                 }

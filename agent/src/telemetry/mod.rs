@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod epochs;
 pub mod export;
 pub mod instruments;
 pub mod prometheus;

@@ -14,13 +14,29 @@ use crate::gates::analysis::{verdict, Figures, Verdict};
 use crate::gates::spec::RolloutSpec;
 use crate::gates::state::{Phase, RolloutState, Target};
 use crate::gates::GatesError;
+use tracing::Instrument as _;
 
 /// Evaluation period while no rollout is live.
 const IDLE_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Gates {
-    /// One evaluation at `now_ns`: judge the live rollout and promote or roll back.
+    /// One evaluation at `now_ns`: judge the live rollout and promote or roll back. Traced
+    /// as `knhk.rollout.evaluate` while a rollout is live (idle ticks are not).
     pub async fn evaluate(&self, now_ns: u64) -> Result<(), GatesError> {
+        match self.readings().filter(|r| !r.phase.is_terminal()) {
+            Some(r) => {
+                let span = tracing::info_span!(
+                    "knhk.rollout.evaluate",
+                    "knhk.rollout.id" = %r.id,
+                    "knhk.rollout.weight" = r.canary_percent,
+                );
+                self.evaluate_live(now_ns).instrument(span).await
+            }
+            None => self.evaluate_live(now_ns).await,
+        }
+    }
+
+    async fn evaluate_live(&self, now_ns: u64) -> Result<(), GatesError> {
         let _serial = self.serial.lock().await;
         enum Next {
             Nothing,

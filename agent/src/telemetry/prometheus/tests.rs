@@ -152,3 +152,25 @@ fn the_agents_instruments_render_what_they_recorded() {
     }
     telemetry.shutdown();
 }
+
+#[test]
+fn registered_gauges_render_their_readings() {
+    let telemetry =
+        crate::telemetry::Telemetry::open(&crate::telemetry::TelemetryConfig::default()).unwrap();
+    let m = telemetry.metrics();
+    m.gauge("knhk.agent.rollout.success_rate", "1", "Success.", || {
+        vec![(0.5, vec![KeyValue::new("knhk.rollout.role", "stable")])]
+    });
+    m.gauge("knhk.agent.rollout.latency.p99", "s", "p99.", || {
+        vec![(0.25, vec![])]
+    });
+    let text = telemetry.prometheus_text().unwrap();
+    assert!(
+        text.contains("knhk_agent_rollout_success_rate_ratio{knhk_rollout_role=\"stable\"} 0.5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("knhk_agent_rollout_latency_p99_seconds 0.25\n"),
+        "{text}"
+    );
+}
