@@ -37,6 +37,30 @@ async fn commits_with_two_of_three_and_bundles_verify_offline() {
         })
         .await;
     let latest = status["latest_size"].as_u64().unwrap();
+    // /metrics: a cosignature latency was recorded per peer, and neither lags any more.
+    let metrics = reqwest::get(regions.url("eu", "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for peer in ["us", "ap"] {
+        let count =
+            format!("knhk_agent_quorum_ack_duration_seconds_count{{knhk_quorum_peer=\"{peer}\"}} ");
+        let acks: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&count))
+            .unwrap_or_else(|| panic!("no ack latency of {peer}:\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(acks >= 1, "{metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "knhk_agent_quorum_lag{{knhk_quorum_peer=\"{peer}\"}} 0\n"
+            )),
+            "{peer} caught up:\n{metrics}"
+        );
+    }
     let report = regions
         .json("eu", &format!("/v1/quorum/checkpoints/{latest}"))
         .await;

@@ -653,16 +653,37 @@ impl Registry {
 
 /// Check a Grafana dashboard (JSON) against the registry: every panel has Prometheus targets
 /// on the `${datasource}` variable, and every `knhk_…` metric a query names is a declared Envoy
-/// stat's Prometheus name. Returns one line per problem.
+/// stat's Prometheus name or an agent metric's series on its `/metrics`. Returns one line per problem.
 pub fn check_dashboard(
     registry: &Registry,
     name: &str,
     dashboard: &serde_json::Value,
 ) -> Vec<String> {
-    let declared: BTreeSet<String> = registry
+    let mut declared: BTreeSet<String> = registry
         .envoy_stats()
         .iter()
         .map(EnvoyStat::prometheus_name)
+        .collect();
+    // The agent's families on its /metrics; a histogram's series are its `_bucket`, `_sum`
+    // and `_count`.
+    let agent = registry.groups.iter().filter(|g| {
+        g.metric_name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("knhk.agent."))
+    });
+    for (family, kind) in agent.filter_map(Group::prometheus_family) {
+        if kind == "histogram" {
+            for series in ["_bucket", "_sum", "_count"] {
+                declared.insert(format!("{family}{series}"));
+            }
+        } else {
+            declared.insert(family);
+        }
+    }
+    let labels: BTreeSet<String> = registry
+        .attributes
+        .keys()
+        .map(|a| a.replace('.', "_"))
         .collect();
     let mut problems = Vec::new();
     let Some(panels) = dashboard.get("panels").and_then(|p| p.as_array()) else {
@@ -687,7 +708,8 @@ pub fn check_dashboard(
             if names.is_empty() {
                 problems.push(format!("{at}: query {expr:?} names no knhk metric"));
             }
-            for n in names {
+            // Label names of knhk's attributes (`knhk_rollout_id` in `by (…)`) are not metrics.
+            for n in names.into_iter().filter(|n| !labels.contains(n)) {
                 if !declared.contains(&n) {
                     problems.push(format!("{at}: `{n}` is not declared in the registry"));
                 }

@@ -243,7 +243,9 @@ fn dashboards_query_declared_metrics() {
         {"title": "typo", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "rate(knhk_route_canry[5m])"}]},
         {"title": "none", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "up"}]},
         {"title": "fixed", "targets": [{"datasource": {"uid": "prom-1"}, "expr": "knhk_route_canary"}]},
-        {"title": "empty", "targets": []}
+        {"title": "empty", "targets": []},
+        {"title": "agent typo", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "max(knhk_agent_checkpoint_age)"}]},
+        {"title": "agent ok", "targets": [{"datasource": {"uid": "${datasource}"}, "expr": "histogram_quantile(0.99, sum by (le, knhk_quorum_peer) (rate(knhk_agent_quorum_ack_duration_seconds_bucket[5m])))"}]}
     ]});
     let problems = check_dashboard(&registry, "bad.json", &bad);
     for needle in [
@@ -251,10 +253,103 @@ fn dashboards_query_declared_metrics() {
         "names no knhk metric",
         "not on the `${datasource}` variable",
         "panel \"empty\": no targets",
+        "`knhk_agent_checkpoint_age` is not declared",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),
             "{needle}: {problems:#?}"
+        );
+    }
+    assert!(
+        !problems.iter().any(|p| p.contains("agent ok")),
+        "a histogram's _bucket series and a label are accepted: {problems:#?}"
+    );
+}
+
+#[test]
+fn agent_metrics_map_to_prometheus_families_and_spans_to_names() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry");
+    let registry = load(&dir).unwrap();
+    let family = |id: &str| {
+        registry
+            .groups
+            .iter()
+            .find(|g| g.id == id)
+            .and_then(Group::prometheus_family)
+            .unwrap()
+    };
+    assert_eq!(
+        family("metric.knhk.agent.receipts.ingested"),
+        ("knhk_agent_receipts_ingested_total".to_owned(), "counter")
+    );
+    assert_eq!(
+        family("metric.knhk.agent.checkpoint.seal.duration"),
+        (
+            "knhk_agent_checkpoint_seal_duration_seconds".to_owned(),
+            "histogram"
+        )
+    );
+    assert_eq!(
+        family("metric.knhk.agent.rollout.success_rate"),
+        ("knhk_agent_rollout_success_rate_ratio".to_owned(), "gauge")
+    );
+    assert_eq!(
+        family("metric.knhk.agent.rollout.weight"),
+        ("knhk_agent_rollout_weight_percent".to_owned(), "gauge")
+    );
+    assert_eq!(
+        family("metric.knhk.agent.receipts.ingest.queue"),
+        ("knhk_agent_receipts_ingest_queue".to_owned(), "gauge")
+    );
+    let span = registry
+        .groups
+        .iter()
+        .find(|g| g.id == "span.knhk.checkpoint.seal")
+        .unwrap();
+    assert_eq!(span.span_name(), Some("knhk.checkpoint.seal"));
+    let marked: Vec<&str> = registry
+        .groups
+        .iter()
+        .filter(|g| g.not_live.is_some())
+        .map(|g| g.id.as_str())
+        .collect();
+    assert!(
+        marked.contains(&"span.knhk.identity.svid.rotate"),
+        "{marked:?}"
+    );
+}
+
+#[test]
+fn requirement_levels_take_the_syntax_forms() {
+    let with = |level: &str| {
+        VALID.replace(
+            "      - ref: error.type\n",
+            &format!("      - ref: error.type\n        requirement_level: {level}\n"),
+        )
+    };
+    for ok in [
+        "required",
+        "recommended",
+        "opt_in",
+        "{ conditionally_required: \"On failure.\" }",
+    ] {
+        assert!(
+            problems_of(&with(ok)).is_empty(),
+            "{ok}: {:?}",
+            problems_of(&with(ok))
+        );
+    }
+    for bad in [
+        "conditionally_required",
+        "sometimes",
+        "{ conditionally_required: \"\" }",
+        "{ required: x }",
+    ] {
+        assert!(
+            problems_of(&with(bad))
+                .iter()
+                .any(|p| p.contains("requirement_level")),
+            "{bad} accepted"
         );
     }
 }
