@@ -382,6 +382,50 @@ fn bad_environment_boolean_exits_78_naming_the_variable() {
     }
 }
 
+/// A bad `OTEL_*` variable or `[telemetry]` value exits 78 naming it, before anything is
+/// written; a header's secret value never reaches stderr.
+#[test]
+fn bad_telemetry_settings_exit_78_naming_the_setting() {
+    let (dir, config) = config_dir("");
+    for (var, value, setting) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "thrift",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4318",
+            "telemetry.endpoint",
+        ),
+        (
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            "5s",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-api-key=s3cr3t-value,broken",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+    ] {
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &[(var, value)],
+        );
+        let line = assert_config_refusal(&out, &format!("invalid setting {setting}: "));
+        assert!(!line.contains("s3cr3t"), "{line}");
+        assert_untouched(dir.path());
+    }
+    let (dir, config) = config_dir("[telemetry]\nexport_interval = \"10ms\"\n");
+    let out = agent_exit(
+        &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_config_refusal(&out, "invalid setting telemetry.export_interval: ");
+    assert_untouched(dir.path());
+}
+
 /// An unknown TOML field, at the top or in a table, exits 78 naming it.
 #[test]
 fn unknown_field_exits_78() {
