@@ -200,6 +200,17 @@ fn check_prometheus(r: &Registry, text: &str, complete: bool) {
     assert!(exported.contains_key("target_info"), "no target_info");
 }
 
+/// An agent of its own (local keys under `dir`) with `env`.
+async fn start_agent(dir: &std::path::Path, env: &[(&str, &str)]) -> AgentProcess {
+    let kms = format!(
+        "[kms]\nprovider = \"local\"\nkey_dir = \"{}\"\n",
+        dir.join("keys").display()
+    );
+    AgentProcess::start_with(&dir.join("agent"), None, &kms, env)
+        .await
+        .unwrap()
+}
+
 async fn metrics_text(agent: &AgentProcess) -> String {
     String::from_utf8(agent.get_bytes("/metrics").await.unwrap()).unwrap()
 }
@@ -345,13 +356,8 @@ async fn grpc_export_reaches_the_collector() {
     let dir = scratch("telemetry-grpc");
     let rotel = Rotel::start(&dir.join("rotel")).await.unwrap();
     let endpoint = rotel.grpc_endpoint();
-    let agent = AgentProcess::start_with(
-        &dir.join("agent"),
-        None,
-        &format!(
-            "[kms]\nprovider = \"local\"\nkey_dir = \"{}\"\n",
-            dir.join("keys").display()
-        ),
+    let agent = start_agent(
+        &dir,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -359,8 +365,7 @@ async fn grpc_export_reaches_the_collector() {
             ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
         ],
     )
-    .await
-    .unwrap();
+    .await;
     let got = poll(
         "metrics and spans over gRPC",
         Duration::from_secs(20),
@@ -400,13 +405,8 @@ async fn a_collector_that_never_answers_slows_nothing_and_drops_are_counted() {
     });
     let dir = scratch("telemetry-silent");
     let endpoint = format!("http://127.0.0.1:{port}");
-    let agent = AgentProcess::start_with(
-        &dir.join("agent"),
-        None,
-        &format!(
-            "[kms]\nprovider = \"local\"\nkey_dir = \"{}\"\n",
-            dir.join("keys").display()
-        ),
+    let agent = start_agent(
+        &dir,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
@@ -414,8 +414,7 @@ async fn a_collector_that_never_answers_slows_nothing_and_drops_are_counted() {
             ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
         ],
     )
-    .await
-    .unwrap();
+    .await;
     let http = reqwest::Client::new();
     let batch = encode_batch(&[ReceiptBuilder::new(0).build()]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter as _;
@@ -112,26 +112,40 @@ fn metadata(cfg: &TelemetryConfig) -> tonic::metadata::MetadataMap {
     map
 }
 
+/// The HTTP transport's settings on either exporter's builder.
+fn with_http<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    cfg: &TelemetryConfig,
+    endpoint: String,
+) -> Result<B, TelemetryError> {
+    Ok(builder
+        .with_endpoint(endpoint)
+        .with_protocol(http_protocol(cfg.protocol))
+        .with_timeout(cfg.export_timeout)
+        .with_headers(cfg.headers.0.clone().into_iter().collect())
+        .with_http_client(http_client(cfg)?))
+}
+
+/// The gRPC transport's settings on either exporter's builder.
+fn with_tonic<B: WithExportConfig + WithTonicConfig>(
+    builder: B,
+    cfg: &TelemetryConfig,
+    endpoint: String,
+) -> B {
+    builder
+        .with_endpoint(endpoint)
+        .with_timeout(cfg.export_timeout)
+        .with_metadata(metadata(cfg))
+}
+
 fn span_exporter(
     cfg: &TelemetryConfig,
     endpoint: String,
 ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match cfg.protocol {
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(cfg.export_timeout)
-            .with_metadata(metadata(cfg))
-            .build(),
-        p => builder
-            .with_http()
-            .with_endpoint(endpoint)
-            .with_protocol(http_protocol(p))
-            .with_timeout(cfg.export_timeout)
-            .with_headers(cfg.headers.0.clone().into_iter().collect())
-            .with_http_client(http_client(cfg)?)
-            .build(),
+        Protocol::Grpc => with_tonic(builder.with_tonic(), cfg, endpoint).build(),
+        _ => with_http(builder.with_http(), cfg, endpoint)?.build(),
     }
     .map_err(exporter_error)
 }
@@ -143,20 +157,8 @@ fn metric_exporter(
     let builder =
         opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
     match cfg.protocol {
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(cfg.export_timeout)
-            .with_metadata(metadata(cfg))
-            .build(),
-        p => builder
-            .with_http()
-            .with_endpoint(endpoint)
-            .with_protocol(http_protocol(p))
-            .with_timeout(cfg.export_timeout)
-            .with_headers(cfg.headers.0.clone().into_iter().collect())
-            .with_http_client(http_client(cfg)?)
-            .build(),
+        Protocol::Grpc => with_tonic(builder.with_tonic(), cfg, endpoint).build(),
+        _ => with_http(builder.with_http(), cfg, endpoint)?.build(),
     }
     .map_err(exporter_error)
 }
