@@ -54,7 +54,14 @@ impl EpochSpans {
             return 0;
         };
         let mut emitted = 0;
+        // Batches come from one worker at a time, mostly under one epoch: look each
+        // (worker, epoch) pair up once.
+        let mut last = None;
         for r in receipts {
+            if last == Some((r.worker_id, r.config_epoch)) {
+                continue;
+            }
+            last = Some((r.worker_id, r.config_epoch));
             let newest = seen.get(&r.worker_id).copied().unwrap_or(0);
             if r.config_epoch <= newest {
                 continue;

@@ -38,6 +38,9 @@ pub static EXPORT_FAILURES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(
 const MAX_EXPORT_BATCH: usize = 512;
 /// How long a span waits in the queue at most before it is exported.
 const SPAN_DELAY: Duration = Duration::from_secs(1);
+/// The last export at shutdown waits at most this long (or `export_timeout`, if shorter): a
+/// collector that is down must not hold the agent's exit.
+const FINAL_EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest response body an export call reads from the collector.
 const MAX_RESPONSE_LEN: usize = 1 << 20;
 
@@ -264,8 +267,13 @@ fn drain_spans(
         if batch.is_empty() {
             continue;
         }
+        let limit = if open {
+            timeout
+        } else {
+            timeout.min(FINAL_EXPORT_TIMEOUT)
+        };
         let sent =
-            runtime.block_on(async { tokio::time::timeout(timeout, exporter.export(batch)).await });
+            runtime.block_on(async { tokio::time::timeout(limit, exporter.export(batch)).await });
         if !matches!(sent, Ok(Ok(()))) {
             EXPORT_FAILURES[0].fetch_add(1, Ordering::Relaxed);
         }
@@ -361,7 +369,12 @@ impl MetricPusher {
                 let pushed = match reader.collect(&mut rm) {
                     Ok(()) => matches!(
                         runtime.block_on(async {
-                            tokio::time::timeout(timeout, exporter.export(&rm)).await
+                            let limit = if last {
+                                timeout.min(FINAL_EXPORT_TIMEOUT)
+                            } else {
+                                timeout
+                            };
+                            tokio::time::timeout(limit, exporter.export(&rm)).await
                         }),
                         Ok(Ok(()))
                     ),
