@@ -1,6 +1,8 @@
 //! [`run`]: start the agent on listeners it is given, until a shutdown future completes.
 //!
-//! Order: derive unset paths from `data_dir` and validate the configuration, open the signer (creating the key on first use), open
+//! Order: derive unset paths from `data_dir` and validate the configuration, open the metrics
+//! pipeline (`crate::telemetry`: `/metrics`, and the OTLP push when configured), open the
+//! signer (creating the key on first use; every KMS call timed), open
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
 //! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
@@ -11,7 +13,7 @@
 //! serves [`crate::peer::router`] and the witness routes over mutual TLS; the replicator then
 //! calls peers with the SVID. On shutdown held long-polls answer
 //! `204` at once, the server drains in-flight requests, the tasks stop, and a last checkpoint
-//! seals what was acknowledged.
+//! seals what was acknowledged, and the metrics are pushed a last time.
 
 use std::future::Future;
 use std::sync::Arc;

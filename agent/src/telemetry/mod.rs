@@ -141,6 +141,15 @@ impl Telemetry {
     }
 }
 
+impl Drop for Telemetry {
+    /// A `run` that fails after opening the pipeline stops its push thread too.
+    fn drop(&mut self) {
+        if let Some(pusher) = self.pusher.get_mut().ok().and_then(Option::take) {
+            pusher.stop();
+        }
+    }
+}
+
 /// The process's span pipeline: a tracer provider over the bounded export queue.
 #[derive(Debug)]
 pub struct Traces {
