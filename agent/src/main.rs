@@ -419,20 +419,7 @@ fn init_tracing(traces: Option<&Traces>) {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         );
-    // Only the spans registry/model/agent.yaml declares (`knhk.*`), with only their own
-    // attributes: no log events as span events, no code locations, threads or timings.
-    let otel = traces.map(|t| {
-        tracing_opentelemetry::layer()
-            .with_tracer(t.tracer())
-            .with_location(false)
-            .with_threads(false)
-            .with_level(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && meta.name().starts_with("knhk.")
-            }))
-    });
+    let otel = traces.map(|t| knhk_agent::telemetry::span_layer(t.tracer()));
     // Once per process: a second call (never made) would keep the first subscriber.
     let _ = tracing_subscriber::registry()
         .with(log)

@@ -180,3 +180,23 @@ impl Traces {
         let _ = self.provider.shutdown();
     }
 }
+
+/// The bridge from `tracing` to OpenTelemetry spans on `tracer`: only the spans
+/// `registry/model/agent.yaml` declares (`knhk.*`), with only their own attributes — no log
+/// events as span events, no code locations, thread ids, levels, targets or busy/idle timings.
+pub fn span_layer<S>(tracer: opentelemetry_sdk::trace::Tracer) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && meta.name().starts_with("knhk.")
+        }))
+}
