@@ -134,6 +134,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     admission(&envoy, &client, [&stable, &canary]).await?;
     let ramp_ok = agent_section(&envoy, &agent, &policy, &keys, first_epoch).await?;
     print_stats(&envoy).await?;
+    print_agent_metrics(&agent).await?;
     let rollback_ok = rollout_section().await?;
 
     let ok = mismatches == 0 && sticky && ramp_ok && rollback_ok;
@@ -566,6 +567,29 @@ async fn print_stats(envoy: &Envoy) -> anyhow::Result<()> {
     .await?;
     println!("\n── /stats/prometheus: the filter's knhk_* metrics ──");
     for line in text.lines().filter(|l| l.starts_with("knhk_")) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// The agent's own metrics, from its Prometheus endpoint (what Istio scrapes): the receipts
+/// it holds by class and admission outcome, the log, the last seal and the KMS calls.
+async fn print_agent_metrics(agent: &AgentProcess) -> anyhow::Result<()> {
+    let text = String::from_utf8(agent.get_bytes("/metrics").await?)?;
+    println!("\n── agent /metrics (OpenTelemetry instruments; docs/telemetry.md) ──");
+    let shown = [
+        "knhk_agent_receipts_ingested_total",
+        "knhk_agent_log_size",
+        "knhk_agent_log_unsealed",
+        "knhk_agent_checkpoint_age_seconds",
+        "knhk_agent_checkpoint_seal_duration_seconds_count",
+        "knhk_agent_kms_call_duration_seconds_count",
+        "knhk_agent_api_refusals_total",
+    ];
+    for line in text
+        .lines()
+        .filter(|l| shown.iter().any(|m| l.starts_with(m)))
+    {
         println!("  {line}");
     }
     Ok(())

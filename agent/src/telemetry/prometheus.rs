@@ -128,19 +128,24 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// One sample line per point, in label order (the SDK keeps no order).
+fn samples(out: &mut String, name: &str, points: impl Iterator<Item = (String, f64)>) {
+    let mut points: Vec<(String, f64)> = points.collect();
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    for (labels, value) in points {
+        let _ = writeln!(out, "{name}{labels} {}", number(value));
+    }
+}
+
 fn render_data<T: Value>(out: &mut String, metric: &Metric, data: &MetricData<T>) {
     match data {
         MetricData::Gauge(g) => {
             let name = metric_name(metric.name(), metric.unit(), true);
             header(out, &name, "gauge", metric.description());
-            for p in g.data_points() {
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(p.attributes(), None),
-                    number(p.value().to_f64())
-                );
-            }
+            let points = g
+                .data_points()
+                .map(|p| (labels(p.attributes(), None), p.value().to_f64()));
+            samples(out, &name, points);
         }
         MetricData::Sum(s) => {
             let base = metric_name(metric.name(), metric.unit(), !s.is_monotonic());
@@ -150,19 +155,17 @@ fn render_data<T: Value>(out: &mut String, metric: &Metric, data: &MetricData<T>
                 (base, "gauge")
             };
             header(out, &name, kind, metric.description());
-            for p in s.data_points() {
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(p.attributes(), None),
-                    number(p.value().to_f64())
-                );
-            }
+            let points = s
+                .data_points()
+                .map(|p| (labels(p.attributes(), None), p.value().to_f64()));
+            samples(out, &name, points);
         }
         MetricData::Histogram(h) => {
             let name = metric_name(metric.name(), metric.unit(), false);
             header(out, &name, "histogram", metric.description());
-            for p in h.data_points() {
+            let mut points: Vec<_> = h.data_points().collect();
+            points.sort_by_cached_key(|p| labels(p.attributes(), None));
+            for p in points {
                 let mut cumulative = 0u64;
                 let bounds: Vec<f64> = p.bounds().collect();
                 for (i, count) in p.bucket_counts().enumerate() {

@@ -122,6 +122,7 @@ fn the_agents_instruments_render_what_they_recorded() {
         crate::telemetry::Telemetry::open(&crate::telemetry::TelemetryConfig::default()).unwrap();
     let m = telemetry.metrics();
     m.receipts_refused(429);
+    m.receipts_refused(413);
     m.seal_duration(Duration::from_millis(3));
     m.kms_call("local", "sign", None, Duration::from_millis(1));
     m.kms_call(
@@ -150,6 +151,11 @@ fn the_agents_instruments_render_what_they_recorded() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
+    let (a, b) = (
+        text.find("error_type=\"413\"").unwrap(),
+        text.find("error_type=\"429\"").unwrap(),
+    );
+    assert!(a < b, "samples in label order:\n{text}");
     telemetry.shutdown();
 }
 
