@@ -802,3 +802,27 @@ fn valid_unit(unit: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// The prefix Envoy 1.40 gives the filter's families on `/stats/prometheus`: none for the wasm
+/// build (the `wasmcustom` namespace is stripped), `envoy_dynamicmodulescustom_` for the
+/// native module (registry/README.md says the same).
+pub fn envoy_prometheus_prefix(native: bool) -> &'static str {
+    if native {
+        "envoy_dynamicmodulescustom_"
+    } else {
+        ""
+    }
+}
+
+/// `# TYPE name kind` lines of the filter's `knhk_` families in an Envoy Prometheus
+/// exposition, by name without the host's prefix.
+pub fn envoy_knhk_families(text: &str, native: bool) -> BTreeMap<String, String> {
+    let host = envoy_prometheus_prefix(native);
+    let prefix = format!("{host}knhk_");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(name, _)| name.starts_with(&prefix))
+        .map(|(name, kind)| (name[host.len()..].to_owned(), kind.trim().to_owned()))
+        .collect()
+}

@@ -14,30 +14,12 @@ use knhk_e2e::registry;
 use knhk_e2e::rig::{base_config, Rig};
 use knhk_e2e::wait::poll;
 
-/// The prefix Envoy 1.40 gives the filter's families on `/stats/prometheus`: none for the wasm
-/// build (the `wasmcustom` namespace is stripped), `envoy_dynamicmodulescustom_` for the
-/// native module (registry/README.md says the same).
 fn prometheus_prefix() -> &'static str {
-    if paths::native_host() {
-        "envoy_dynamicmodulescustom_"
-    } else {
-        ""
-    }
+    registry::envoy_prometheus_prefix(paths::native_host())
 }
 
-/// `# TYPE name kind` lines of the knhk families in a Prometheus text exposition, by name
-/// without the host's prefix.
 fn knhk_families(text: &str) -> BTreeMap<String, String> {
-    let prefix = format!("{}knhk_", prometheus_prefix());
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(name, _)| name.starts_with(&prefix))
-        .map(|(name, kind)| {
-            let name = &name[prometheus_prefix().len()..];
-            (name.to_owned(), kind.trim().to_owned())
-        })
-        .collect()
+    registry::envoy_knhk_families(text, paths::native_host())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

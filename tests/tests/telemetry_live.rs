@@ -333,6 +333,25 @@ async fn agent_telemetry_reaches_a_real_collector_and_matches_the_registry() {
 
     let text = metrics_text(&rig.agent).await;
     check_prometheus(&registry, &text, false);
+    // The filter's side of the same scenario: every knhk family Envoy exports is declared,
+    // with its instrument.
+    let envoy = registry::envoy_knhk_families(
+        &rig.rig.envoy.stats_prometheus().await.unwrap(),
+        paths::native_host(),
+    );
+    let declared: BTreeMap<String, String> = registry
+        .envoy_stats()
+        .into_iter()
+        .map(|s| (s.prometheus_name(), s.instrument))
+        .collect();
+    assert!(envoy.contains_key("knhk_route_canary"), "{envoy:?}");
+    for (family, kind) in &envoy {
+        assert_eq!(
+            declared.get(family),
+            Some(kind),
+            "Envoy's {family} ({kind}) vs registry/"
+        );
+    }
     // Figures an SRE reads, consistent with what happened.
     assert!(
         text.contains("knhk_agent_receipts_refused_total{error_type=\"415\"} 1\n"),
