@@ -43,6 +43,12 @@ pub const MIN_EXPORT_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_EXPORT_INTERVAL: Duration = Duration::from_secs(3600);
 /// Longest header or resource attribute list accepted, in bytes (an environment variable).
 const MAX_LIST_LEN: usize = 8192;
+/// Longest endpoint URL accepted, in bytes.
+const MAX_ENDPOINT_LEN: usize = 2048;
+/// Longest `service.name` accepted, in bytes.
+const MAX_SERVICE_NAME_LEN: usize = 256;
+/// Most resource attributes, and most export headers, accepted.
+const MAX_ITEMS: usize = 64;
 
 /// Why a telemetry setting was refused.
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +301,12 @@ impl TelemetryConfig {
     /// Check every value.
     pub fn validate(&self) -> Result<(), TelemetryError> {
         if let Some(endpoint) = &self.endpoint {
+            if endpoint.len() > MAX_ENDPOINT_LEN {
+                return Err(invalid(
+                    "telemetry.endpoint",
+                    format!("longer than {MAX_ENDPOINT_LEN} bytes"),
+                ));
+            }
             let url = url::Url::parse(endpoint).map_err(|e| {
                 invalid(
                     "telemetry.endpoint",
@@ -325,6 +337,24 @@ impl TelemetryConfig {
                     "an https:// collector needs the PEM file of its CA (OTEL_EXPORTER_OTLP_CERTIFICATE)",
                 ));
             }
+        }
+        if self.resource_attributes.len() > MAX_ITEMS {
+            return Err(invalid(
+                "telemetry.resource_attributes",
+                format!("more than {MAX_ITEMS} attributes"),
+            ));
+        }
+        if self.headers.0.len() > MAX_ITEMS {
+            return Err(invalid(
+                "telemetry.headers",
+                format!("more than {MAX_ITEMS} headers"),
+            ));
+        }
+        if self.service_name.len() > MAX_SERVICE_NAME_LEN {
+            return Err(invalid(
+                "telemetry.service_name",
+                format!("longer than {MAX_SERVICE_NAME_LEN} bytes"),
+            ));
         }
         if self.service_name.is_empty() || self.service_name.chars().any(char::is_control) {
             return Err(invalid(

@@ -108,6 +108,12 @@ fn service_name_wins_over_the_resource_attribute() {
 #[test]
 fn malformed_and_hostile_values_are_refused_by_name() {
     let long = "k=".to_owned() + &"v".repeat(9000);
+    let long_url = format!("http://c/{}", "p".repeat(3000));
+    let long_name = "s".repeat(300);
+    let many: String = (0..65)
+        .map(|i| format!("k{i}=v"))
+        .collect::<Vec<_>>()
+        .join(",");
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
@@ -210,6 +216,22 @@ fn malformed_and_hostile_values_are_refused_by_name() {
         ),
         (&[("OTEL_SDK_DISABLED", "maybe")], "OTEL_SDK_DISABLED"),
         (&[("OTEL_SERVICE_NAME", "")], "telemetry.service_name"),
+        (
+            &[("OTEL_SERVICE_NAME", long_name.as_str())],
+            "telemetry.service_name",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", long_url.as_str())],
+            "telemetry.endpoint",
+        ),
+        (
+            &[("OTEL_RESOURCE_ATTRIBUTES", many.as_str())],
+            "telemetry.resource_attributes",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_HEADERS", many.as_str())],
+            "telemetry.headers",
+        ),
     ];
     for (pairs, setting) in cases {
         assert_eq!(refused_setting(pairs), *setting, "{pairs:?}");
