@@ -19,7 +19,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use opentelemetry::Context;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter as _;
@@ -28,7 +27,8 @@ use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, Tempora
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter as _, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-use super::config::{Protocol, TelemetryConfig, TelemetryError};
+use super::config::{TelemetryConfig, TelemetryError};
+use super::exporters::{exporter_error, metric_exporter, span_exporter};
 
 /// Spans dropped because the export queue was full, since the process started.
 pub static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -41,130 +41,6 @@ const SPAN_DELAY: Duration = Duration::from_secs(1);
 /// The last export at shutdown waits at most this long (or `export_timeout`, if shorter): a
 /// collector that is down must not hold the agent's exit.
 const FINAL_EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest response body an export call reads from the collector.
-const MAX_RESPONSE_LEN: usize = 1 << 20;
-
-fn exporter_error(e: impl std::fmt::Display) -> TelemetryError {
-    TelemetryError::Exporter(e.to_string())
-}
-
-/// `opentelemetry-http`'s client over the agent's own `reqwest` (its rustls, no system roots).
-#[derive(Debug, Clone)]
-pub struct ReqwestClient(reqwest::Client);
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for ReqwestClient {
-    async fn send_bytes(
-        &self,
-        request: http::Request<bytes::Bytes>,
-    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let request = reqwest::Request::try_from(request)?;
-        let response = self.0.execute(request).await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        let mut response = response;
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_RESPONSE_LEN {
-                break;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let mut out = http::Response::new(bytes::Bytes::from(body));
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        Ok(out)
-    }
-}
-
-fn http_client(cfg: &TelemetryConfig) -> Result<ReqwestClient, TelemetryError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(cfg.export_timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &cfg.certificate {
-        let pem = std::fs::read(path).map_err(|e| TelemetryError::Invalid {
-            setting: "telemetry.certificate",
-            reason: format!("cannot read {}: {e}", path.display()),
-        })?;
-        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| TelemetryError::Invalid {
-            setting: "telemetry.certificate",
-            reason: format!("{} is not a PEM certificate: {e}", path.display()),
-        })?;
-        builder = builder.add_root_certificate(ca);
-    }
-    builder.build().map(ReqwestClient).map_err(exporter_error)
-}
-
-fn http_protocol(p: Protocol) -> opentelemetry_otlp::Protocol {
-    match p {
-        Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
-        _ => opentelemetry_otlp::Protocol::HttpBinary,
-    }
-}
-
-fn metadata(cfg: &TelemetryConfig) -> tonic::metadata::MetadataMap {
-    let mut map = tonic::metadata::MetadataMap::new();
-    for (k, v) in &cfg.headers.0 {
-        if let (Ok(k), Ok(v)) = (
-            tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-            v.parse(),
-        ) {
-            map.insert(k, v);
-        }
-    }
-    map
-}
-
-/// The HTTP transport's settings on either exporter's builder.
-fn with_http<B: WithExportConfig + WithHttpConfig>(
-    builder: B,
-    cfg: &TelemetryConfig,
-    endpoint: String,
-) -> Result<B, TelemetryError> {
-    Ok(builder
-        .with_endpoint(endpoint)
-        .with_protocol(http_protocol(cfg.protocol))
-        .with_timeout(cfg.export_timeout)
-        .with_headers(cfg.headers.0.clone().into_iter().collect())
-        .with_http_client(http_client(cfg)?))
-}
-
-/// The gRPC transport's settings on either exporter's builder.
-fn with_tonic<B: WithExportConfig + WithTonicConfig>(
-    builder: B,
-    cfg: &TelemetryConfig,
-    endpoint: String,
-) -> B {
-    builder
-        .with_endpoint(endpoint)
-        .with_timeout(cfg.export_timeout)
-        .with_metadata(metadata(cfg))
-}
-
-fn span_exporter(
-    cfg: &TelemetryConfig,
-    endpoint: String,
-) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match cfg.protocol {
-        Protocol::Grpc => with_tonic(builder.with_tonic(), cfg, endpoint).build(),
-        _ => with_http(builder.with_http(), cfg, endpoint)?.build(),
-    }
-    .map_err(exporter_error)
-}
-
-fn metric_exporter(
-    cfg: &TelemetryConfig,
-    endpoint: String,
-) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    let builder =
-        opentelemetry_otlp::MetricExporter::builder().with_temporality(Temporality::Cumulative);
-    match cfg.protocol {
-        Protocol::Grpc => with_tonic(builder.with_tonic(), cfg, endpoint).build(),
-        _ => with_http(builder.with_http(), cfg, endpoint)?.build(),
-    }
-    .map_err(exporter_error)
-}
 
 /// Start a named thread with its own current-thread runtime; `build` makes its state inside
 /// that runtime (the gRPC channel needs one) and its error is returned here.

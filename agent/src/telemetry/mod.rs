@@ -3,16 +3,18 @@
 //! `registry/` (`registry/model/agent.yaml`).
 //!
 //! [`config`] reads `[telemetry]` and the `OTEL_*` variables; [`instruments`] holds the
-//! counters, histograms and gauges; [`prometheus`] renders them; [`export`] pushes them (and
-//! the spans) off the agent's runtime, bounded, drops counted; [`signer`] times every KMS
-//! call. [`Telemetry`] is one agent's metrics pipeline ([`crate::run()`] opens it);
-//! [`Traces`] is the process's span pipeline, which the binary installs under `tracing`
-//! (spans are process-wide, as `tracing`'s subscriber is).
+//! counters, histograms and gauges; [`prometheus`] renders them and [`api`] serves that;
+//! [`export`] pushes them (and the spans) off the agent's runtime, bounded, drops counted,
+//! through [`exporters`]; [`signer`] times every KMS call; [`epochs`] traces config epochs
+//! into the workers. [`Telemetry`] is one agent's metrics pipeline ([`crate::run()`] opens
+//! it); [`Traces`] is the process's span pipeline, which the binary installs under `tracing`
+//! with [`span_layer`] (spans are process-wide, as `tracing`'s subscriber is).
 
 pub mod api;
 pub mod config;
 pub mod epochs;
 pub mod export;
+pub mod exporters;
 pub mod instruments;
 pub mod prometheus;
 pub mod signer;
