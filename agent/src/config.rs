@@ -309,6 +309,7 @@ impl AgentConfig {
         };
         cfg.resolve_paths();
         cfg.kms.apply_env(&env)?;
+        cfg.policy.apply_env(&env)?;
         cfg.gates.apply_env(&env)?;
         cfg.api.apply_env(&env);
         cfg.identity.apply_env(&env)?;

@@ -426,6 +426,36 @@ fn bad_telemetry_settings_exit_78_naming_the_setting() {
     assert_untouched(dir.path());
 }
 
+/// Nonsense in the older sidecar's SLO variables exits 78 naming the variable.
+#[test]
+fn bad_legacy_slo_settings_exit_78_naming_the_variable() {
+    let (dir, config) = config_dir("");
+    for (env, setting) in [
+        (
+            vec![("KGC_SIDECAR_SLO_R1_P99_MAX_NS", "0")],
+            "KGC_SIDECAR_SLO_R1_P99_MAX_NS",
+        ),
+        (
+            vec![("KGC_SIDECAR_SLO_ADMISSION_STRATEGY", "drop")],
+            "KGC_SIDECAR_SLO_ADMISSION_STRATEGY",
+        ),
+        (
+            vec![
+                ("KGC_SIDECAR_SLO_W1_P99_MAX_MS", "500"),
+                ("KGC_SIDECAR_SLO_C1_P99_MAX_MS", "100"),
+            ],
+            "KGC_SIDECAR_SLO_C1_P99_MAX_MS",
+        ),
+    ] {
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &env,
+        );
+        assert_config_refusal(&out, &format!("invalid setting {setting}: "));
+        assert_untouched(dir.path());
+    }
+}
+
 /// An unknown TOML field, at the top or in a table, exits 78 naming it.
 #[test]
 fn unknown_field_exits_78() {

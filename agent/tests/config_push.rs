@@ -791,3 +791,47 @@ async fn bucket_command_agrees_with_the_filters_decision() {
     assert!(stderr.contains("routing.canary_basis_points"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// The older sidecar's SLO settings (`KGC_SIDECAR_SLO_*`) override the class budgets and
+/// strategy of every pushed epoch; a policy they would make invalid is refused naming them,
+/// and nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_slo_settings_override_every_pushed_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), None);
+    cfg.policy
+        .apply_env(|k| match k {
+            "KGC_SIDECAR_SLO_W1_P99_MAX_MS" => Some("250".to_owned()),
+            "KGC_SIDECAR_SLO_ADMISSION_STRATEGY" => Some("degrade".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+    let agent = Agent::start(cfg).await;
+    let epoch = agent.put_ok(&policy(1000)).await;
+    let view = agent.policy().await;
+    assert_eq!(view.epoch, epoch);
+    let classes = &view.policy.as_ref().unwrap()["admission"]["classes"];
+    assert_eq!(
+        classes["W1"],
+        serde_json::json!({"p99_max_ms": 250, "strategy": "degrade"})
+    );
+    assert_eq!(classes["R1"], serde_json::json!({"strategy": "degrade"}));
+    // What the filters receive: the signed envelope of the long-poll carries the same.
+    let r = agent.poll(0, 1000).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let keys = agent.keys().await;
+    let opened = envelope::open(&r.bytes().await.unwrap(), &keys, 0).unwrap();
+    assert_eq!(
+        opened.policy.budget(knhk_core::class::Class::W1).p99_max_ns,
+        250_000_000
+    );
+    // R1 at 300 ms would be looser than the overridden W1 (250 ms): refused, naming them.
+    let r = agent
+        .put(r#"{"admission": {"classes": {"R1": {"p99_max_ms": 300}}}}"#)
+        .await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_client_error(), "{status} {text}");
+    assert!(text.contains("KGC_SIDECAR_SLO_"), "{text}");
+    assert_eq!(agent.policy().await.epoch, epoch, "nothing was published");
+}

@@ -40,7 +40,7 @@ impl From<PolicyError> for ApiError {
             PolicyError::Malformed(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             PolicyError::NoPolicy => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             PolicyError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-            PolicyError::Invalid(_) => {
+            PolicyError::Invalid(_) | PolicyError::SloOverride(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             PolicyError::Kms(_) => {

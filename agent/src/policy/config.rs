@@ -60,6 +60,10 @@ pub struct PolicyConfig {
     pub max_long_polls: usize,
     /// Long-polls one client address may hold (an Envoy holds one per worker).
     pub max_long_polls_per_client: usize,
+    /// The older sidecar's `KGC_SIDECAR_SLO_*` overrides of the class budgets and strategy,
+    /// applied to every pushed policy (environment only; see [`super::slo`]).
+    #[serde(skip)]
+    pub slo: super::slo::SloOverrides,
 }
 
 /// Default of `policy.max_long_polls`.
@@ -76,11 +80,18 @@ impl Default for PolicyConfig {
             long_poll_max: DEFAULT_LONG_POLL_MAX,
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
             max_long_polls_per_client: DEFAULT_MAX_LONG_POLLS_PER_CLIENT,
+            slo: super::slo::SloOverrides::default(),
         }
     }
 }
 
 impl PolicyConfig {
+    /// Apply the environment: the `KGC_SIDECAR_SLO_*` overrides.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), PolicyError> {
+        self.slo = super::slo::SloOverrides::from_env(env)?;
+        Ok(())
+    }
+
     /// Check every value against each other and the `[kms]` table.
     pub fn validate(&self, kms: &KmsConfig) -> Result<(), PolicyError> {
         if !valid_key_id(&self.key_id) {

@@ -23,6 +23,7 @@ pub mod api;
 pub mod config;
 pub mod epoch;
 pub mod service;
+pub mod slo;
 pub mod store;
 
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ pub enum PolicyError {
     /// A policy document is larger than the filter accepts.
     #[error("policy of {0} bytes exceeds the {max}-byte limit", max = knhk_core::limits::MAX_CONFIG_BYTES)]
     TooLarge(usize),
+    /// A policy that the `KGC_SIDECAR_SLO_*` overrides make invalid (see [`slo`]); nothing
+    /// was published.
+    #[error("the policy with the KGC_SIDECAR_SLO_* overrides applied is refused: {0}")]
+    SloOverride(String),
     /// A policy document does not validate as a filter configuration (the filter's own rules);
     /// the error names the field.
     #[error("{0}")]

@@ -315,6 +315,10 @@ impl PolicyService {
         file_hash: Option<String>,
     ) -> Result<(Arc<Epoch>, bool), PolicyError> {
         let _serial = self.publish.lock().await;
+        if self.config.slo.any() {
+            self.config.slo.apply(&mut policy);
+            check_value(&policy).map_err(|e| PolicyError::SloOverride(e.to_string()))?;
+        }
         let overlay = self.overlay.lock().ok().and_then(|o| o.clone());
         if let Some(apply) = overlay {
             apply(&mut policy);
