@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws` and `azure` are refused as not supported by this build) |
 //! | `KGC_SIDECAR_KMS_KEY_ID` | `key_id` |
+//! | `KGC_SIDECAR_KMS_REGION` | an AWS region: refused, naming it, since no provider of this build takes one (it would otherwise be silently ignored) |
 //! | `KGC_SIDECAR_KMS_VAULT_URL` | `vault_address` (wins over `VAULT_ADDR`) |
 //! | `KGC_SIDECAR_KMS_VAULT_MOUNT` | `vault_mount` |
 //! | `KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS` | `rotation_interval`, whole hours 1–24 |
@@ -45,6 +46,16 @@ pub enum Provider {
     Local,
     /// Vault / OpenBao Transit.
     Transit,
+}
+
+impl Provider {
+    /// The name `[kms] provider` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Transit => "transit",
+        }
+    }
 }
 
 /// The `[kms]` configuration table.
@@ -202,6 +213,18 @@ impl KmsConfig {
             })?;
             self.rotation_interval = check_interval(setting, Duration::from_secs(secs))?;
         }
+        if let Some(v) = env("KGC_SIDECAR_KMS_REGION").filter(|v| !v.trim().is_empty()) {
+            // An AWS region: no provider of this build takes one, so it would silently do
+            // nothing (the older sidecar's manifests set it for `aws`).
+            return Err(KmsError::InvalidConfig {
+                setting: "KGC_SIDECAR_KMS_REGION",
+                reason: format!(
+                    "{:?} is an AWS KMS region; the {} provider takes none (AWS KMS is not supported by this build): unset it",
+                    v.trim(),
+                    self.provider.as_str()
+                ),
+            });
+        }
         if let Some(v) = env("VAULT_TOKEN") {
             if !v.trim().is_empty() {
                 self.vault_token = Some(v.trim().to_owned());
@@ -315,6 +338,25 @@ mod tests {
         );
         let ok: KmsConfig = toml::from_str("rotation_interval = \"1440m\"\n").unwrap();
         ok.validate().unwrap();
+    }
+
+    /// KGC_SIDECAR_KMS_REGION would do nothing for the providers of this build: refused by
+    /// name; an empty value is as unset.
+    #[test]
+    fn kms_region_is_refused_for_providers_without_one() {
+        let mut c = KmsConfig::default();
+        let err = c
+            .apply_env(|k| (k == "KGC_SIDECAR_KMS_REGION").then(|| "eu-west-1".to_owned()))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("invalid setting KGC_SIDECAR_KMS_REGION"),
+            "{text}"
+        );
+        assert!(text.contains("local"), "{text}");
+        let mut c = KmsConfig::default();
+        c.apply_env(|k| (k == "KGC_SIDECAR_KMS_REGION").then(|| " ".to_owned()))
+            .unwrap();
     }
 
     /// KGC_SIDECAR_KMS_PROVIDER maps vault/transit/openbao/local and refuses aws, azure, junk.
