@@ -309,3 +309,66 @@ pub async fn run(
     })?;
     Ok(peer_served?)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The background tasks on an injected clock (tokio's paused time): no sleeping.
+
+    use super::*;
+    use crate::kms::KmsConfig;
+
+    async fn versions(log: &ReceiptLog) -> usize {
+        log.export().map(|e| e.public_keys.len()).unwrap_or(0)
+    }
+
+    /// The key rotator rotates on its own once per interval, never before, and each rotation
+    /// is logged and sealed like a manual one; it stops when told.
+    #[tokio::test(start_paused = true)]
+    async fn the_rotator_rotates_on_its_own_each_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = KmsConfig {
+            key_dir: Some(dir.path().join("keys")),
+            ..KmsConfig::default()
+        };
+        let signer: Arc<dyn Signer> = Arc::from(build_signer(&kms).await.unwrap());
+        let log = Arc::new(
+            ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/rotator", signer)
+                .await
+                .unwrap(),
+        );
+        log.seal(now_ns()).await.unwrap();
+        assert_eq!(versions(&log).await, 1);
+        let every = Duration::from_secs(3600);
+        let (stop, stopped) = watch::channel(false);
+        let task = spawn_every(every, stopped, log.clone(), "key rotation", true);
+        let settle = || async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await; // the task starts its interval now
+        tokio::time::advance(every - Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(versions(&log).await, 1, "nothing before the interval");
+        for expected in 2..=3 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            for _ in 0..1000 {
+                if versions(&log).await == expected {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(versions(&log).await, expected, "one rotation per interval");
+            tokio::time::advance(every - Duration::from_secs(1)).await;
+            settle().await;
+            assert_eq!(versions(&log).await, expected, "and only one");
+        }
+        let latest = log.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(
+            latest.signature.key_version, 2,
+            "the handover is signed by the previous version"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
