@@ -142,6 +142,44 @@ impl LocalSigner {
         &self.dir
     }
 
+    /// Read in the versions another process wrote since (`knhk-agent keys rotate` while the
+    /// agent runs), in version order, so the next seal signs with the newest and the log
+    /// records the handover. A file that does not read yet (still being written) stops the
+    /// scan there; the next call tries again.
+    async fn adopt_new_versions(&self) {
+        let newest = self.keys.read().await.last().map_or(0, |(v, _)| *v);
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut newer: Vec<(u32, std::path::PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_str().and_then(version_of)?;
+                (v > newest).then(|| (v, e.path()))
+            })
+            .collect();
+        if newer.is_empty() {
+            return;
+        }
+        newer.sort_by_key(|(v, _)| *v);
+        let mut keys = self.keys.write().await;
+        for (version, path) in newer {
+            if keys.last().is_some_and(|(v, _)| *v >= version) {
+                continue;
+            }
+            match read_key(&path) {
+                Ok(key) => {
+                    tracing::info!(key_id = %self.key_id, version, "adopted a local key version created outside the agent");
+                    keys.push((version, key));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a new local key version does not read yet; trying again at the next call");
+                    break;
+                }
+            }
+        }
+    }
+
     fn record(&self, version: u32, key: &SigningKey, msg: &[u8]) -> SignatureRecord {
         SignatureRecord {
             provider: PROVIDER.to_owned(),
@@ -164,6 +202,7 @@ impl Signer for LocalSigner {
     }
 
     async fn sign(&self, msg: &[u8]) -> Result<SignatureRecord, KmsError> {
+        self.adopt_new_versions().await;
         let keys = self.keys.read().await;
         let (version, key) = keys.last().ok_or(KmsError::UnknownVersion {
             key_id: self.key_id.clone(),
@@ -189,6 +228,7 @@ impl Signer for LocalSigner {
     }
 
     async fn public_keys(&self) -> Result<Vec<PublicKeyVersion>, KmsError> {
+        self.adopt_new_versions().await;
         let keys = self.keys.read().await;
         Ok(keys
             .iter()
@@ -197,6 +237,7 @@ impl Signer for LocalSigner {
     }
 
     async fn rotate(&self) -> Result<PublicKeyVersion, KmsError> {
+        self.adopt_new_versions().await;
         let mut keys = self.keys.write().await;
         let next = keys.last().map_or(1, |(v, _)| v.saturating_add(1));
         let key = write_key(&self.dir, next)?;
@@ -259,6 +300,34 @@ mod tests {
     }
 
     /// A key file readable by others is refused at open, naming the file and its mode.
+    /// A version another process adds (the CLI's `keys rotate`) is signed with at the next
+    /// call, and listed; a partly written file is skipped until it reads.
+    #[tokio::test]
+    async fn versions_written_by_another_process_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = LocalSigner::open(dir.path(), "k").unwrap();
+        assert_eq!(running.sign(b"m").await.unwrap().key_version, 1);
+        let cli = LocalSigner::open(dir.path(), "k").unwrap();
+        assert_eq!(cli.rotate().await.unwrap().version, 2);
+        assert_eq!(running.sign(b"m").await.unwrap().key_version, 2);
+        let versions: Vec<u32> = running
+            .public_keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.version)
+            .collect();
+        assert_eq!(versions, [1, 2]);
+        // Half a seed: not adopted, nothing fails; adopted once complete.
+        let v3 = running.dir().join(format!("v3{SUFFIX}"));
+        crate::private_file::create(&v3, &[7u8; 16]).unwrap();
+        assert_eq!(running.sign(b"m").await.unwrap().key_version, 2);
+        std::fs::write(&v3, [7u8; 32]).unwrap();
+        assert_eq!(running.sign(b"m").await.unwrap().key_version, 3);
+        // Its own rotation goes past what the other process made.
+        assert_eq!(running.rotate().await.unwrap().version, 4);
+    }
+
     #[test]
     fn world_readable_key_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
