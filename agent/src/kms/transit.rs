@@ -245,6 +245,19 @@ impl Signer for TransitSigner {
         msg: &[u8],
         version: u32,
     ) -> Result<SignatureRecord, KmsError> {
+        // Transit answers an unknown version with a 500 and prose; every provider answers it
+        // with `UnknownVersion` (a rare call: handovers and config epochs), so ask first.
+        if !self
+            .public_keys()
+            .await?
+            .iter()
+            .any(|k| k.version == version)
+        {
+            return Err(KmsError::UnknownVersion {
+                key_id: self.settings.key_name.clone(),
+                version,
+            });
+        }
         self.sign_inner(msg, Some(version)).await
     }
 
