@@ -35,12 +35,22 @@ impl Class {
         }
     }
 
-    /// The wire name, as used in headers, config keys and stats.
+    /// The wire name, as used in headers and config keys.
     pub fn as_str(self) -> &'static str {
         match self {
             Class::R1 => "R1",
             Class::W1 => "W1",
             Class::C1 => "C1",
+        }
+    }
+
+    /// Lower-case name, as Envoy stat names and telemetry attributes carry it
+    /// (`knhk.admission.r1.shed`, `knhk.admission.class=r1`).
+    pub fn as_lower_str(self) -> &'static str {
+        match self {
+            Class::R1 => "r1",
+            Class::W1 => "w1",
+            Class::C1 => "c1",
         }
     }
 

@@ -82,21 +82,13 @@ pub struct Metrics {
     receipts: [Option<u64>; 3],
 }
 
-fn class_stat(class: Class) -> &'static str {
-    match class {
-        Class::R1 => "r1",
-        Class::W1 => "w1",
-        Class::C1 => "c1",
-    }
-}
-
 impl Metrics {
     /// Define every metric (Envoy returns the existing id when a name is defined again).
     pub fn define(host: &mut impl StatsHost) -> Self {
         let mut admission = [[None; 6]; 3];
         let mut shed_level = [None; 3];
         for class in Class::ALL {
-            let c = class_stat(class);
+            let c = class.as_lower_str();
             for outcome in OUTCOMES {
                 admission[class.index()][outcome.index()] =
                     host.define_counter(&format!("knhk.admission.{c}.{}", outcome.as_str()));

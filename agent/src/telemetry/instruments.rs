@@ -45,14 +45,6 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn class_name(class: Class) -> &'static str {
-    match class {
-        Class::R1 => "r1",
-        Class::W1 => "w1",
-        Class::C1 => "c1",
-    }
-}
-
 fn histogram(meter: &Meter, name: &'static str, description: &'static str) -> Histogram<f64> {
     meter
         .f64_histogram(name)
@@ -122,7 +114,7 @@ impl Metrics {
                     self.receipts_ingested.add(
                         n,
                         &[
-                            KeyValue::new("knhk.admission.class", class_name(class)),
+                            KeyValue::new("knhk.admission.class", class.as_lower_str()),
                             KeyValue::new("knhk.receipt.admission", outcome.as_str()),
                         ],
                     );
