@@ -85,29 +85,30 @@ impl Telemetry {
             .with_resource(resource(cfg))
             .with_reader(reader.clone())
             .build();
-        let meter = provider.meter(SCOPE);
-        meter
-            .u64_observable_counter("knhk.agent.telemetry.spans.dropped")
-            .with_unit("{span}")
-            .with_description("Spans dropped because the export queue was full (process-wide).")
-            .with_callback(|o| o.observe(SPANS_DROPPED.load(Ordering::Relaxed), &[]))
-            .build();
-        meter
-            .u64_observable_counter("knhk.agent.telemetry.export.failures")
-            .with_unit("{export}")
-            .with_description(
-                "OTLP export calls that failed or timed out, by signal (process-wide).",
-            )
-            .with_callback(|o| {
-                for (i, signal) in ["traces", "metrics"].into_iter().enumerate() {
-                    o.observe(
-                        EXPORT_FAILURES[i].load(Ordering::Relaxed),
-                        &[KeyValue::new("knhk.telemetry.signal", signal)],
-                    );
-                }
-            })
-            .build();
-        let metrics = Arc::new(Metrics::new(meter));
+        let metrics = Arc::new(Metrics::new(provider.meter(SCOPE)));
+        metrics.observed_counter(
+            "knhk.agent.telemetry.spans.dropped",
+            "{span}",
+            "Spans dropped because the export queue was full (process-wide).",
+            || vec![(SPANS_DROPPED.load(Ordering::Relaxed), vec![])],
+        );
+        metrics.observed_counter(
+            "knhk.agent.telemetry.export.failures",
+            "{export}",
+            "OTLP export calls that failed or timed out, by signal (process-wide).",
+            || {
+                ["traces", "metrics"]
+                    .into_iter()
+                    .zip(&EXPORT_FAILURES)
+                    .map(|(signal, n)| {
+                        (
+                            n.load(Ordering::Relaxed),
+                            vec![KeyValue::new("knhk.telemetry.signal", signal)],
+                        )
+                    })
+                    .collect()
+            },
+        );
         let pusher = MetricPusher::start(cfg, reader.clone())?;
         if let Some(endpoint) = cfg.metrics_endpoint() {
             tracing::info!(%endpoint, interval_ms = cfg.export_interval.as_millis(), "pushing metrics by OTLP");
@@ -136,19 +137,22 @@ impl Telemetry {
 
     /// Push once more (when pushing) and stop the pipeline.
     pub fn shutdown(&self) {
+        self.stop_pusher();
+        let _ = self.provider.shutdown();
+    }
+
+    /// Push once more (when pushing) and stop the push thread; later calls do nothing.
+    fn stop_pusher(&self) {
         if let Some(pusher) = self.pusher.lock().ok().and_then(|mut p| p.take()) {
             pusher.stop();
         }
-        let _ = self.provider.shutdown();
     }
 }
 
 impl Drop for Telemetry {
     /// A `run` that fails after opening the pipeline stops its push thread too.
     fn drop(&mut self) {
-        if let Some(pusher) = self.pusher.get_mut().ok().and_then(Option::take) {
-            pusher.stop();
-        }
+        self.stop_pusher();
     }
 }
 
