@@ -99,6 +99,20 @@ pub fn kustomize() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Rotel's OTLP collector (`rotel-agent`, in the venv's `site-packages/rotel/`: its wheel
+/// installs no script).
+pub fn rotel() -> anyhow::Result<PathBuf> {
+    let lib = repo_root().join(".venv/lib");
+    let fallback = std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| lib.join("python3/site-packages/rotel/rotel-agent"));
+    resolve("KNHK_ROTEL", "rotel-agent", fallback)
+}
+
 /// The Kubernetes/Istio schema validator script (`xtask/k8s/validate.mjs`, installed with its
 /// pinned packages by `cargo xtask setup`; run with `node`).
 pub fn k8s_validator() -> anyhow::Result<PathBuf> {

@@ -15,34 +15,6 @@ use anyhow::Context as _;
 use crate::ports::free_ports;
 use crate::wait::poll;
 
-/// The collector binary: `KNHK_ROTEL`, else the venv's `site-packages/rotel/rotel-agent`.
-pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(v) = std::env::var_os("KNHK_ROTEL").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(v);
-        anyhow::ensure!(
-            path.is_file(),
-            "KNHK_ROTEL={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    anyhow::ensure!(
-        !crate::paths::require_real(),
-        "KNHK_ROTEL is not set but KNHK_REQUIRE_REAL is; run `cargo xtask test`"
-    );
-    let lib = crate::paths::repo_root().join(".venv/lib");
-    for entry in std::fs::read_dir(&lib).with_context(|| format!("list {}", lib.display()))? {
-        let candidate = entry?.path().join("site-packages/rotel/rotel-agent");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    anyhow::bail!(
-        "rotel-agent not found below {}; run `cargo xtask setup`",
-        lib.display()
-    )
-}
-
 /// A running Rotel.
 #[derive(Debug)]
 pub struct Rotel {
@@ -63,7 +35,7 @@ impl Rotel {
         let (http_port, grpc_port) = (ports[0], ports[1]);
         let out = dir.join("rotel.out");
         let file = std::fs::File::create(&out)?;
-        let child = Command::new(binary()?)
+        let child = Command::new(crate::paths::rotel()?)
             .args(["start", "--exporter", "blackhole"])
             .args(["--debug-log", "traces", "--debug-log", "metrics"])
             .args(["--debug-log-verbosity", "detailed"])
