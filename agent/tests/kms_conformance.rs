@@ -1,6 +1,5 @@
-//! One conformance suite every signing provider passes, run here for the local Ed25519 signer
-//! and for Transit on a real OpenBao dev server (issue 17 adds AWS KMS on moto and Azure Key
-//! Vault on its double to the same suite): a signature verifies against the provider's public
+//! One conformance suite every signing provider passes, run here for the local Ed25519 signer,
+//! Transit on a real OpenBao dev server and AWS KMS on a real moto server: a signature verifies against the provider's public
 //! keys and records provider, key id and version; a rotation through the log keeps every older
 //! checkpoint verifying while new ones use the new version, and the public keys list every
 //! live version; an unknown version is a clear error; a provider that is down fails the seal
@@ -14,12 +13,16 @@ mod support;
 use std::sync::Arc;
 
 use knhk_agent::clock::now_ns;
+use std::time::Duration;
+
+use knhk_agent::kms::aws::{AwsSettings, AwsSigner, Credentials};
+use knhk_agent::kms::aws_key_ref::AwsKeyRef;
 use knhk_agent::kms::transit::{TransitSettings, TransitSigner};
-use knhk_agent::kms::{KmsError, Signer};
+use knhk_agent::kms::{KmsError, RemoteFailure, Signer};
 use knhk_agent::receipts::{ReceiptLog, ReceiptsError};
 use knhk_core::checkpoint::{verify_signature, Alg};
 use knhk_core::receipt::{encode_batch, ReceiptBuilder};
-use support::Bao;
+use support::{Bao, Moto};
 
 const MSG: &[u8] = b"knhk.test/conformance\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
 
@@ -137,4 +140,263 @@ async fn transit_on_openbao_conforms_and_a_provider_down_records_nothing() {
         good,
         "no half-signed checkpoint"
     );
+}
+
+const REGION: &str = "eu-west-1";
+
+fn aws(moto: &Moto, key_id: &str) -> AwsSettings {
+    AwsSettings {
+        key: AwsKeyRef::parse(key_id).unwrap(),
+        region: Some(REGION.into()),
+        endpoint: Some(moto.endpoint()),
+        call_timeout: Duration::from_secs(10),
+    }
+}
+
+fn credentials(id: &str, secret: &str) -> Credentials {
+    Credentials::new(id, secret, None, None, "knhk-test")
+}
+
+/// Credentials moto takes when it does not enforce IAM.
+fn any_credentials() -> Credentials {
+    credentials("AKIAKNHKTEST", "knhk-test-secret")
+}
+
+/// A plain KMS client on moto, for what an operator does behind the agent's back.
+fn kms_client(moto: &Moto) -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(any_credentials())
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+async fn new_key(kms: &aws_sdk_kms::Client, spec: aws_sdk_kms::types::KeySpec) -> String {
+    kms.create_key()
+        .key_spec(spec)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned()
+}
+
+async fn alias_target(kms: &aws_sdk_kms::Client, alias: &str) -> Option<String> {
+    let out = kms.list_aliases().limit(1000).send().await.unwrap();
+    out.aliases()
+        .iter()
+        .find(|a| a.alias_name() == Some(alias))
+        .and_then(|a| a.target_key_id().map(str::to_owned))
+}
+
+fn failure_of(e: &KmsError) -> Option<RemoteFailure> {
+    match e {
+        KmsError::Remote { failure, .. } => Some(*failure),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_kms_on_moto_conforms_and_versions_live_behind_aliases() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let kms = kms_client(&moto);
+    let settings = aws(&moto, "alias/knhk-conformance");
+    let signer = AwsSigner::connect_with_credentials(&settings, any_credentials())
+        .await
+        .unwrap();
+    assert_eq!(
+        (signer.provider(), signer.key_id()),
+        ("aws", "alias/knhk-conformance")
+    );
+    conformance(Arc::new(signer)).await;
+
+    // The conformance run rotated once: two keys, each behind its version alias, the family
+    // alias on the newest; a new signer (an agent restart) sees the same numbering.
+    let v1 = alias_target(&kms, "alias/knhk-conformance/v1")
+        .await
+        .unwrap();
+    let v2 = alias_target(&kms, "alias/knhk-conformance/v2")
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    assert_eq!(
+        alias_target(&kms, "alias/knhk-conformance").await.unwrap(),
+        v2
+    );
+    let again = AwsSigner::connect_with_credentials(&settings, any_credentials())
+        .await
+        .unwrap();
+    assert_eq!(again.sign(MSG).await.unwrap().key_version, 2);
+
+    // Rotated the way AWS documents for asymmetric keys: a new key behind the alias. The next
+    // signature adopts it as version 3, and versions 1 and 2 still verify.
+    let by_hand = new_key(&kms, aws_sdk_kms::types::KeySpec::EccNistP256).await;
+    kms.update_alias()
+        .alias_name("alias/knhk-conformance")
+        .target_key_id(&by_hand)
+        .send()
+        .await
+        .unwrap();
+    let sig = again.sign(MSG).await.unwrap();
+    assert_eq!(sig.key_version, 3);
+    assert_eq!(
+        alias_target(&kms, "alias/knhk-conformance/v3")
+            .await
+            .unwrap(),
+        by_hand
+    );
+    let keys = again.public_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    verify_signature(MSG, &sig, &keys).unwrap();
+    for version in [1, 2] {
+        let old = again.sign_with_version(MSG, version).await.unwrap();
+        verify_signature(MSG, &old, &keys).unwrap();
+    }
+
+    // A message over KMS's 4096-byte RAW limit goes as its SHA-256 (MessageType=DIGEST). moto
+    // 5.2 ignores MessageType and signs the digest as if it were the message, so here the
+    // signature does not verify, and the signer's own check refuses it before anything uses it
+    // (against AWS the same request verifies: the check is what keeps a wrong answer out).
+    let long = vec![b'x'; 5000];
+    match again.sign(&long).await {
+        Err(KmsError::UnexpectedResponse { reason, .. }) => {
+            assert!(reason.contains("does not verify"), "{reason}");
+        }
+        other => panic!("moto's DIGEST answer gave {other:?}"),
+    }
+
+    // A key named by its id becomes version 1 of its own family.
+    let existing = new_key(&kms, aws_sdk_kms::types::KeySpec::EccNistP256).await;
+    let by_id = AwsSigner::connect_with_credentials(&aws(&moto, &existing), any_credentials())
+        .await
+        .unwrap();
+    assert_eq!(by_id.key_id(), format!("alias/knhk/{existing}"));
+    let keys = by_id.public_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    verify_signature(MSG, &by_id.sign(MSG).await.unwrap(), &keys).unwrap();
+    assert_eq!(
+        alias_target(&kms, &format!("alias/knhk/{existing}/v1"))
+            .await
+            .unwrap(),
+        existing
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_kms_refuses_a_wrong_key_and_a_provider_down_records_nothing() {
+    let Some(mut moto) = Moto::start().await else {
+        return;
+    };
+    let kms = kms_client(&moto);
+    // A key id that does not exist.
+    let missing = "0badc0de-0000-4000-8000-000000000000";
+    let err = AwsSigner::connect_with_credentials(&aws(&moto, missing), any_credentials())
+        .await
+        .unwrap_err();
+    assert_eq!(failure_of(&err), Some(RemoteFailure::NotFound), "{err}");
+    assert!(err.to_string().contains(missing), "{err}");
+    // A key that cannot make the signatures verifiers check.
+    let p384 = new_key(&kms, aws_sdk_kms::types::KeySpec::EccNistP384).await;
+    match AwsSigner::connect_with_credentials(&aws(&moto, &p384), any_credentials()).await {
+        Err(KmsError::KeyTypeMismatch { found, .. }) => assert!(found.contains("P384"), "{found}"),
+        other => panic!("a P-384 key gave {other:?}"),
+    }
+    assert_eq!(
+        alias_target(&kms, &format!("alias/knhk/{p384}/v1")).await,
+        None
+    );
+
+    // Provider down: the seal fails, nothing is recorded, the last good checkpoint stands.
+    let signer = Arc::new(
+        AwsSigner::connect_with_credentials(&aws(&moto, "alias/knhk-down"), any_credentials())
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/down", signer)
+        .await
+        .unwrap();
+    log.append_batch(&encode_batch(&[ReceiptBuilder::new(0).build()]).unwrap())
+        .unwrap();
+    let good = log.seal(now_ns()).await.unwrap().unwrap();
+    log.append_batch(&encode_batch(&[ReceiptBuilder::new(1).build()]).unwrap())
+        .unwrap();
+    moto.inner.kill();
+    match log.seal(now_ns()).await {
+        Err(ReceiptsError::Kms(e)) => {
+            assert_eq!(failure_of(&e), Some(RemoteFailure::Unavailable), "{e}");
+            assert_eq!(e.kind(), "provider", "{e}");
+        }
+        other => panic!("a seal with moto down gave {other:?}"),
+    }
+    assert_eq!(
+        log.latest_checkpoint().unwrap().unwrap(),
+        good,
+        "no half-signed checkpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_kms_without_sign_permission_fails_the_seal_and_records_nothing() {
+    let Some((moto, users)) = Moto::start_with_iam().await else {
+        return;
+    };
+    let settings = aws(&moto, "alias/knhk-iam");
+    let admin = credentials(&users.admin.id, &users.admin.secret);
+    let reader = credentials(&users.reader.id, &users.reader.secret);
+    // Credentials moto's IAM does not know are refused as AWS refuses them.
+    let err = AwsSigner::connect_with_credentials(&settings, any_credentials())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failure_of(&err),
+        Some(RemoteFailure::PermissionDenied),
+        "{err}"
+    );
+    // The admin creates the key; the reader may read it but not sign with it.
+    AwsSigner::connect_with_credentials(&settings, admin)
+        .await
+        .unwrap();
+    let signer = Arc::new(
+        AwsSigner::connect_with_credentials(&settings, reader)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(signer.public_keys().await.unwrap().len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log = ReceiptLog::open(
+        &dir.path().join("receipts.db"),
+        "knhk.test/iam",
+        signer.clone(),
+    )
+    .await;
+    // Opening may seal nothing yet; the first seal needs a signature and is refused.
+    let log = log.unwrap();
+    log.append_batch(&encode_batch(&[ReceiptBuilder::new(0).build()]).unwrap())
+        .unwrap();
+    match log.seal(now_ns()).await {
+        Err(ReceiptsError::Kms(e)) => {
+            assert_eq!(e.kind(), "permission_denied", "{e}");
+            assert!(e.to_string().contains("kms:Sign"), "{e}");
+        }
+        other => panic!("a seal without kms:Sign gave {other:?}"),
+    }
+    assert_eq!(log.latest_checkpoint().unwrap(), None, "nothing recorded");
 }

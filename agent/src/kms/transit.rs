@@ -105,11 +105,8 @@ fn parse_signature(alg: Alg, text: &str) -> Result<(u32, Vec<u8>), KmsError> {
             }
             raw
         }
-        Alg::EcdsaP256 => {
-            let sig = p256::ecdsa::Signature::from_der(&raw)
-                .map_err(|_| unexpected("sign", "ecdsa signature is not valid DER"))?;
-            sig.normalize_s().unwrap_or(sig).to_bytes().to_vec()
-        }
+        Alg::EcdsaP256 => super::p256_wire::signature_from_der(&raw)
+            .ok_or_else(|| unexpected("sign", "ecdsa signature is not valid DER"))?,
     };
     Ok((version, sig))
 }
@@ -126,13 +123,8 @@ fn parse_public_key(alg: Alg, text: &str) -> Result<Vec<u8>, KmsError> {
             }
             Ok(raw)
         }
-        Alg::EcdsaP256 => {
-            use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-            use p256::pkcs8::DecodePublicKey as _;
-            let pk = p256::PublicKey::from_public_key_pem(text.trim())
-                .map_err(|_| unexpected("read key", "p256 public key is not PEM SPKI"))?;
-            Ok(pk.to_encoded_point(false).as_bytes().to_vec())
-        }
+        Alg::EcdsaP256 => super::p256_wire::public_key_from_spki_pem(text)
+            .ok_or_else(|| unexpected("read key", "p256 public key is not PEM SPKI")),
     }
 }
 

@@ -19,8 +19,8 @@ use knhk_core::checkpoint::Alg;
 use serde::Deserialize;
 
 use super::PolicyError;
-use crate::kms::config::valid_key_id;
-use crate::kms::KmsConfig;
+use crate::kms::config::{valid_key_id, KeyIdSetting};
+use crate::kms::{KmsConfig, Provider};
 
 /// Default config signing key id.
 pub const DEFAULT_KEY_ID: &str = "knhk-config";
@@ -153,10 +153,20 @@ impl PolicyConfig {
 
     /// The `[kms]` settings with this table's key id: how the config signer is built. The
     /// key is Ed25519 whatever `kms.vault_key_type` says: the wasm filter verifies Ed25519 only.
+    /// AWS KMS keys are ECDSA P-256 here, so with `provider = "aws"` the config key is a local
+    /// key file in `kms.key_dir` (checkpoints are still signed in AWS KMS).
     pub fn signer_config(&self, kms: &KmsConfig) -> KmsConfig {
+        let provider = match kms.provider {
+            Provider::Aws => Provider::Local,
+            other => other,
+        };
         KmsConfig {
+            provider,
             key_id: self.key_id.clone(),
+            key_id_setting: KeyIdSetting::File,
             vault_key_type: Alg::Ed25519,
+            aws_region: None,
+            aws_endpoint: None,
             ..kms.clone()
         }
     }
