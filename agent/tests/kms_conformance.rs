@@ -121,6 +121,13 @@ async fn transit_on_openbao_conforms_and_a_provider_down_records_nothing() {
             .await
             .unwrap(),
     );
+    let e = seal_with_provider_down(signer, move || drop(bao)).await;
+    assert_eq!(e.kind(), "provider", "{e}");
+}
+
+/// Seal once, stop the provider, seal again: the second seal fails with the provider's error
+/// (returned), nothing is recorded, and the log's checkpoint stays the last good one.
+async fn seal_with_provider_down(signer: Arc<dyn Signer>, stop: impl FnOnce()) -> KmsError {
     let dir = tempfile::tempdir().unwrap();
     let log = ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/down", signer)
         .await
@@ -130,16 +137,17 @@ async fn transit_on_openbao_conforms_and_a_provider_down_records_nothing() {
     let good = log.seal(now_ns()).await.unwrap().unwrap();
     log.append_batch(&encode_batch(&[ReceiptBuilder::new(1).build()]).unwrap())
         .unwrap();
-    drop(bao);
-    match log.seal(now_ns()).await {
-        Err(ReceiptsError::Kms(e)) => assert_eq!(e.kind(), "provider", "{e}"),
+    stop();
+    let err = match log.seal(now_ns()).await {
+        Err(ReceiptsError::Kms(e)) => e,
         other => panic!("a seal with the provider down gave {other:?}"),
-    }
+    };
     assert_eq!(
         log.latest_checkpoint().unwrap().unwrap(),
         good,
         "no half-signed checkpoint"
     );
+    err
 }
 
 const REGION: &str = "eu-west-1";
@@ -329,28 +337,9 @@ async fn aws_kms_refuses_a_wrong_key_and_a_provider_down_records_nothing() {
             .await
             .unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/down", signer)
-        .await
-        .unwrap();
-    log.append_batch(&encode_batch(&[ReceiptBuilder::new(0).build()]).unwrap())
-        .unwrap();
-    let good = log.seal(now_ns()).await.unwrap().unwrap();
-    log.append_batch(&encode_batch(&[ReceiptBuilder::new(1).build()]).unwrap())
-        .unwrap();
-    moto.inner.kill();
-    match log.seal(now_ns()).await {
-        Err(ReceiptsError::Kms(e)) => {
-            assert_eq!(failure_of(&e), Some(RemoteFailure::Unavailable), "{e}");
-            assert_eq!(e.kind(), "provider", "{e}");
-        }
-        other => panic!("a seal with moto down gave {other:?}"),
-    }
-    assert_eq!(
-        log.latest_checkpoint().unwrap().unwrap(),
-        good,
-        "no half-signed checkpoint"
-    );
+    let e = seal_with_provider_down(signer, || moto.inner.kill()).await;
+    assert_eq!(failure_of(&e), Some(RemoteFailure::Unavailable), "{e}");
+    assert_eq!(e.kind(), "provider", "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
