@@ -6,6 +6,8 @@
 // An integration test crate: helpers may fail loudly like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -644,4 +646,79 @@ fn validate_config_uses_the_filters_validator() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routing.canary_basis_points"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// Bad AWS KMS settings exit 78 naming the variable: a region for another provider, a
+/// malformed region, an AWS managed alias.
+#[test]
+fn bad_aws_kms_settings_exit_78_naming_the_variable() {
+    let (dir, config) = config_dir("");
+    for (env, setting) in [
+        (
+            vec![("KGC_SIDECAR_KMS_REGION", "eu-west-1")],
+            "KGC_SIDECAR_KMS_REGION",
+        ),
+        (
+            vec![
+                ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+                ("KGC_SIDECAR_KMS_REGION", "west"),
+            ],
+            "KGC_SIDECAR_KMS_REGION",
+        ),
+        (
+            vec![
+                ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+                ("KGC_SIDECAR_KMS_KEY_ID", "alias/aws/ebs"),
+            ],
+            "KGC_SIDECAR_KMS_KEY_ID",
+        ),
+    ] {
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &env,
+        );
+        assert_config_refusal(&out, &format!("invalid setting {setting}: "));
+        assert_untouched(dir.path());
+    }
+}
+
+/// `knhk-agent keys` on AWS KMS (a real moto server), with credentials and endpoint from the
+/// SDK's standard environment variables: `list` creates the key family on first use, `rotate`
+/// adds version 2, and both versions are listed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_aws_kms_through_the_standard_credential_chain() {
+    let Some(moto) = support::Moto::start().await else {
+        return;
+    };
+    let (_dir, config) = config_dir("");
+    let endpoint = moto.endpoint();
+    let env = [
+        ("KGC_SIDECAR_KMS_PROVIDER", "aws"),
+        ("KGC_SIDECAR_KMS_REGION", "eu-west-1"),
+        ("KGC_SIDECAR_KMS_KEY_ID", "alias/knhk-cli"),
+        ("AWS_ACCESS_KEY_ID", "AKIAKNHKCLI"),
+        ("AWS_SECRET_ACCESS_KEY", "knhk-cli-secret"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let keys = |action: &str| {
+        let out = agent_exit(&["keys", "--config", &config, action], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "keys {action}: {stderr}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let listed = keys("list");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["provider"], "aws");
+    assert_eq!(listed[0]["key_id"], "alias/knhk-cli");
+    assert_eq!(listed[0]["alg"], "ecdsa-p256");
+    let rotated = keys("rotate");
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    let versions: Vec<u64> = keys("list")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2]);
 }
