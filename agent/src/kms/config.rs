@@ -6,14 +6,16 @@
 //!
 //! | variable | setting |
 //! |---|---|
-//! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws`; `azure` is refused as not supported by this build) |
+//! | `KGC_SIDECAR_KMS_PROVIDER` | `provider` (`local`; `vault`, `transit` or `openbao` mean Transit; `aws`; `azure`) |
 //! | `KGC_SIDECAR_KMS_KEY_ID` | `key_id` |
 //! | `KGC_SIDECAR_KMS_REGION` | `aws_region`; refused, naming it, for any provider but `aws` (it would otherwise be silently ignored) |
-//! | `KGC_SIDECAR_KMS_VAULT_URL` | `vault_address` (wins over `VAULT_ADDR`) |
+//! | `KGC_SIDECAR_KMS_VAULT_URL` | `vault_address`: the Vault or Azure Key Vault URL (wins over `VAULT_ADDR`) |
 //! | `KGC_SIDECAR_KMS_VAULT_MOUNT` | `vault_mount` |
 //! | `KGC_SIDECAR_KEY_ROTATION_INTERVAL_HOURS` | `rotation_interval`, whole hours 1–24 |
 //! | `VAULT_ADDR` | `vault_address` when neither the file nor `KGC_SIDECAR_KMS_VAULT_URL` sets it |
 //! | `VAULT_TOKEN` | the Transit token (only from the environment: secrets stay out of files) |
+//! | `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_FEDERATED_TOKEN_FILE` | the Azure credential (see [`super::azure_settings`]) |
+//! | `AZURE_AUTHORITY_HOST` | `azure_authority_host`, read for the azure provider only |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +25,10 @@ use serde::Deserialize;
 
 use super::aws::AwsSettings;
 use super::aws_key_ref::{valid_region, AwsKeyRef};
+use super::azure::DEFAULT_CALL_TIMEOUT as AZURE_CALL_TIMEOUT;
+use super::azure_settings::{
+    parse_key_id, parse_key_ref, AzureCredential, AzureEnv, AzureSettings, CredentialKind,
+};
 use super::transit::TransitSettings;
 use super::KmsError;
 
@@ -50,6 +56,8 @@ pub enum Provider {
     Transit,
     /// AWS KMS (ECDSA P-256 keys behind an alias).
     Aws,
+    /// Azure Key Vault (an EC P-256 key and its versions).
+    Azure,
 }
 
 impl Provider {
@@ -59,6 +67,7 @@ impl Provider {
             Provider::Local => "local",
             Provider::Transit => "transit",
             Provider::Aws => "aws",
+            Provider::Azure => "azure",
         }
     }
 }
@@ -94,6 +103,21 @@ pub struct KmsConfig {
     /// AWS KMS endpoint override (a VPC endpoint, a KMS-compatible server); not set: AWS's
     /// own, or `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL` as the SDK reads them.
     pub aws_endpoint: Option<String>,
+    /// Which Entra ID credential the azure provider uses (`auto`, `client_secret`,
+    /// `workload_identity`, `managed_identity`); the credential itself comes from `AZURE_*`.
+    pub azure_credential: CredentialKind,
+    /// The Entra ID authority for the azure provider (a sovereign cloud's, `https://`); not
+    /// set: `AZURE_AUTHORITY_HOST`, else the public cloud's.
+    pub azure_authority_host: Option<String>,
+    /// A PEM file of CA certificates the azure provider trusts besides the system's (a private
+    /// endpoint behind a TLS-inspecting proxy).
+    pub azure_ca_file: Option<PathBuf>,
+    /// Whether Key Vault's authentication challenge must name a parent domain of the vault's
+    /// host (on by default, as in Azure's SDKs; off only for a vault behind a custom domain).
+    pub azure_verify_challenge_resource: bool,
+    /// The `AZURE_*` credential variables, read by [`KmsConfig::apply_env`].
+    #[serde(skip)]
+    pub azure_env: AzureEnv,
     /// The setting `key_id` came from, named when it is refused.
     #[serde(skip)]
     pub key_id_setting: KeyIdSetting,
@@ -132,6 +156,11 @@ impl Default for KmsConfig {
             vault_token: None,
             aws_region: None,
             aws_endpoint: None,
+            azure_credential: CredentialKind::Auto,
+            azure_authority_host: None,
+            azure_ca_file: None,
+            azure_verify_challenge_resource: true,
+            azure_env: AzureEnv::default(),
             key_id_setting: KeyIdSetting::File,
         }
     }
@@ -171,6 +200,20 @@ fn check_url(setting: &'static str, raw: &str) -> Result<String, KmsError> {
     Ok(raw.trim_end_matches('/').to_owned())
 }
 
+/// An `https://` URL (Key Vault and Entra ID take bearer tokens over TLS only).
+fn check_https(setting: &'static str, raw: &str) -> Result<String, KmsError> {
+    let url = check_url(setting, raw)?;
+    if !url.starts_with("https://") {
+        return Err(KmsError::InvalidConfig {
+            setting,
+            reason: format!(
+                "{raw:?} must be an https:// URL: Azure takes bearer tokens over TLS only"
+            ),
+        });
+    }
+    Ok(url)
+}
+
 fn check_region(setting: &'static str, region: &str) -> Result<String, KmsError> {
     if !valid_region(region) {
         return Err(KmsError::InvalidConfig {
@@ -205,18 +248,13 @@ impl KmsConfig {
                 "local" => Provider::Local,
                 "vault" | "transit" | "openbao" => Provider::Transit,
                 "aws" => Provider::Aws,
-                other @ "azure" => {
-                    return Err(KmsError::InvalidConfig {
-                        setting: "KGC_SIDECAR_KMS_PROVIDER",
-                        reason: format!(
-                            "{other} is not supported by this build; use local, vault or aws"
-                        ),
-                    })
-                }
+                "azure" => Provider::Azure,
                 other => {
                     return Err(KmsError::InvalidConfig {
                         setting: "KGC_SIDECAR_KMS_PROVIDER",
-                        reason: format!("unknown provider {other:?}; use local, vault or aws"),
+                        reason: format!(
+                            "unknown provider {other:?}; use local, vault, aws or azure"
+                        ),
                     })
                 }
             };
@@ -229,7 +267,8 @@ impl KmsConfig {
         }
         if let Some(v) = env("KGC_SIDECAR_KMS_VAULT_URL") {
             self.vault_address = Some(check_url("KGC_SIDECAR_KMS_VAULT_URL", &v)?);
-        } else if self.vault_address.is_none() {
+        } else if self.vault_address.is_none() && self.provider != Provider::Azure {
+            // HashiCorp's variable, never a Key Vault's URL.
             if let Some(v) = env("VAULT_ADDR") {
                 self.vault_address = Some(check_url("VAULT_ADDR", &v)?);
             }
@@ -270,6 +309,12 @@ impl KmsConfig {
                 });
             }
             self.aws_region = Some(check_region(setting, v.trim())?);
+        }
+        if self.provider == Provider::Azure {
+            self.azure_env = AzureEnv::read(&env);
+            if let Some(v) = env("AZURE_AUTHORITY_HOST").filter(|v| !v.trim().is_empty()) {
+                self.azure_authority_host = Some(check_https("AZURE_AUTHORITY_HOST", v.trim())?);
+            }
         }
         if let Some(v) = env("VAULT_TOKEN") {
             if !v.trim().is_empty() {
@@ -319,6 +364,35 @@ impl KmsConfig {
         } else {
             self.aws_settings()?;
         }
+        if self.provider != Provider::Azure {
+            for (setting, set) in [
+                (
+                    "kms.azure_credential",
+                    self.azure_credential != CredentialKind::Auto,
+                ),
+                (
+                    "kms.azure_authority_host",
+                    self.azure_authority_host.is_some(),
+                ),
+                ("kms.azure_ca_file", self.azure_ca_file.is_some()),
+                (
+                    "kms.azure_verify_challenge_resource",
+                    !self.azure_verify_challenge_resource,
+                ),
+            ] {
+                if set {
+                    return Err(KmsError::InvalidConfig {
+                        setting,
+                        reason: format!(
+                            "only the azure provider takes it, and provider is {}: remove it",
+                            self.provider.as_str()
+                        ),
+                    });
+                }
+            }
+        } else {
+            self.azure_settings()?;
+        }
         Ok(())
     }
 
@@ -339,6 +413,12 @@ impl KmsConfig {
             }
             Provider::Aws => {
                 AwsKeyRef::parse(&self.key_id).map_err(|reason| KmsError::InvalidConfig {
+                    setting,
+                    reason: format!("{:?}: {reason}", self.key_id),
+                })?;
+            }
+            Provider::Azure => {
+                parse_key_id(&self.key_id).map_err(|reason| KmsError::InvalidConfig {
                     setting,
                     reason: format!("{:?}: {reason}", self.key_id),
                 })?;
@@ -368,6 +448,38 @@ impl KmsConfig {
             region: self.aws_region.clone(),
             endpoint: self.aws_endpoint.clone(),
             call_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The Azure Key Vault settings; errors name the setting at fault.
+    pub fn azure_settings(&self) -> Result<AzureSettings, KmsError> {
+        if let Some(addr) = &self.vault_address {
+            check_https("kms.vault_address", addr)?;
+        }
+        let (vault_url, key_name) = parse_key_ref(&self.key_id, self.vault_address.as_deref())
+            .map_err(|reason| KmsError::InvalidConfig {
+                setting: self.key_id_setting.name(),
+                reason: format!("{:?}: {reason}", self.key_id),
+            })?;
+        if let Some(host) = &self.azure_authority_host {
+            check_https("kms.azure_authority_host", host)?;
+        }
+        if let Some(path) = &self.azure_ca_file {
+            if !path.is_file() {
+                return Err(KmsError::InvalidConfig {
+                    setting: "kms.azure_ca_file",
+                    reason: format!("{} is not a readable file", path.display()),
+                });
+            }
+        }
+        Ok(AzureSettings {
+            vault_url,
+            key_name,
+            credential: AzureCredential::resolve(self.azure_credential, &self.azure_env)?,
+            authority_host: self.azure_authority_host.clone(),
+            ca_file: self.azure_ca_file.clone(),
+            verify_challenge_resource: self.azure_verify_challenge_resource,
+            call_timeout: AZURE_CALL_TIMEOUT,
         })
     }
 
@@ -541,7 +653,7 @@ mod tests {
         assert_eq!(setting_of(c.validate().unwrap_err()), "kms.aws_endpoint");
     }
 
-    /// KGC_SIDECAR_KMS_PROVIDER maps vault/transit/openbao/local and refuses aws, azure, junk.
+    /// KGC_SIDECAR_KMS_PROVIDER maps vault/transit/openbao/local/aws/azure and refuses junk.
     #[test]
     fn legacy_provider() {
         for (raw, want) in [
@@ -550,13 +662,14 @@ mod tests {
             ("openbao", Provider::Transit),
             ("local", Provider::Local),
             ("AWS", Provider::Aws),
+            ("azure", Provider::Azure),
         ] {
             let mut c = KmsConfig::default();
             c.apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))
                 .unwrap();
             assert_eq!(c.provider, want, "{raw}");
         }
-        for raw in ["azure", "gcp", ""] {
+        for raw in ["gcp", ""] {
             let mut c = KmsConfig::default();
             let err = c
                 .apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", raw)]))
@@ -670,5 +783,131 @@ mod tests {
         c.apply_env(env_of(&[("VAULT_TOKEN", "s.abc")])).unwrap();
         c.validate().unwrap();
         assert_eq!(c.transit_settings().unwrap().token, "s.abc");
+    }
+
+    fn azure_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut pairs = vec![
+            ("KGC_SIDECAR_KMS_PROVIDER", "azure"),
+            ("KGC_SIDECAR_KMS_VAULT_URL", "https://knhk.vault.azure.net"),
+            ("KGC_SIDECAR_KMS_KEY_ID", "checkpoints"),
+        ];
+        pairs.extend_from_slice(extra);
+        pairs
+    }
+
+    /// The azure provider: vault URL and key name, the credential from AZURE_*, the authority
+    /// host for azure only; VAULT_ADDR (HashiCorp's) is not a Key Vault URL.
+    #[test]
+    fn azure_settings_come_from_the_vault_url_key_id_and_azure_variables() {
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&azure_env(&[
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_SECRET", "s3cret"),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+            ("VAULT_ADDR", "http://127.0.0.1:8200"),
+        ])))
+        .unwrap();
+        c.validate().unwrap();
+        let a = c.azure_settings().unwrap();
+        assert_eq!(a.vault_url, "https://knhk.vault.azure.net");
+        assert_eq!(a.key_name, "checkpoints");
+        assert_eq!(a.credential.kind(), CredentialKind::ClientSecret);
+        assert_eq!(
+            a.authority_host.as_deref(),
+            Some("https://login.microsoftonline.us")
+        );
+        assert!(a.verify_challenge_resource);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the secret stays out of Debug"
+        );
+
+        // Without a secret or token file: managed identity.
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&azure_env(&[]))).unwrap();
+        assert_eq!(
+            c.azure_settings().unwrap().credential,
+            AzureCredential::ManagedIdentity { client_id: None }
+        );
+        // AZURE_AUTHORITY_HOST is ignored for other providers (other tools may set it).
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[("AZURE_AUTHORITY_HOST", "http://x")]))
+            .unwrap();
+        c.validate().unwrap();
+    }
+
+    /// Nonsense for the azure provider is refused naming the setting.
+    #[test]
+    fn azure_refuses_bad_settings_naming_them() {
+        for (extra, setting) in [
+            (
+                vec![("KGC_SIDECAR_KMS_VAULT_URL", "http://knhk.vault.azure.net")],
+                "kms.vault_address",
+            ),
+            (
+                vec![("KGC_SIDECAR_KMS_KEY_ID", "bad_name")],
+                "KGC_SIDECAR_KMS_KEY_ID",
+            ),
+            (
+                vec![(
+                    "KGC_SIDECAR_KMS_KEY_ID",
+                    "https://other.vault.azure.net/keys/cp",
+                )],
+                "KGC_SIDECAR_KMS_KEY_ID",
+            ),
+            (
+                vec![("AZURE_AUTHORITY_HOST", "http://login.example")],
+                "AZURE_AUTHORITY_HOST",
+            ),
+            (
+                vec![("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token")],
+                "AZURE_TENANT_ID",
+            ),
+            (
+                vec![("KGC_SIDECAR_KMS_REGION", "eu-west-1")],
+                "KGC_SIDECAR_KMS_REGION",
+            ),
+        ] {
+            let mut c = KmsConfig::default();
+            let err = c
+                .apply_env(env_of(&azure_env(&extra)))
+                .and_then(|()| c.validate())
+                .unwrap_err();
+            assert_eq!(setting_of(err), setting, "{extra:?}");
+        }
+        // A key identifier names the vault itself.
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[
+            ("KGC_SIDECAR_KMS_PROVIDER", "azure"),
+            (
+                "KGC_SIDECAR_KMS_KEY_ID",
+                "https://knhk.vault.azure.net/keys/cp",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.azure_settings().unwrap().vault_url,
+            "https://knhk.vault.azure.net"
+        );
+        // No vault at all.
+        let mut c = KmsConfig::default();
+        c.apply_env(env_of(&[("KGC_SIDECAR_KMS_PROVIDER", "azure")]))
+            .unwrap();
+        assert_eq!(setting_of(c.validate().unwrap_err()), "kms.key_id");
+        // Azure-only settings are refused for other providers.
+        let c = KmsConfig {
+            azure_ca_file: Some("/etc/ssl/ca.pem".into()),
+            ..KmsConfig::default()
+        };
+        assert_eq!(setting_of(c.validate().unwrap_err()), "kms.azure_ca_file");
+        let c = KmsConfig {
+            azure_verify_challenge_resource: false,
+            ..KmsConfig::default()
+        };
+        assert_eq!(
+            setting_of(c.validate().unwrap_err()),
+            "kms.azure_verify_challenge_resource"
+        );
     }
 }

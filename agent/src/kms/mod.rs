@@ -4,11 +4,15 @@
 //! version, `rotate` adds a version, and `public_keys` lists every version a verifier may need
 //! (older versions stay listed, so checkpoints signed before a rotation keep verifying).
 //! Providers: [`local`] (Ed25519 key files, the embedded default), [`transit`] (HashiCorp
-//! Vault / OpenBao Transit through `vaultrs`) and [`aws`] (AWS KMS through the official SDK,
-//! ECDSA P-256 keys versioned behind an alias).
+//! Vault / OpenBao Transit through `vaultrs`), [`aws`] (AWS KMS through the official SDK,
+//! ECDSA P-256 keys versioned behind an alias) and [`azure`] (Azure Key Vault through the
+//! official SDK, an EC P-256 key with Key Vault's own versions).
 
 pub mod aws;
 pub mod aws_key_ref;
+pub mod azure;
+pub mod azure_http;
+pub mod azure_settings;
 pub mod config;
 pub mod local;
 pub mod p256_wire;
@@ -206,6 +210,9 @@ pub async fn build_signer(config: &KmsConfig) -> Result<Box<dyn Signer>, KmsErro
         )),
         Provider::Aws => Ok(Box::new(
             aws::AwsSigner::connect(&config.aws_settings()?).await?,
+        )),
+        Provider::Azure => Ok(Box::new(
+            azure::AzureSigner::connect(&config.azure_settings()?).await?,
         )),
     }
 }

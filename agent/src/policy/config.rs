@@ -153,11 +153,12 @@ impl PolicyConfig {
 
     /// The `[kms]` settings with this table's key id: how the config signer is built. The
     /// key is Ed25519 whatever `kms.vault_key_type` says: the wasm filter verifies Ed25519 only.
-    /// AWS KMS keys are ECDSA P-256 here, so with `provider = "aws"` the config key is a local
-    /// key file in `kms.key_dir` (checkpoints are still signed in AWS KMS).
+    /// AWS KMS and Key Vault keys are ECDSA P-256 here, so with `provider = "aws"` or `"azure"`
+    /// the config key is a local key file in `kms.key_dir` (checkpoints are still signed in the
+    /// cloud KMS).
     pub fn signer_config(&self, kms: &KmsConfig) -> KmsConfig {
         let provider = match kms.provider {
-            Provider::Aws => Provider::Local,
+            Provider::Aws | Provider::Azure => Provider::Local,
             other => other,
         };
         KmsConfig {
@@ -167,6 +168,11 @@ impl PolicyConfig {
             vault_key_type: Alg::Ed25519,
             aws_region: None,
             aws_endpoint: None,
+            azure_credential: Default::default(),
+            azure_authority_host: None,
+            azure_ca_file: None,
+            azure_verify_challenge_resource: true,
+            azure_env: Default::default(),
             ..kms.clone()
         }
     }
