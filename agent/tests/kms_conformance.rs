@@ -1,5 +1,6 @@
 //! One conformance suite every signing provider passes, run here for the local Ed25519 signer,
-//! Transit on a real OpenBao dev server and AWS KMS on a real moto server: a signature verifies against the provider's public
+//! Transit on a real OpenBao dev server, AWS KMS on a real moto server and Azure Key Vault on
+//! the Key Vault test double (no emulator installs here): a signature verifies against the provider's public
 //! keys and records provider, key id and version; a rotation through the log keeps every older
 //! checkpoint verifying while new ones use the new version, and the public keys list every
 //! live version; an unknown version is a clear error; a provider that is down fails the seal
@@ -17,11 +18,14 @@ use std::time::Duration;
 
 use knhk_agent::kms::aws::{AwsSettings, AwsSigner, Credentials};
 use knhk_agent::kms::aws_key_ref::AwsKeyRef;
+use knhk_agent::kms::azure::AzureSigner;
+use knhk_agent::kms::azure_settings::{AzureCredential, AzureSettings};
 use knhk_agent::kms::transit::{TransitSettings, TransitSigner};
 use knhk_agent::kms::{KmsError, RemoteFailure, Signer};
 use knhk_agent::receipts::{ReceiptLog, ReceiptsError};
 use knhk_core::checkpoint::{verify_signature, Alg};
 use knhk_core::receipt::{encode_batch, ReceiptBuilder};
+use knhk_e2e::azure_keyvault::{write_federated_token, KeyVaultDouble, Perm, TENANT};
 use support::{Bao, Moto};
 
 const MSG: &[u8] = b"knhk.test/conformance\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
@@ -388,4 +392,218 @@ async fn aws_kms_without_sign_permission_fails_the_seal_and_records_nothing() {
         other => panic!("a seal without kms:Sign gave {other:?}"),
     }
     assert_eq!(log.latest_checkpoint().unwrap(), None, "nothing recorded");
+}
+
+const AZURE_APP: &str = "7d1f2c3e-knhk-agent";
+const AZURE_SECRET: &str = "s3cret-value";
+
+fn client_secret(client_id: &str, secret: &str) -> AzureCredential {
+    AzureCredential::ClientSecret {
+        tenant_id: TENANT.into(),
+        client_id: client_id.into(),
+        secret: secret.into(),
+    }
+}
+
+/// Settings for key `name` on the double. The double is `https://127.0.0.1:<port>`, which is
+/// not under the audience its challenge names, so Azure's challenge-domain check is off here
+/// (one test below shows it refusing with the check on).
+fn azure(kv: &KeyVaultDouble, name: &str, credential: AzureCredential) -> AzureSettings {
+    AzureSettings {
+        vault_url: kv.vault_url.clone(),
+        key_name: name.into(),
+        credential,
+        authority_host: Some(kv.authority_host.clone()),
+        ca_file: Some(kv.ca_file.clone()),
+        verify_challenge_resource: false,
+        call_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn azure_signer(kv: &KeyVaultDouble, name: &str) -> AzureSigner {
+    AzureSigner::connect(&azure(kv, name, client_secret(AZURE_APP, AZURE_SECRET)))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect to the Key Vault double: {e}; requests {:?}",
+                kv.requests()
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_key_vault_on_the_double_conforms_and_numbers_versions_by_tag() {
+    let kv = KeyVaultDouble::start().await.unwrap();
+    kv.add_app(AZURE_APP, AZURE_SECRET, &Perm::ALL);
+    let signer = Arc::new(azure_signer(&kv, "conformance").await);
+    assert_eq!(
+        signer.key_id(),
+        format!("{}/keys/conformance", kv.vault_url)
+    );
+    conformance(signer.clone()).await;
+    let tags = |kv: &KeyVaultDouble| {
+        kv.versions("conformance")
+            .into_iter()
+            .map(|(_, tag)| tag)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tags(&kv), [Some("1".into()), Some("2".into())]);
+
+    // A version made outside knhk (`az keyvault key rotate`) signs the next checkpoint and is
+    // numbered 3; everything signed before still verifies.
+    let before = signer.sign(MSG).await.unwrap();
+    kv.rotate_outside_knhk("conformance").unwrap();
+    let after = signer.sign(MSG).await.unwrap();
+    assert_eq!((before.key_version, after.key_version), (2, 3));
+    assert_eq!(
+        tags(&kv)[2].as_deref(),
+        Some("3"),
+        "the adopted version is tagged"
+    );
+    let keys = signer.public_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for sig in [&before, &after] {
+        verify_signature(MSG, sig, &keys).unwrap();
+    }
+    // A second agent on the same key sees the same numbering.
+    let other = azure_signer(&kv, "conformance").await;
+    assert_eq!(other.public_keys().await.unwrap(), keys);
+    // A disabled version is no longer listed.
+    let first = kv.versions("conformance")[0].0.clone();
+    kv.disable("conformance", &first);
+    let keys = signer.public_keys().await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.version).collect::<Vec<_>>(), [2, 3]);
+}
+
+fn remote_failure(e: &KmsError) -> Option<RemoteFailure> {
+    match e {
+        KmsError::Remote { failure, .. } => Some(*failure),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_key_vault_refuses_bad_credentials_wrong_keys_and_records_nothing_when_down() {
+    let mut kv = KeyVaultDouble::start().await.unwrap();
+    kv.add_app(AZURE_APP, AZURE_SECRET, &Perm::ALL);
+    // A wrong client secret is refused by Entra ID.
+    let err = AzureSigner::connect(&azure(&kv, "cp", client_secret(AZURE_APP, "wrong")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        remote_failure(&err),
+        Some(RemoteFailure::PermissionDenied),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no secret in errors: {err}"
+    );
+    // A key that cannot sign ES256.
+    kv.create_p384_key("p384").unwrap();
+    match AzureSigner::connect(&azure(&kv, "p384", client_secret(AZURE_APP, AZURE_SECRET))).await {
+        Err(KmsError::KeyTypeMismatch { found, .. }) => assert!(found.contains("P-384"), "{found}"),
+        other => panic!("a P-384 key gave {other:?}"),
+    }
+    assert_eq!(
+        kv.versions("p384").len(),
+        1,
+        "no version added to a refused key"
+    );
+    // With Azure's challenge check on, a vault whose challenge names another domain is refused
+    // before any token is sent to it.
+    let checked = AzureSettings {
+        verify_challenge_resource: true,
+        ..azure(&kv, "cp", client_secret(AZURE_APP, AZURE_SECRET))
+    };
+    let seen = kv.requests().len();
+    let err = AzureSigner::connect(&checked).await.unwrap_err();
+    assert!(err.to_string().contains("challenge resource"), "{err}");
+    let requests = &kv.requests()[seen..];
+    assert!(
+        !requests.iter().any(|r| r.contains("oauth2")),
+        "no token was asked for: {requests:?}"
+    );
+
+    // Provider down: the seal fails, nothing is recorded, the last good checkpoint stands.
+    let signer = Arc::new(azure_signer(&kv, "down").await);
+    let e = seal_with_provider_down(signer, || kv.stop()).await;
+    assert_eq!(remote_failure(&e), Some(RemoteFailure::Unavailable), "{e}");
+    assert_eq!(e.kind(), "provider", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_key_vault_without_sign_permission_fails_the_seal_and_records_nothing() {
+    let kv = KeyVaultDouble::start().await.unwrap();
+    kv.add_app(AZURE_APP, AZURE_SECRET, &Perm::ALL);
+    kv.add_app("reader", "reader-secret", &Perm::READ);
+    azure_signer(&kv, "iam").await;
+    let reader = Arc::new(
+        AzureSigner::connect(&azure(&kv, "iam", client_secret("reader", "reader-secret")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(reader.public_keys().await.unwrap().len(), 1);
+    // A key the reader may not create is refused, naming the key.
+    let err = AzureSigner::connect(&azure(
+        &kv,
+        "absent",
+        client_secret("reader", "reader-secret"),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        remote_failure(&err),
+        Some(RemoteFailure::PermissionDenied),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/keys/absent"), "{err}");
+    assert!(kv.versions("absent").is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/iam", reader)
+        .await
+        .unwrap();
+    log.append_batch(&encode_batch(&[ReceiptBuilder::new(0).build()]).unwrap())
+        .unwrap();
+    match log.seal(now_ns()).await {
+        Err(ReceiptsError::Kms(e)) => {
+            assert_eq!(e.kind(), "permission_denied", "{e}");
+            assert!(e.to_string().contains("keys sign permission"), "{e}");
+        }
+        other => panic!("a seal without keys/sign gave {other:?}"),
+    }
+    assert_eq!(log.latest_checkpoint().unwrap(), None, "nothing recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_workload_identity_signs_with_the_projected_token_and_a_wrong_token_is_refused() {
+    let kv = KeyVaultDouble::start().await.unwrap();
+    kv.add_federated_app("aks-app", "eyJ.service-account.token", &Perm::ALL);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write_federated_token(dir.path(), "eyJ.service-account.token").unwrap();
+    let federated = |token_file: std::path::PathBuf| AzureCredential::WorkloadIdentity {
+        tenant_id: TENANT.into(),
+        client_id: "aks-app".into(),
+        token_file,
+    };
+    let signer = AzureSigner::connect(&azure(&kv, "wi", federated(token_file)))
+        .await
+        .unwrap();
+    let sig = signer.sign(MSG).await.unwrap();
+    verify_signature(MSG, &sig, &signer.public_keys().await.unwrap()).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let wrong = write_federated_token(other.path(), "eyJ.another.token").unwrap();
+    let err = AzureSigner::connect(&azure(&kv, "wi", federated(wrong)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        remote_failure(&err),
+        Some(RemoteFailure::PermissionDenied),
+        "{err}"
+    );
 }

@@ -6,6 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+#[cfg(feature = "azure-double")]
+pub mod azure_keyvault;
 pub mod client;
 pub mod control_double;
 pub mod envoy;

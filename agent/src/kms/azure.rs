@@ -95,6 +95,21 @@ pub fn failure_of(e: &azure_core::Error) -> RemoteFailure {
     }
 }
 
+/// The error and its causes, each said once: the SDK wraps the cause (a refused token, a
+/// failed challenge check) in errors that only say it is not retried.
+fn describe(e: &azure_core::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
 /// A token that could not be had: refused by Entra ID, or Entra ID (or the managed identity
 /// endpoint) not reachable.
 fn credential_failure(e: &azure_core::Error) -> RemoteFailure {
@@ -188,7 +203,7 @@ impl AzureSigner {
             op,
             key_id: self.key_id.clone(),
             failure: failure_of(e),
-            reason: e.to_string(),
+            reason: describe(e),
         }
     }
 
