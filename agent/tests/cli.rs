@@ -722,3 +722,133 @@ async fn keys_on_aws_kms_through_the_standard_credential_chain() {
         .collect();
     assert_eq!(versions, [1, 2]);
 }
+
+/// Bad Azure Key Vault settings exit 78 naming the setting: a plain-http vault URL, a client
+/// secret without its tenant, a CA file that does not exist, an Azure-only setting for
+/// another provider.
+#[test]
+fn bad_azure_key_vault_settings_exit_78_naming_the_setting() {
+    let azure = [
+        ("KGC_SIDECAR_KMS_PROVIDER", "azure"),
+        ("KGC_SIDECAR_KMS_VAULT_URL", "https://knhk.vault.azure.net"),
+    ];
+    for (toml, extra, setting) in [
+        (
+            "",
+            vec![("KGC_SIDECAR_KMS_VAULT_URL", "http://knhk.vault.azure.net")],
+            "KGC_SIDECAR_KMS_VAULT_URL",
+        ),
+        (
+            "",
+            vec![
+                ("AZURE_CLIENT_ID", "app"),
+                ("AZURE_CLIENT_SECRET", "s3cret"),
+            ],
+            "AZURE_TENANT_ID",
+        ),
+        (
+            "[kms]\nazure_ca_file = \"/nonexistent/ca.pem\"\n",
+            vec![],
+            "kms.azure_ca_file",
+        ),
+        (
+            "",
+            vec![(
+                "KGC_SIDECAR_KMS_KEY_ID",
+                "https://other.vault.azure.net/keys/cp",
+            )],
+            "KGC_SIDECAR_KMS_KEY_ID",
+        ),
+    ] {
+        let (dir, config) = config_dir(toml);
+        let mut env = azure.to_vec();
+        env.extend(extra);
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &env,
+        );
+        let line = assert_config_refusal(&out, &format!("invalid setting {setting}: "));
+        assert!(!line.contains("s3cret"), "{line}");
+        assert_untouched(dir.path());
+    }
+    let (dir, config) = config_dir("[kms]\nazure_credential = \"client_secret\"\n");
+    let out = agent_exit(
+        &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_config_refusal(&out, "invalid setting kms.azure_credential: ");
+    assert_untouched(dir.path());
+}
+
+/// `knhk-agent keys` on Azure Key Vault (the Key Vault test double), authenticated as the App
+/// Service managed identity through `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`, the SDK's own
+/// variables: `list` creates the key on first use, `rotate` adds version 2 (a new Key Vault
+/// version), and both are listed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_azure_key_vault_as_a_managed_identity() {
+    use knhk_e2e::azure_keyvault::{KeyVaultDouble, Perm};
+    let kv = KeyVaultDouble::start().await.unwrap();
+    let (endpoint, header) = kv.managed_identity(&Perm::ALL);
+    let (_dir, config) = config_dir(&format!(
+        "[kms]\nazure_credential = \"managed_identity\"\nazure_ca_file = {:?}\n# the double's host is not under the audience its challenge names\nazure_verify_challenge_resource = false\n",
+        kv.ca_file.display().to_string(),
+    ));
+    let env = [
+        ("KGC_SIDECAR_KMS_PROVIDER", "azure"),
+        ("KGC_SIDECAR_KMS_VAULT_URL", kv.vault_url.as_str()),
+        ("KGC_SIDECAR_KMS_KEY_ID", "knhk-cli"),
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", header.as_str()),
+    ];
+    let keys = |action: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
+        cmd.args(["keys", "--config", &config, action]);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        for k in [
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ] {
+            cmd.env_remove(k);
+        }
+        let out = exit_of(cmd, &format!("knhk-agent keys {action}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "keys {action}: {stderr}; requests {:?}",
+            kv.requests()
+        );
+        assert!(
+            !stderr.contains(&header),
+            "the identity header stays out of logs"
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let listed = keys("list");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["provider"], "azure");
+    assert_eq!(
+        listed[0]["key_id"],
+        format!("{}/keys/knhk-cli", kv.vault_url)
+    );
+    assert_eq!(listed[0]["alg"], "ecdsa-p256");
+    let rotated = keys("rotate");
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    let versions: Vec<u64> = keys("list")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(kv.versions("knhk-cli").len(), 2, "two Key Vault versions");
+    assert!(
+        kv.requests()
+            .iter()
+            .any(|r| r.starts_with("GET /msi/token")),
+        "the managed identity endpoint was used: {:?}",
+        kv.requests()
+    );
+}

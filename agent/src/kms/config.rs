@@ -266,7 +266,12 @@ impl KmsConfig {
             self.check_key_id()?;
         }
         if let Some(v) = env("KGC_SIDECAR_KMS_VAULT_URL") {
-            self.vault_address = Some(check_url("KGC_SIDECAR_KMS_VAULT_URL", &v)?);
+            let setting = "KGC_SIDECAR_KMS_VAULT_URL";
+            self.vault_address = Some(if self.provider == Provider::Azure {
+                check_https(setting, &v)?
+            } else {
+                check_url(setting, &v)?
+            });
         } else if self.vault_address.is_none() && self.provider != Provider::Azure {
             // HashiCorp's variable, never a Key Vault's URL.
             if let Some(v) = env("VAULT_ADDR") {
@@ -843,7 +848,7 @@ mod tests {
         for (extra, setting) in [
             (
                 vec![("KGC_SIDECAR_KMS_VAULT_URL", "http://knhk.vault.azure.net")],
-                "kms.vault_address",
+                "KGC_SIDECAR_KMS_VAULT_URL",
             ),
             (
                 vec![("KGC_SIDECAR_KMS_KEY_ID", "bad_name")],
