@@ -168,7 +168,7 @@ impl std::fmt::Display for RemoteFailure {
 /// Something that signs checkpoint text with a versioned key.
 #[async_trait]
 pub trait Signer: Send + Sync {
-    /// Provider name written into signature records (`local`, `transit`).
+    /// Provider name written into signature records (`local`, `transit`, `aws`, `azure`).
     fn provider(&self) -> &str;
 
     /// Key identifier within the provider.
