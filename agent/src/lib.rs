@@ -37,6 +37,7 @@ pub mod private_file;
 pub mod quorum;
 pub mod receipts;
 pub mod retention;
+pub mod rotation;
 pub mod run;
 pub mod settings;
 pub mod telemetry;

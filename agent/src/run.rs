@@ -5,8 +5,8 @@
 //! signer (creating the key on first use; every KMS call timed), open
 //! the receipt store, seal once, open the config push service (its own key and `policy.db`,
 //! applying the policy file once), then serve the API and run the background tasks — the
-//! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator (every
-//! `kms.rotation_interval`), the policy file watcher, the rollout evaluator (promotion gates,
+//! sealer (one checkpoint per `seal_interval` when receipts arrived), the key rotator
+//! ([`crate::rotation`]: once the newest key version has signed for `kms.rotation_interval`), the policy file watcher, the rollout evaluator (promotion gates,
 //! resuming a persisted rollout), and when configured the quorum replicator (after every
 //! seal) and the retention run (every `retention.interval`). With `[identity] enabled` the
 //! SPIFFE identity is opened before anything is served, and the peer listener (when given)
@@ -32,6 +32,7 @@ use crate::policy::{PolicyError, PolicyService};
 use crate::quorum::{Quorum, QuorumError};
 use crate::receipts::{ReceiptLog, ReceiptsError};
 use crate::retention::Retention;
+use crate::rotation::Rotator;
 use crate::telemetry::signer::MeteredSigner;
 use crate::telemetry::Telemetry;
 
@@ -82,12 +83,11 @@ pub struct Listeners {
     pub peer: Option<TcpListener>,
 }
 
-fn spawn_every(
+/// Seal a checkpoint every `every` until `stop` changes.
+fn spawn_sealer(
     every: Duration,
     mut stop: watch::Receiver<bool>,
     log: Arc<ReceiptLog>,
-    what: &'static str,
-    rotate: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -98,15 +98,8 @@ fn spawn_every(
                 _ = ticks.tick() => {}
                 _ = stop.changed() => return,
             }
-            let result = if rotate {
-                log.rotate_key(now_ns()).await.map(|(k, _)| {
-                    tracing::info!(version = k.version, "rotated signing key");
-                })
-            } else {
-                log.seal(now_ns()).await.map(|_| ())
-            };
-            if let Err(e) = result {
-                tracing::error!(task = what, error = %e, "background task failed; will retry");
+            if let Err(e) = log.seal(now_ns()).await {
+                tracing::error!(task = "sealer", error = %e, "background task failed; will retry");
             }
         }
     })
@@ -190,20 +183,8 @@ pub async fn run(
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let evaluator = gates.spawn(stop_rx.clone());
-    let sealer = spawn_every(
-        config.seal_interval,
-        stop_rx.clone(),
-        log.clone(),
-        "sealer",
-        false,
-    );
-    let rotator = spawn_every(
-        config.kms.rotation_interval,
-        stop_rx.clone(),
-        log.clone(),
-        "key rotation",
-        true,
-    );
+    let sealer = spawn_sealer(config.seal_interval, stop_rx.clone(), log.clone());
+    let rotator = Rotator::new(config.kms.rotation_interval).spawn(log.clone(), stop_rx.clone());
     // Cross-region quorum. With the SPIFFE identity and a peer listener, the witness routes
     // are served only there, over mutual TLS, and the replicator calls peers with the SVID;
     // without, both use plain HTTP on the API listener (labs and tests; logged at start).
@@ -308,67 +289,4 @@ pub async fn run(
         source,
     })?;
     Ok(peer_served?)
-}
-
-#[cfg(test)]
-mod tests {
-    //! The background tasks on an injected clock (tokio's paused time): no sleeping.
-
-    use super::*;
-    use crate::kms::KmsConfig;
-
-    async fn versions(log: &ReceiptLog) -> usize {
-        log.export().map(|e| e.public_keys.len()).unwrap_or(0)
-    }
-
-    /// The key rotator rotates on its own once per interval, never before, and each rotation
-    /// is logged and sealed like a manual one; it stops when told.
-    #[tokio::test(start_paused = true)]
-    async fn the_rotator_rotates_on_its_own_each_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let kms = KmsConfig {
-            key_dir: Some(dir.path().join("keys")),
-            ..KmsConfig::default()
-        };
-        let signer: Arc<dyn Signer> = Arc::from(build_signer(&kms).await.unwrap());
-        let log = Arc::new(
-            ReceiptLog::open(&dir.path().join("receipts.db"), "knhk.test/rotator", signer)
-                .await
-                .unwrap(),
-        );
-        log.seal(now_ns()).await.unwrap();
-        assert_eq!(versions(&log).await, 1);
-        let every = Duration::from_secs(3600);
-        let (stop, stopped) = watch::channel(false);
-        let task = spawn_every(every, stopped, log.clone(), "key rotation", true);
-        let settle = || async {
-            for _ in 0..100 {
-                tokio::task::yield_now().await;
-            }
-        };
-        settle().await; // the task starts its interval now
-        tokio::time::advance(every - Duration::from_secs(1)).await;
-        settle().await;
-        assert_eq!(versions(&log).await, 1, "nothing before the interval");
-        for expected in 2..=3 {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            for _ in 0..1000 {
-                if versions(&log).await == expected {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            assert_eq!(versions(&log).await, expected, "one rotation per interval");
-            tokio::time::advance(every - Duration::from_secs(1)).await;
-            settle().await;
-            assert_eq!(versions(&log).await, expected, "and only one");
-        }
-        let latest = log.latest_checkpoint().unwrap().unwrap();
-        assert_eq!(
-            latest.signature.key_version, 2,
-            "the handover is signed by the previous version"
-        );
-        stop.send(true).unwrap();
-        task.await.unwrap();
-    }
 }

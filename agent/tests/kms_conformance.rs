@@ -1,10 +1,11 @@
 //! One conformance suite every signing provider passes, run here for the local Ed25519 signer,
 //! Transit on a real OpenBao dev server, AWS KMS on a real moto server and Azure Key Vault on
-//! the Key Vault test double (no emulator installs here): a signature verifies against the provider's public
-//! keys and records provider, key id and version; a rotation through the log keeps every older
-//! checkpoint verifying while new ones use the new version, and the public keys list every
-//! live version; an unknown version is a clear error; a provider that is down fails the seal
-//! with nothing recorded.
+//! the Key Vault test double (no emulator installs here): a signature verifies against the
+//! provider's public keys and records provider, key id and version; a rotation through the log
+//! keeps every older checkpoint verifying while new ones use the new version, and the public
+//! keys list every live version; an unknown version is a clear error; the timed rotation
+//! rotates on its own on an injected clock; a provider that is down fails the seal with nothing
+//! recorded.
 
 // An integration test crate: helpers may fail loudly like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,8 +14,11 @@ mod support;
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use knhk_agent::clock::now_ns;
-use std::time::Duration;
+use knhk_agent::rotation::{Clock, Rotator};
 
 use knhk_agent::kms::aws::{AwsSettings, AwsSigner, Credentials};
 use knhk_agent::kms::aws_key_ref::AwsKeyRef;
@@ -89,6 +93,36 @@ async fn conformance(signer: Arc<dyn Signer>) {
         Err(KmsError::UnknownVersion { version: 99, .. }) => {}
         other => panic!("{what}: version 99 gave {other:?}"),
     }
+
+    // The timed rotation rotates on its own once the newest version has signed for the
+    // interval, on an injected clock, and the next seal uses the new version.
+    let log = Arc::new(log);
+    let t0 = now_ns();
+    log.key_in_use_since(t0).unwrap();
+    let now = Arc::new(AtomicU64::new(t0));
+    let read = now.clone();
+    let clock: Clock = Arc::new(move || read.load(Ordering::SeqCst));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let hour = Duration::from_secs(3600);
+    let task = Rotator::new(hour)
+        .with_clock(clock, Duration::from_millis(10))
+        .spawn(log.clone(), stopped);
+    let live = || async { signer.public_keys().await.unwrap().len() };
+    assert_eq!(live().await, 2, "{what}: no rotation before the interval");
+    now.store(t0 + 3_600_000_000_000, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live().await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the timed rotation did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    log.append_batch(&batch()).unwrap();
+    let timed = log.seal(now_ns()).await.unwrap().unwrap();
+    assert_eq!(timed.signature.key_version, new.version + 1, "{what}");
 }
 
 #[tokio::test]
@@ -236,26 +270,29 @@ async fn aws_kms_on_moto_conforms_and_versions_live_behind_aliases() {
     );
     conformance(Arc::new(signer)).await;
 
-    // The conformance run rotated once: two keys, each behind its version alias, the family
-    // alias on the newest; a new signer (an agent restart) sees the same numbering.
-    let v1 = alias_target(&kms, "alias/knhk-conformance/v1")
-        .await
-        .unwrap();
-    let v2 = alias_target(&kms, "alias/knhk-conformance/v2")
-        .await
-        .unwrap();
-    assert_ne!(v1, v2);
+    // The conformance run rotated twice (by hand and timed): three keys, each behind its
+    // version alias, the family alias on the newest; a new signer (an agent restart) sees the
+    // same numbering.
+    let mut targets = Vec::new();
+    for n in 1..=3 {
+        targets.push(
+            alias_target(&kms, &format!("alias/knhk-conformance/v{n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(targets[0] != targets[1] && targets[1] != targets[2] && targets[0] != targets[2]);
     assert_eq!(
         alias_target(&kms, "alias/knhk-conformance").await.unwrap(),
-        v2
+        targets[2]
     );
     let again = AwsSigner::connect_with_credentials(&settings, any_credentials())
         .await
         .unwrap();
-    assert_eq!(again.sign(MSG).await.unwrap().key_version, 2);
+    assert_eq!(again.sign(MSG).await.unwrap().key_version, 3);
 
     // Rotated the way AWS documents for asymmetric keys: a new key behind the alias. The next
-    // signature adopts it as version 3, and versions 1 and 2 still verify.
+    // signature adopts it as version 4, and versions 1 to 3 still verify.
     let by_hand = new_key(&kms, aws_sdk_kms::types::KeySpec::EccNistP256).await;
     kms.update_alias()
         .alias_name("alias/knhk-conformance")
@@ -264,9 +301,9 @@ async fn aws_kms_on_moto_conforms_and_versions_live_behind_aliases() {
         .await
         .unwrap();
     let sig = again.sign(MSG).await.unwrap();
-    assert_eq!(sig.key_version, 3);
+    assert_eq!(sig.key_version, 4);
     assert_eq!(
-        alias_target(&kms, "alias/knhk-conformance/v3")
+        alias_target(&kms, "alias/knhk-conformance/v4")
             .await
             .unwrap(),
         by_hand
@@ -274,10 +311,10 @@ async fn aws_kms_on_moto_conforms_and_versions_live_behind_aliases() {
     let keys = again.public_keys().await.unwrap();
     assert_eq!(
         keys.iter().map(|k| k.version).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     verify_signature(MSG, &sig, &keys).unwrap();
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         let old = again.sign_with_version(MSG, version).await.unwrap();
         verify_signature(MSG, &old, &keys).unwrap();
     }
@@ -447,23 +484,26 @@ async fn azure_key_vault_on_the_double_conforms_and_numbers_versions_by_tag() {
             .map(|(_, tag)| tag)
             .collect::<Vec<_>>()
     };
-    assert_eq!(tags(&kv), [Some("1".into()), Some("2".into())]);
+    assert_eq!(
+        tags(&kv),
+        [Some("1".into()), Some("2".into()), Some("3".into())]
+    );
 
     // A version made outside knhk (`az keyvault key rotate`) signs the next checkpoint and is
-    // numbered 3; everything signed before still verifies.
+    // numbered 4; everything signed before still verifies.
     let before = signer.sign(MSG).await.unwrap();
     kv.rotate_outside_knhk("conformance").unwrap();
     let after = signer.sign(MSG).await.unwrap();
-    assert_eq!((before.key_version, after.key_version), (2, 3));
+    assert_eq!((before.key_version, after.key_version), (3, 4));
     assert_eq!(
-        tags(&kv)[2].as_deref(),
-        Some("3"),
+        tags(&kv)[3].as_deref(),
+        Some("4"),
         "the adopted version is tagged"
     );
     let keys = signer.public_keys().await.unwrap();
     assert_eq!(
         keys.iter().map(|k| k.version).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     for sig in [&before, &after] {
         verify_signature(MSG, sig, &keys).unwrap();
@@ -475,7 +515,10 @@ async fn azure_key_vault_on_the_double_conforms_and_numbers_versions_by_tag() {
     let first = kv.versions("conformance")[0].0.clone();
     kv.disable("conformance", &first);
     let keys = signer.public_keys().await.unwrap();
-    assert_eq!(keys.iter().map(|k| k.version).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        keys.iter().map(|k| k.version).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
 }
 
 fn remote_failure(e: &KmsError) -> Option<RemoteFailure> {

@@ -321,6 +321,7 @@ impl ReceiptLog {
             let mut store = self.store()?;
             store.record_public_keys(std::slice::from_ref(new))?;
             store.append(&[entry])?;
+            store.set_key_in_use_since(time_ns)?;
         }
         let text = self.pending_text(time_ns, true)?.ok_or_else(|| {
             ReceiptsError::Corrupt("no checkpoint text after a rotation entry".to_owned())
@@ -337,6 +338,13 @@ impl ReceiptLog {
         drop(store);
         self.notify_sealed(&cp);
         Ok(cp)
+    }
+
+    /// Since when (ns since the epoch) the newest key version has signed: the time of the last
+    /// rotation this log recorded, or of the first call (`now_ns`) when it recorded none. Kept
+    /// in the database, so a restart does not reset a key's age.
+    pub fn key_in_use_since(&self, now_ns: u64) -> Result<u64, ReceiptsError> {
+        self.store()?.key_in_use_since(now_ns)
     }
 
     /// Rotate the signing key: add a version, log the rotation, and seal a checkpoint over it

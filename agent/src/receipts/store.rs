@@ -455,6 +455,40 @@ impl ReceiptStore {
         .transpose()
     }
 
+    /// Since when (ns) the newest key version has signed, first recorded as `now_ns`.
+    pub fn key_in_use_since(&mut self, now_ns: u64) -> Result<u64, ReceiptsError> {
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'key_in_use_since_ns'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("read key age"))?;
+        match stored {
+            Some(v) => v
+                .parse()
+                .map_err(|_| ReceiptsError::Corrupt(format!("key_in_use_since_ns {v:?}"))),
+            None => {
+                self.set_key_in_use_since(now_ns)?;
+                Ok(now_ns)
+            }
+        }
+    }
+
+    /// Record that a new key version signs from `time_ns` on.
+    pub fn set_key_in_use_since(&mut self, time_ns: u64) -> Result<(), ReceiptsError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('key_in_use_since_ns', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![time_ns.to_string()],
+            )
+            .map(|_| ())
+            .map_err(sql("write key age"))
+    }
+
     /// Remember public key versions (new versions added, retirement state updated).
     pub fn record_public_keys(&mut self, keys: &[PublicKeyVersion]) -> Result<(), ReceiptsError> {
         let tx = self.conn.transaction().map_err(sql("begin keys"))?;
