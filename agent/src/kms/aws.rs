@@ -13,7 +13,6 @@
 //! signed something else (or with another key) is caught before anything is recorded.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,11 +22,12 @@ use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
 use aws_sdk_kms::Client;
-use knhk_core::checkpoint::{verify_with_key, Alg, PublicKeyVersion, SignatureRecord};
+use knhk_core::checkpoint::{Alg, PublicKeyVersion, SignatureRecord};
 use sha2::Digest as _;
 
 use super::aws_key_ref::AwsKeyRef;
-use super::{p256_wire, KmsError, RemoteFailure, Signer};
+use super::version_cache::{number_of, CachedVersion, VersionCache};
+use super::{p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
 
 /// Provider name in signature records.
 pub const PROVIDER: &str = "aws";
@@ -49,20 +49,11 @@ pub struct AwsSettings {
     pub call_timeout: Duration,
 }
 
-/// One key version: the KMS key behind `<family>/v<N>`.
-#[derive(Debug, Clone)]
-struct Version {
-    /// The key's id (a UUID).
-    key_id: String,
-    /// Its public key as an uncompressed SEC1 point, once read.
-    public_key: Option<Vec<u8>>,
-}
-
 /// Signer backed by AWS KMS keys behind an alias.
 pub struct AwsSigner {
     client: Client,
     settings: AwsSettings,
-    versions: Mutex<BTreeMap<u32, Version>>,
+    versions: VersionCache,
 }
 
 impl std::fmt::Debug for AwsSigner {
@@ -78,13 +69,6 @@ fn key_id_of(arn_or_id: &str) -> &str {
     arn_or_id
         .rsplit_once(":key/")
         .map_or(arn_or_id, |(_, id)| id)
-}
-
-fn unexpected(op: &'static str, reason: impl Into<String>) -> KmsError {
-    KmsError::UnexpectedResponse {
-        op,
-        reason: reason.into(),
-    }
 }
 
 /// Sort an SDK error into a [`RemoteFailure`], keeping the service's code and message.
@@ -186,7 +170,7 @@ impl AwsSigner {
         let signer = AwsSigner {
             client: Client::new(&sdk),
             settings: settings.clone(),
-            versions: Mutex::new(BTreeMap::new()),
+            versions: VersionCache::default(),
         };
         signer.ensure_family().await?;
         Ok(signer)
@@ -203,16 +187,9 @@ impl AwsSigner {
         move |e| remote_error(op, self.family(), &e)
     }
 
-    fn cached(&self) -> BTreeMap<u32, Version> {
-        self.versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// Re-read the version aliases (keeping public keys already read) and the family alias's
     /// target key id.
-    async fn refresh(&self) -> Result<(BTreeMap<u32, Version>, Option<String>), KmsError> {
+    async fn refresh(&self) -> Result<(BTreeMap<u32, CachedVersion>, Option<String>), KmsError> {
         let mut found = BTreeMap::new();
         let mut family_target = None;
         let mut marker: Option<String> = None;
@@ -240,22 +217,7 @@ impl AwsSigner {
                 _ => break,
             }
         }
-        let mut cache = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let merged: BTreeMap<u32, Version> = found
-            .into_iter()
-            .map(|(n, key_id)| {
-                let public_key = cache
-                    .get(&n)
-                    .filter(|v| v.key_id == key_id)
-                    .and_then(|v| v.public_key.clone());
-                (n, Version { key_id, public_key })
-            })
-            .collect();
-        *cache = merged.clone();
-        Ok((merged, family_target))
+        Ok((self.versions.replace(found), family_target))
     }
 
     /// Check that `key` (id, ARN or alias) is a P-256 signing key; returns its key id.
@@ -269,7 +231,7 @@ impl AwsSigner {
             .map_err(self.err("describe key"))?;
         let meta = out
             .key_metadata()
-            .ok_or_else(|| unexpected("describe key", "no key metadata"))?;
+            .ok_or_else(|| KmsError::unexpected("describe key", "no key metadata"))?;
         let spec = meta.key_spec().map(KeySpec::as_str);
         let usage = meta.key_usage().map(KeyUsageType::as_str);
         if spec != Some(KeySpec::EccNistP256.as_str())
@@ -294,7 +256,7 @@ impl AwsSigner {
                 .tag_key(k)
                 .tag_value(v)
                 .build()
-                .map_err(|e| unexpected("create key", e.to_string()))
+                .map_err(|e| KmsError::unexpected("create key", e.to_string()))
         };
         let out = self
             .client
@@ -313,7 +275,7 @@ impl AwsSigner {
         let key_id = out
             .key_metadata()
             .map(|m| m.key_id().to_owned())
-            .ok_or_else(|| unexpected("create key", "no key metadata"))?;
+            .ok_or_else(|| KmsError::unexpected("create key", "no key metadata"))?;
         tracing::info!(family = %self.family(), version, key = %key_id, "created AWS KMS key");
         Ok(key_id)
     }
@@ -348,9 +310,9 @@ impl AwsSigner {
     async fn ensure_family(&self) -> Result<(), KmsError> {
         let (versions, family_target) = self.refresh().await?;
         if let Some((_, newest)) = versions.last_key_value() {
-            self.check_key(&newest.key_id).await?;
+            self.check_key(&newest.id).await?;
             if family_target.is_none() {
-                self.point_family_at(&newest.key_id, false).await?;
+                self.point_family_at(&newest.id, false).await?;
             }
             return Ok(());
         }
@@ -372,8 +334,8 @@ impl AwsSigner {
     async fn adopt(&self, key_id: &str) -> Result<u32, KmsError> {
         let key_id = self.check_key(key_id).await?;
         let (versions, _) = self.refresh().await?;
-        if let Some((n, _)) = versions.iter().find(|(_, v)| v.key_id == key_id) {
-            return Ok(*n);
+        if let Some(n) = number_of(&versions, &key_id) {
+            return Ok(n);
         }
         let next = versions.keys().last().map_or(1, |n| n + 1);
         self.create_alias(&self.settings.key.version_alias(next), &key_id)
@@ -387,20 +349,17 @@ impl AwsSigner {
     /// The version a signing key id belongs to, adopting it when the family alias moved to a
     /// key the agent has not numbered.
     async fn version_of_key(&self, key_id: &str) -> Result<u32, KmsError> {
-        let find = |vs: &BTreeMap<u32, Version>| {
-            vs.iter().find(|(_, v)| v.key_id == key_id).map(|(n, _)| *n)
-        };
-        if let Some(n) = find(&self.cached()) {
+        if let Some(n) = number_of(&self.versions.snapshot(), key_id) {
             return Ok(n);
         }
         let (versions, family_target) = self.refresh().await?;
-        if let Some(n) = find(&versions) {
+        if let Some(n) = number_of(&versions, key_id) {
             return Ok(n);
         }
         if family_target.as_deref() == Some(key_id) {
             return self.adopt(key_id).await;
         }
-        Err(unexpected(
+        Err(KmsError::unexpected(
             "sign",
             format!(
                 "signed by key {key_id}, which is not a version of {}",
@@ -411,38 +370,29 @@ impl AwsSigner {
 
     /// A version's public key, read once.
     async fn public_key(&self, version: u32) -> Result<Vec<u8>, KmsError> {
-        let entry =
-            self.cached()
-                .get(&version)
-                .cloned()
-                .ok_or_else(|| KmsError::UnknownVersion {
-                    key_id: self.family().to_owned(),
-                    version,
-                })?;
+        let entry = self
+            .versions
+            .get(version)
+            .ok_or_else(|| KmsError::UnknownVersion {
+                key_id: self.family().to_owned(),
+                version,
+            })?;
         if let Some(pk) = entry.public_key {
             return Ok(pk);
         }
         let out = self
             .client
             .get_public_key()
-            .key_id(&entry.key_id)
+            .key_id(&entry.id)
             .send()
             .await
             .map_err(self.err("get public key"))?;
-        let der = out
-            .public_key()
-            .ok_or_else(|| unexpected("get public key", "no public key in the response"))?;
+        let der = out.public_key().ok_or_else(|| {
+            KmsError::unexpected("get public key", "no public key in the response")
+        })?;
         let pk = p256_wire::public_key_from_spki_der(der.as_ref())
-            .ok_or_else(|| unexpected("get public key", "not a P-256 SPKI public key"))?;
-        if let Some(v) = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&version)
-            .filter(|v| v.key_id == entry.key_id)
-        {
-            v.public_key = Some(pk.clone());
-        }
+            .ok_or_else(|| KmsError::unexpected("get public key", "not a P-256 SPKI public key"))?;
+        self.versions.set_public_key(version, &entry.id, pk.clone());
         Ok(pk)
     }
 
@@ -466,12 +416,12 @@ impl AwsSigner {
         let signed_by = out
             .key_id()
             .map(|k| key_id_of(k).to_owned())
-            .ok_or_else(|| unexpected("sign", "no key id in the response"))?;
+            .ok_or_else(|| KmsError::unexpected("sign", "no key id in the response"))?;
         let der = out
             .signature()
-            .ok_or_else(|| unexpected("sign", "no signature in the response"))?;
+            .ok_or_else(|| KmsError::unexpected("sign", "no signature in the response"))?;
         let sig = p256_wire::signature_from_der(der.as_ref())
-            .ok_or_else(|| unexpected("sign", "ecdsa signature is not valid DER"))?;
+            .ok_or_else(|| KmsError::unexpected("sign", "ecdsa signature is not valid DER"))?;
         Ok((signed_by, sig))
     }
 
@@ -482,21 +432,7 @@ impl AwsSigner {
         sig: Vec<u8>,
     ) -> Result<SignatureRecord, KmsError> {
         let public_key = self.public_key(version).await?;
-        verify_with_key(Alg::EcdsaP256, &public_key, msg, &sig).map_err(|e| {
-            unexpected(
-                "sign",
-                format!(
-                    "the signature by version {version} does not verify over the message ({e})"
-                ),
-            )
-        })?;
-        Ok(SignatureRecord {
-            provider: PROVIDER.to_owned(),
-            key_id: self.family().to_owned(),
-            key_version: version,
-            alg: Alg::EcdsaP256,
-            sig,
-        })
+        verified_p256_record(PROVIDER, self.family(), version, &public_key, msg, sig)
     }
 }
 
@@ -522,7 +458,7 @@ impl Signer for AwsSigner {
         msg: &[u8],
         version: u32,
     ) -> Result<SignatureRecord, KmsError> {
-        let mut entry = self.cached().get(&version).cloned();
+        let mut entry = self.versions.get(version);
         if entry.is_none() {
             entry = self.refresh().await?.0.get(&version).cloned();
         }
@@ -530,9 +466,12 @@ impl Signer for AwsSigner {
             key_id: self.family().to_owned(),
             version,
         })?;
-        let (signed_by, sig) = self.sign_by(msg, &entry.key_id).await?;
-        if signed_by != entry.key_id {
-            return Err(unexpected("sign", "signed with another key than asked"));
+        let (signed_by, sig) = self.sign_by(msg, &entry.id).await?;
+        if signed_by != entry.id {
+            return Err(KmsError::unexpected(
+                "sign",
+                "signed with another key than asked",
+            ));
         }
         self.record(msg, version, sig).await
     }
@@ -557,11 +496,11 @@ impl Signer for AwsSigner {
         let (versions, family_target) = self.refresh().await?;
         let (newest, newest_key) = versions
             .last_key_value()
-            .map(|(n, v)| (*n, v.key_id.clone()))
-            .ok_or_else(|| unexpected("rotate key", "the key has no versions"))?;
+            .map(|(n, v)| (*n, v.id.clone()))
+            .ok_or_else(|| KmsError::unexpected("rotate key", "the key has no versions"))?;
         let version = match family_target {
             // Moved by hand to a key not numbered yet: that key is the rotation.
-            Some(target) if !versions.values().any(|v| v.key_id == target) => {
+            Some(target) if !versions.values().any(|v| v.id == target) => {
                 self.adopt(&target).await?
             }
             // A rotation that stopped between numbering the key and moving the alias.

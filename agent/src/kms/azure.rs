@@ -13,7 +13,7 @@
 //! verified against the version's public key before it is returned.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,12 +33,13 @@ use azure_security_keyvault_keys::models::{
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use futures_util::TryStreamExt;
-use knhk_core::checkpoint::{verify_with_key, Alg, PublicKeyVersion, SignatureRecord};
+use knhk_core::checkpoint::{Alg, PublicKeyVersion, SignatureRecord};
 use sha2::Digest as _;
 
 use super::azure_http::ReqwestTransport;
 use super::azure_settings::{AzureCredential, AzureSettings};
-use super::{p256_wire, KmsError, RemoteFailure, Signer};
+use super::version_cache::{number_of, CachedVersion, VersionCache};
+use super::{p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
 
 /// Provider name in signature records.
 pub const PROVIDER: &str = "azure";
@@ -47,22 +48,13 @@ pub const VERSION_TAG: &str = "knhk-version";
 /// Retries of a call that failed in transit or was throttled.
 const MAX_RETRIES: u32 = 2;
 
-/// One key version.
-#[derive(Debug, Clone)]
-struct Version {
-    /// Key Vault's version id.
-    id: String,
-    /// Its public key as an uncompressed SEC1 point, once read.
-    public_key: Option<Vec<u8>>,
-}
-
 /// Signer backed by an Azure Key Vault key.
 pub struct AzureSigner {
     client: KeyClient,
     settings: AzureSettings,
     /// `<vault>/keys/<name>`: the key id in signature records.
     key_id: String,
-    versions: Mutex<BTreeMap<u32, Version>>,
+    versions: VersionCache,
 }
 
 impl std::fmt::Debug for AzureSigner {
@@ -70,13 +62,6 @@ impl std::fmt::Debug for AzureSigner {
         f.debug_struct("AzureSigner")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-fn unexpected(op: &'static str, reason: impl Into<String>) -> KmsError {
-    KmsError::UnexpectedResponse {
-        op,
-        reason: reason.into(),
     }
 }
 
@@ -179,13 +164,13 @@ impl AzureSigner {
             client,
             key_id: format!("{}/keys/{}", settings.vault_url, settings.key_name),
             settings: settings.clone(),
-            versions: Mutex::new(BTreeMap::new()),
+            versions: VersionCache::default(),
         };
         match signer.client.get_key(&signer.settings.key_name, None).await {
             Ok(rsp) => {
                 let key = rsp
                     .into_model()
-                    .map_err(|e| unexpected("get key", e.to_string()))?;
+                    .map_err(|e| KmsError::unexpected("get key", e.to_string()))?;
                 signer.check_type(&key)?;
             }
             Err(e) if failure_of(&e) == RemoteFailure::NotFound => {
@@ -244,28 +229,26 @@ impl AzureSigner {
         };
         let body = params
             .try_into()
-            .map_err(|e: azure_core::Error| unexpected("create key", e.to_string()))?;
+            .map_err(|e: azure_core::Error| KmsError::unexpected("create key", e.to_string()))?;
         let key = self
             .client
             .create_key(self.name(), body, None)
             .await
             .map_err(|e| self.remote("create key", &e))?
             .into_model()
-            .map_err(|e| unexpected("create key", e.to_string()))?;
+            .map_err(|e| KmsError::unexpected("create key", e.to_string()))?;
         self.check_type(&key)?;
-        let id = version_id_of(key.key.as_ref().and_then(|k| k.kid.as_ref()))
-            .ok_or_else(|| unexpected("create key", "no version in the key identifier"))?;
+        let id = version_id_of(key.key.as_ref().and_then(|k| k.kid.as_ref())).ok_or_else(|| {
+            KmsError::unexpected("create key", "no version in the key identifier")
+        })?;
         let public_key = public_key_of(&key);
-        self.versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                version,
-                Version {
-                    id: id.clone(),
-                    public_key,
-                },
-            );
+        self.versions.insert(
+            version,
+            CachedVersion {
+                id: id.clone(),
+                public_key,
+            },
+        );
         Ok(id)
     }
 
@@ -279,7 +262,7 @@ impl AzureSigner {
         };
         let body = params
             .try_into()
-            .map_err(|e: azure_core::Error| unexpected("update key", e.to_string()))?;
+            .map_err(|e: azure_core::Error| KmsError::unexpected("update key", e.to_string()))?;
         self.client
             .update_key_properties(
                 self.name(),
@@ -302,7 +285,7 @@ impl AzureSigner {
 
     /// Re-read the versions (keeping public keys already read): enabled versions by their tag,
     /// untagged ones numbered after the highest, in order of creation.
-    async fn refresh(&self) -> Result<BTreeMap<u32, Version>, KmsError> {
+    async fn refresh(&self) -> Result<BTreeMap<u32, CachedVersion>, KmsError> {
         let mut pager = self
             .client
             .list_key_properties_versions(self.name(), None)
@@ -325,7 +308,7 @@ impl AzureSigner {
             match tag.map(|t| t.parse::<u32>()) {
                 Some(Ok(n)) if n >= 1 => {
                     if let Some(other) = tagged.insert(n, id.clone()) {
-                        return Err(unexpected(
+                        return Err(KmsError::unexpected(
                             "list versions",
                             format!(
                                 "versions {other} and {id} of {} both carry {VERSION_TAG}={n}; disable the one that signed nothing",
@@ -335,7 +318,7 @@ impl AzureSigner {
                     }
                 }
                 Some(_) => {
-                    return Err(unexpected(
+                    return Err(KmsError::unexpected(
                         "list versions",
                         format!(
                             "version {id} of {} has an invalid {VERSION_TAG} tag",
@@ -359,39 +342,16 @@ impl AzureSigner {
             self.tag(&props, &id, n).await?;
             tagged.insert(n, id);
         }
-        let mut cache = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let merged: BTreeMap<u32, Version> = tagged
-            .into_iter()
-            .map(|(n, id)| {
-                let public_key = cache
-                    .get(&n)
-                    .filter(|v| v.id == id)
-                    .and_then(|v| v.public_key.clone());
-                (n, Version { id, public_key })
-            })
-            .collect();
-        *cache = merged.clone();
-        Ok(merged)
-    }
-
-    fn cached(&self) -> BTreeMap<u32, Version> {
-        self.versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        Ok(self.versions.replace(tagged))
     }
 
     /// The number of the version with Key Vault id `id`, re-reading the versions when it is new.
     async fn number_of(&self, id: &str) -> Result<u32, KmsError> {
-        let find = |m: &BTreeMap<u32, Version>| m.iter().find(|(_, v)| v.id == id).map(|(n, _)| *n);
-        if let Some(n) = find(&self.cached()) {
+        if let Some(n) = number_of(&self.versions.snapshot(), id) {
             return Ok(n);
         }
-        find(&self.refresh().await?).ok_or_else(|| {
-            unexpected(
+        number_of(&self.refresh().await?, id).ok_or_else(|| {
+            KmsError::unexpected(
                 "sign",
                 format!(
                     "signed by version {id}, which is not an enabled version of {}",
@@ -403,14 +363,13 @@ impl AzureSigner {
 
     /// A version's public key, read once.
     async fn public_key(&self, version: u32) -> Result<Vec<u8>, KmsError> {
-        let entry =
-            self.cached()
-                .get(&version)
-                .cloned()
-                .ok_or_else(|| KmsError::UnknownVersion {
-                    key_id: self.key_id.clone(),
-                    version,
-                })?;
+        let entry = self
+            .versions
+            .get(version)
+            .ok_or_else(|| KmsError::UnknownVersion {
+                key_id: self.key_id.clone(),
+                version,
+            })?;
         if let Some(pk) = entry.public_key {
             return Ok(pk);
         }
@@ -426,19 +385,12 @@ impl AzureSigner {
             .await
             .map_err(|e| self.remote("get key", &e))?
             .into_model()
-            .map_err(|e| unexpected("get key", e.to_string()))?;
+            .map_err(|e| KmsError::unexpected("get key", e.to_string()))?;
         self.check_type(&key)?;
-        let pk = public_key_of(&key)
-            .ok_or_else(|| unexpected("get key", "no P-256 public key (x, y) in the key"))?;
-        if let Some(v) = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&version)
-            .filter(|v| v.id == entry.id)
-        {
-            v.public_key = Some(pk.clone());
-        }
+        let pk = public_key_of(&key).ok_or_else(|| {
+            KmsError::unexpected("get key", "no P-256 public key (x, y) in the key")
+        })?;
+        self.versions.set_public_key(version, &entry.id, pk.clone());
         Ok(pk)
     }
 
@@ -451,7 +403,7 @@ impl AzureSigner {
         };
         let body = params
             .try_into()
-            .map_err(|e: azure_core::Error| unexpected("sign", e.to_string()))?;
+            .map_err(|e: azure_core::Error| KmsError::unexpected("sign", e.to_string()))?;
         let out = self
             .client
             .sign(
@@ -465,14 +417,15 @@ impl AzureSigner {
             .await
             .map_err(|e| self.remote("sign", &e))?
             .into_model()
-            .map_err(|e| unexpected("sign", e.to_string()))?;
+            .map_err(|e| KmsError::unexpected("sign", e.to_string()))?;
         let signed_by = version_id_of(out.kid.as_ref())
-            .ok_or_else(|| unexpected("sign", "no key version in the response"))?;
+            .ok_or_else(|| KmsError::unexpected("sign", "no key version in the response"))?;
         let raw = out
             .result
-            .ok_or_else(|| unexpected("sign", "no signature in the response"))?;
-        let sig = p256_wire::signature_from_fixed(&raw)
-            .ok_or_else(|| unexpected("sign", "an ES256 signature is 64 bytes (r || s)"))?;
+            .ok_or_else(|| KmsError::unexpected("sign", "no signature in the response"))?;
+        let sig = p256_wire::signature_from_fixed(&raw).ok_or_else(|| {
+            KmsError::unexpected("sign", "an ES256 signature is 64 bytes (r || s)")
+        })?;
         Ok((signed_by, sig))
     }
 
@@ -483,21 +436,7 @@ impl AzureSigner {
         sig: Vec<u8>,
     ) -> Result<SignatureRecord, KmsError> {
         let public_key = self.public_key(version).await?;
-        verify_with_key(Alg::EcdsaP256, &public_key, msg, &sig).map_err(|e| {
-            unexpected(
-                "sign",
-                format!(
-                    "the signature by version {version} does not verify over the message ({e})"
-                ),
-            )
-        })?;
-        Ok(SignatureRecord {
-            provider: PROVIDER.to_owned(),
-            key_id: self.key_id.clone(),
-            key_version: version,
-            alg: Alg::EcdsaP256,
-            sig,
-        })
+        verified_p256_record(PROVIDER, &self.key_id, version, &public_key, msg, sig)
     }
 }
 
@@ -574,7 +513,7 @@ impl Signer for AzureSigner {
         msg: &[u8],
         version: u32,
     ) -> Result<SignatureRecord, KmsError> {
-        let mut entry = self.cached().get(&version).cloned();
+        let mut entry = self.versions.get(version);
         if entry.is_none() {
             entry = self.refresh().await?.get(&version).cloned();
         }
@@ -584,7 +523,10 @@ impl Signer for AzureSigner {
         })?;
         let (signed_by, sig) = self.sign_by(msg, Some(&entry.id)).await?;
         if signed_by != entry.id {
-            return Err(unexpected("sign", "signed with another version than asked"));
+            return Err(KmsError::unexpected(
+                "sign",
+                "signed with another version than asked",
+            ));
         }
         self.record(msg, version, sig).await
     }

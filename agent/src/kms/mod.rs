@@ -17,6 +17,7 @@ pub mod config;
 pub mod local;
 pub mod p256_wire;
 pub mod transit;
+pub mod version_cache;
 
 use std::path::PathBuf;
 
@@ -114,6 +115,14 @@ pub enum KmsError {
 }
 
 impl KmsError {
+    /// A provider answered `op` with something this agent cannot use.
+    pub fn unexpected(op: &'static str, reason: impl Into<String>) -> KmsError {
+        KmsError::UnexpectedResponse {
+            op,
+            reason: reason.into(),
+        }
+    }
+
     /// A short, stable name of the failure (the `error.type` of KMS telemetry).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -163,6 +172,32 @@ impl std::fmt::Display for RemoteFailure {
             RemoteFailure::Refused => "refused",
         })
     }
+}
+
+/// The record of a cloud KMS's ECDSA P-256 signature by `version`, once it verifies over `msg`
+/// with that version's public key: a KMS that signed something else, or with another key, is
+/// caught before anything is recorded.
+pub fn verified_p256_record(
+    provider: &str,
+    key_id: &str,
+    version: u32,
+    public_key: &[u8],
+    msg: &[u8],
+    sig: Vec<u8>,
+) -> Result<SignatureRecord, KmsError> {
+    knhk_core::checkpoint::verify_with_key(Alg::EcdsaP256, public_key, msg, &sig).map_err(|e| {
+        KmsError::unexpected(
+            "sign",
+            format!("the signature by version {version} does not verify over the message ({e})"),
+        )
+    })?;
+    Ok(SignatureRecord {
+        provider: provider.to_owned(),
+        key_id: key_id.to_owned(),
+        key_version: version,
+        alg: Alg::EcdsaP256,
+        sig,
+    })
 }
 
 /// Something that signs checkpoint text with a versioned key.

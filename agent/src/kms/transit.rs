@@ -77,36 +77,32 @@ fn alg_of(kt: KeyType) -> Option<Alg> {
     }
 }
 
-fn unexpected(op: &'static str, reason: impl Into<String>) -> KmsError {
-    KmsError::UnexpectedResponse {
-        op,
-        reason: reason.into(),
-    }
-}
-
 /// Parse `vault:v<N>:<base64>` into the version and raw signature bytes for `alg`.
 fn parse_signature(alg: Alg, text: &str) -> Result<(u32, Vec<u8>), KmsError> {
     let rest = text
         .strip_prefix("vault:v")
-        .ok_or_else(|| unexpected("sign", "signature lacks the vault:v<N>: prefix"))?;
+        .ok_or_else(|| KmsError::unexpected("sign", "signature lacks the vault:v<N>: prefix"))?;
     let (ver, b64) = rest
         .split_once(':')
-        .ok_or_else(|| unexpected("sign", "signature lacks a version separator"))?;
+        .ok_or_else(|| KmsError::unexpected("sign", "signature lacks a version separator"))?;
     let version: u32 = ver
         .parse()
-        .map_err(|_| unexpected("sign", format!("bad signature version {ver:?}")))?;
+        .map_err(|_| KmsError::unexpected("sign", format!("bad signature version {ver:?}")))?;
     let raw = STANDARD
         .decode(b64)
-        .map_err(|_| unexpected("sign", "signature is not base64"))?;
+        .map_err(|_| KmsError::unexpected("sign", "signature is not base64"))?;
     let sig = match alg {
         Alg::Ed25519 => {
             if raw.len() != 64 {
-                return Err(unexpected("sign", "ed25519 signature is not 64 bytes"));
+                return Err(KmsError::unexpected(
+                    "sign",
+                    "ed25519 signature is not 64 bytes",
+                ));
             }
             raw
         }
         Alg::EcdsaP256 => super::p256_wire::signature_from_der(&raw)
-            .ok_or_else(|| unexpected("sign", "ecdsa signature is not valid DER"))?,
+            .ok_or_else(|| KmsError::unexpected("sign", "ecdsa signature is not valid DER"))?,
     };
     Ok((version, sig))
 }
@@ -115,16 +111,19 @@ fn parse_signature(alg: Alg, text: &str) -> Result<(u32, Vec<u8>), KmsError> {
 fn parse_public_key(alg: Alg, text: &str) -> Result<Vec<u8>, KmsError> {
     match alg {
         Alg::Ed25519 => {
-            let raw = STANDARD
-                .decode(text.trim())
-                .map_err(|_| unexpected("read key", "ed25519 public key is not base64"))?;
+            let raw = STANDARD.decode(text.trim()).map_err(|_| {
+                KmsError::unexpected("read key", "ed25519 public key is not base64")
+            })?;
             if raw.len() != 32 {
-                return Err(unexpected("read key", "ed25519 public key is not 32 bytes"));
+                return Err(KmsError::unexpected(
+                    "read key",
+                    "ed25519 public key is not 32 bytes",
+                ));
             }
             Ok(raw)
         }
         Alg::EcdsaP256 => super::p256_wire::public_key_from_spki_pem(text)
-            .ok_or_else(|| unexpected("read key", "p256 public key is not PEM SPKI")),
+            .ok_or_else(|| KmsError::unexpected("read key", "p256 public key is not PEM SPKI")),
     }
 }
 
@@ -206,7 +205,10 @@ impl TransitSigner {
         .map_err(self.vault_err("sign"))?;
         let (key_version, sig) = parse_signature(s.key_type, &resp.signature)?;
         if version.is_some_and(|v| v != key_version) {
-            return Err(unexpected("sign", "signed with another version than asked"));
+            return Err(KmsError::unexpected(
+                "sign",
+                "signed with another version than asked",
+            ));
         }
         Ok(SignatureRecord {
             provider: PROVIDER.to_owned(),
@@ -264,13 +266,16 @@ impl Signer for TransitSigner {
             expected: s.key_type,
         })?;
         let ReadKeyData::Asymmetric(entries) = info.keys else {
-            return Err(unexpected("read key", "no public keys in the response"));
+            return Err(KmsError::unexpected(
+                "read key",
+                "no public keys in the response",
+            ));
         };
         let mut out = Vec::with_capacity(entries.len());
         for (ver, entry) in entries {
-            let version: u32 = ver
-                .parse()
-                .map_err(|_| unexpected("read key", format!("bad key version {ver:?}")))?;
+            let version: u32 = ver.parse().map_err(|_| {
+                KmsError::unexpected("read key", format!("bad key version {ver:?}"))
+            })?;
             out.push(PublicKeyVersion {
                 provider: PROVIDER.to_owned(),
                 key_id: s.key_name.clone(),
@@ -293,7 +298,7 @@ impl Signer for TransitSigner {
         let newest = keys
             .into_iter()
             .last()
-            .ok_or_else(|| unexpected("rotate key", "no versions after rotation"))?;
+            .ok_or_else(|| KmsError::unexpected("rotate key", "no versions after rotation"))?;
         tracing::info!(key = %s.key_name, version = newest.version, "rotated transit key");
         Ok(newest)
     }
