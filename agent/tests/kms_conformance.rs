@@ -519,6 +519,13 @@ async fn azure_key_vault_on_the_double_conforms_and_numbers_versions_by_tag() {
         keys.iter().map(|k| k.version).collect::<Vec<_>>(),
         [2, 3, 4]
     );
+    // A number is never given twice: with the newest version disabled, the next one made
+    // outside knhk is numbered after it.
+    let newest = kv.versions("conformance")[3].0.clone();
+    kv.disable("conformance", &newest);
+    kv.rotate_outside_knhk("conformance").unwrap();
+    assert_eq!(signer.sign(MSG).await.unwrap().key_version, 5);
+    assert_eq!(tags(&kv)[4].as_deref(), Some("5"));
 }
 
 fn remote_failure(e: &KmsError) -> Option<RemoteFailure> {

@@ -284,13 +284,16 @@ impl AzureSigner {
     }
 
     /// Re-read the versions (keeping public keys already read): enabled versions by their tag,
-    /// untagged ones numbered after the highest, in order of creation.
-    async fn refresh(&self) -> Result<BTreeMap<u32, CachedVersion>, KmsError> {
+    /// untagged ones numbered after the highest number any version (enabled or not) carries, in
+    /// order of creation, so a number is never given twice. Returns the enabled versions and
+    /// that highest number.
+    async fn refresh(&self) -> Result<(BTreeMap<u32, CachedVersion>, u32), KmsError> {
         let mut pager = self
             .client
             .list_key_properties_versions(self.name(), None)
             .map_err(|e| self.remote("list versions", &e))?;
         let mut tagged: BTreeMap<u32, String> = BTreeMap::new();
+        let mut highest = 0u32;
         let mut untagged = Vec::new();
         while let Some(props) = pager
             .try_next()
@@ -301,12 +304,14 @@ impl AzureSigner {
             let Some(id) = version_id_of(props.kid.as_ref()) else {
                 continue;
             };
+            let tag = props.tags.as_ref().and_then(|t| t.get(VERSION_TAG));
+            let number = tag.and_then(|t| t.parse::<u32>().ok()).filter(|n| *n >= 1);
+            highest = highest.max(number.unwrap_or(0));
             if !enabled {
                 continue;
             }
-            let tag = props.tags.as_ref().and_then(|t| t.get(VERSION_TAG));
-            match tag.map(|t| t.parse::<u32>()) {
-                Some(Ok(n)) if n >= 1 => {
+            match tag.map(|_| number) {
+                Some(Some(n)) => {
                     if let Some(other) = tagged.insert(n, id.clone()) {
                         return Err(KmsError::unexpected(
                             "list versions",
@@ -338,11 +343,11 @@ impl AzureSigner {
         }
         untagged.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         for (_, id, props) in untagged {
-            let n = tagged.last_key_value().map_or(1, |(n, _)| n + 1);
-            self.tag(&props, &id, n).await?;
-            tagged.insert(n, id);
+            highest += 1;
+            self.tag(&props, &id, highest).await?;
+            tagged.insert(highest, id);
         }
-        Ok(self.versions.replace(tagged))
+        Ok((self.versions.replace(tagged), highest))
     }
 
     /// The number of the version with Key Vault id `id`, re-reading the versions when it is new.
@@ -350,7 +355,7 @@ impl AzureSigner {
         if let Some(n) = number_of(&self.versions.snapshot(), id) {
             return Ok(n);
         }
-        number_of(&self.refresh().await?, id).ok_or_else(|| {
+        number_of(&self.refresh().await?.0, id).ok_or_else(|| {
             KmsError::unexpected(
                 "sign",
                 format!(
@@ -515,7 +520,7 @@ impl Signer for AzureSigner {
     ) -> Result<SignatureRecord, KmsError> {
         let mut entry = self.versions.get(version);
         if entry.is_none() {
-            entry = self.refresh().await?.get(&version).cloned();
+            entry = self.refresh().await?.0.get(&version).cloned();
         }
         let entry = entry.ok_or_else(|| KmsError::UnknownVersion {
             key_id: self.key_id.clone(),
@@ -532,7 +537,7 @@ impl Signer for AzureSigner {
     }
 
     async fn public_keys(&self) -> Result<Vec<PublicKeyVersion>, KmsError> {
-        let versions = self.refresh().await?;
+        let (versions, _) = self.refresh().await?;
         let mut out = Vec::with_capacity(versions.len());
         for version in versions.keys() {
             out.push(PublicKeyVersion {
@@ -548,8 +553,8 @@ impl Signer for AzureSigner {
     }
 
     async fn rotate(&self) -> Result<PublicKeyVersion, KmsError> {
-        let versions = self.refresh().await?;
-        let next = versions.last_key_value().map_or(1, |(n, _)| n + 1);
+        let (_, highest) = self.refresh().await?;
+        let next = highest + 1;
         self.create_version(next).await?;
         Ok(PublicKeyVersion {
             provider: PROVIDER.to_owned(),
