@@ -36,6 +36,10 @@
 //!
 //! [telemetry]                         # OpenTelemetry export; see `telemetry::config`
 //! # endpoint = "http://otel-collector:4318"   # or OTEL_EXPORTER_OTLP_ENDPOINT; off when unset
+//!
+//! [capacity]                          # capacity analysis; see `capacity`
+//! window = "10s"                      # one window of the model (1s–5m)
+//! horizon = "30m"                     # windows kept (10–1000 windows)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -50,6 +54,7 @@ use crate::api::auth::{ApiConfig, AuthError};
 /// Connections `api.max_connections` keeps beyond `policy.max_long_polls`: held polls never
 /// take the connections receipt ingest and admin calls need.
 pub const LONG_POLL_HEADROOM: usize = 64;
+use crate::capacity::{CapacityConfig, CapacityError};
 use crate::gates::{GatesConfig, GatesError};
 use crate::identity::{IdentityConfig, IdentityError};
 use crate::kms::config::KEY_DIR_NAME;
@@ -129,6 +134,9 @@ pub enum ConfigError {
     /// The `[telemetry]` table or an `OTEL_*` variable is invalid.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The `[capacity]` table is invalid.
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
 }
 
 /// Text on one line: line breaks and the indentation after them become one space (what the
@@ -182,6 +190,8 @@ pub struct AgentConfig {
     pub retention: RetentionConfig,
     /// OpenTelemetry export; see `telemetry::config`.
     pub telemetry: TelemetryConfig,
+    /// Capacity analysis windows and hot-key sketch; see `capacity`.
+    pub capacity: CapacityConfig,
 }
 
 impl Default for AgentConfig {
@@ -199,6 +209,7 @@ impl Default for AgentConfig {
             quorum: QuorumConfig::default(),
             retention: RetentionConfig::default(),
             telemetry: TelemetryConfig::default(),
+            capacity: CapacityConfig::default(),
         }
     }
 }
@@ -353,6 +364,7 @@ impl AgentConfig {
         self.quorum.validate(&self.origin)?;
         self.retention.validate()?;
         self.telemetry.validate()?;
+        self.capacity.validate()?;
         Ok(())
     }
 

@@ -23,6 +23,7 @@
 
 pub mod admin_client;
 pub mod api;
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod db;

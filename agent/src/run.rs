@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::capacity::api::Budgets;
+use crate::capacity::Capacity;
 use crate::clock::now_ns;
 use crate::config::{AgentConfig, ConfigError};
 use crate::gates::{Gates, GatesError};
@@ -81,6 +83,25 @@ pub struct Listeners {
     /// The agent-to-agent API ([`crate::peer::router`]), served over mutual TLS with the SVID;
     /// requires `[identity] enabled`.
     pub peer: Option<TcpListener>,
+}
+
+/// The class p99 budgets (ms) of the policy in force, the defaults before any.
+fn budgets_in_force(policy: Arc<PolicyService>) -> Budgets {
+    Arc::new(move || {
+        let pushed = policy
+            .snapshot()
+            .latest
+            .and_then(|e| serde_json::to_vec(&e.policy).ok())
+            .and_then(|json| knhk_core::policy::Policy::from_json(&json).ok());
+        let policy = pushed.or_else(|| knhk_core::policy::Policy::from_json(b"{}").ok());
+        let mut budgets = [0.0; 3];
+        if let Some(p) = policy {
+            for class in knhk_core::class::Class::ALL {
+                budgets[class.index()] = p.budget(class).p99_max_ns as f64 / 1e6;
+            }
+        }
+        budgets
+    })
 }
 
 /// Seal a checkpoint every `every` until `stop` changes.
@@ -177,9 +198,12 @@ pub async fn run(
             started_ns,
         )
     };
+    let capacity = Arc::new(Capacity::new(config.capacity.clone()));
+    let counted = capacity.clone();
     log.set_observer(Arc::new(move |first, receipts| {
         observed.observe(first, receipts);
         epochs.observe(receipts);
+        counted.observe(receipts);
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
     let evaluator = gates.spawn(stop_rx.clone());
@@ -221,6 +245,10 @@ pub async fn run(
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
         .merge(crate::retention::api::routes(retention))
+        .merge(crate::capacity::api::routes(
+            capacity,
+            budgets_in_force(policy.clone()),
+        ))
         .merge(crate::telemetry::api::routes(telemetry.clone()));
     let mut peer_api = crate::peer::router();
     if let Some(q) = &quorum {

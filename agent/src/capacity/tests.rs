@@ -1,0 +1,276 @@
+//! The capacity analysis end to end on synthetic receipts: a simulated service of known
+//! capacity under rising load, Zipf and uniform keys, a constant load.
+
+use super::report::Model;
+use super::*;
+use knhk_core::receipt::ReceiptBuilder;
+
+const SECOND: u64 = 1_000_000_000;
+const T0: u64 = 1_800_000_000 * SECOND;
+const BUDGETS: [f64; 3] = [100.0, 500.0, 5000.0];
+
+/// xorshift64*, for reproducible streams.
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn next_f64(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&(i + 1).to_le_bytes());
+    k
+}
+
+fn capacity() -> Capacity {
+    Capacity::new(CapacityConfig {
+        window: Duration::from_secs(10),
+        horizon: Duration::from_secs(600),
+        top_keys: 10,
+        sketch_counters: 1024,
+    })
+}
+
+/// Receipts of `c` servers with constant service `service_s` under Poisson arrivals, the rate
+/// rising window by window through `rates`; W1 on stable.
+fn simulated(c: usize, service_s: f64, rates: &[f64], rng: &mut Rng) -> Vec<Receipt> {
+    let mut out = Vec::new();
+    let mut free_at = vec![0.0f64; c];
+    let mut t = 0.0;
+    for (w, &rate) in rates.iter().enumerate() {
+        let end = (w + 1) as f64 * 10.0;
+        loop {
+            t += -rng.next_f64().ln() / rate;
+            if t >= end {
+                t = end;
+                break;
+            }
+            let (i, at) = free_at
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            let start = t.max(at);
+            free_at[i] = start + service_s;
+            let latency_us = ((start + service_s - t) * 1e6) as u32;
+            out.push(
+                ReceiptBuilder::new(out.len() as u64)
+                    .time_ns(T0 + (t * 1e9) as u64)
+                    .route(Some(Route::Stable))
+                    .class(Class::W1)
+                    .latency_us(latency_us)
+                    .key_digest(key(rng.next_u64() % 100_000))
+                    .build(),
+            );
+        }
+    }
+    out
+}
+
+/// A service of 8 servers × 20 ms (saturation 400 req/s) at rising load: the report finds the
+/// saturation rate within ±20 %, the budget rate below it, a rising trend, and the headroom
+/// falls as the load rises.
+#[test]
+fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
+    let mut rng = Rng(7);
+    let rates: Vec<f64> = (1..=14).map(|i| 25.0 * f64::from(i)).collect();
+    let receipts = simulated(8, 0.020, &rates, &mut rng);
+    let cap = capacity();
+    let mut headrooms = Vec::new();
+    for (i, chunk) in receipts
+        .chunk_by(|a, b| a.time_ns / (10 * SECOND) == b.time_ns / (10 * SECOND))
+        .enumerate()
+    {
+        cap.observe(chunk);
+        let now = T0 + (i as u64 + 1) * 10 * SECOND + 2 * SECOND;
+        let report = cap.report(now, BUDGETS);
+        if let Some(Model::Fitted {
+            headroom_factor: Some(h),
+            ..
+        }) = report.series.first().map(|s| &s.model)
+        {
+            headrooms.push(*h);
+        }
+    }
+    let report = cap.report(T0 + 150 * SECOND, BUDGETS);
+    let s = &report.series[0];
+    assert_eq!((s.class.as_str(), s.route.as_str()), ("W1", "stable"));
+    let Model::Fitted {
+        saturation_rps,
+        budget_rps: Some(budget_rps),
+        ..
+    } = s.model
+    else {
+        panic!("{:?}", s.model);
+    };
+    assert!((saturation_rps - 400.0).abs() <= 80.0, "{saturation_rps}");
+    assert!(
+        budget_rps < saturation_rps && budget_rps > 300.0,
+        "{budget_rps}"
+    );
+    assert!(headrooms.len() >= 3, "{headrooms:?}");
+    assert!(
+        headrooms.windows(2).all(|w| w[1] < w[0]),
+        "headroom falls as load rises: {headrooms:?}"
+    );
+    let f = s.forecast.as_ref().unwrap();
+    assert!(
+        f.trend_rps_per_hour > 0.0 && f.budget_in_s.is_some(),
+        "{f:?}"
+    );
+    let line = report
+        .recommendations
+        .iter()
+        .find(|r| r.starts_with("W1 on stable reaches its 500 ms p99 at ≈ "))
+        .unwrap_or_else(|| panic!("{:?}", report.recommendations));
+    assert!(
+        line.contains("headroom") && line.contains("that is in ≈"),
+        "{line}"
+    );
+    // Uniform keys over 100,000: not concentrated.
+    assert!(!report.hot_keys.all.skewed, "{:?}", report.hot_keys.all);
+    assert!(report::table(&report).contains("W1  stable"));
+}
+
+/// Constant load, or too little traffic, is "insufficient data", never a figure.
+#[test]
+fn constant_load_or_little_data_is_insufficient() {
+    let mut rng = Rng(11);
+    let receipts = simulated(8, 0.020, &[200.0; 12], &mut rng);
+    let cap = capacity();
+    cap.observe(&receipts);
+    let report = cap.report(T0 + 130 * SECOND, BUDGETS);
+    match &report.series[0].model {
+        Model::InsufficientData { reason } => {
+            assert!(
+                reason.starts_with("insufficient data: the load varied only"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let cap = capacity();
+    cap.observe(&simulated(8, 0.020, &[50.0, 100.0], &mut rng));
+    let report = cap.report(T0 + 30 * SECOND, BUDGETS);
+    assert!(matches!(
+        &report.series[0].model,
+        Model::InsufficientData { reason } if reason.contains("windows with traffic")
+    ));
+    assert!(report
+        .recommendations
+        .iter()
+        .any(|r| r.starts_with("W1 on stable: insufficient data")));
+}
+
+/// Zipf-distributed keys (s = 1.1 over 100,000) are reported as concentrated on canary;
+/// uniform keys are not; the counts bracket the truth within the sketch's bound.
+#[test]
+fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
+    let n_keys = 100_000usize;
+    let weights: Vec<f64> = (1..=n_keys).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n_keys);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut rng = Rng(3);
+    let stream = |zipf: bool, rng: &mut Rng| -> Vec<Receipt> {
+        (0..50_000u64)
+            .map(|i| {
+                let k = if zipf {
+                    let u = rng.next_f64();
+                    cdf.partition_point(|&c| c < u) as u64
+                } else {
+                    rng.next_u64() % n_keys as u64
+                };
+                ReceiptBuilder::new(i)
+                    .time_ns(T0 + i * 1_000_000)
+                    .route(Some(Route::Canary))
+                    .key_digest(key(k))
+                    .build()
+            })
+            .collect()
+    };
+    let cap = capacity();
+    let zipf = stream(true, &mut rng);
+    cap.observe(&zipf);
+    let report = cap.report(T0 + 100 * SECOND, BUDGETS);
+    let canary = &report.hot_keys.canary;
+    assert!(canary.skewed && canary.top_share > 0.2, "{canary:?}");
+    assert!(report
+        .recommendations
+        .iter()
+        .any(|r| r.contains("of canary traffic: the canary sample is skewed")));
+    let true_top = zipf.iter().filter(|r| r.key_digest == key(0)).count() as u64;
+    let top = &canary.top[0];
+    assert_eq!(top.key_digest, report::hex_digest(&key(0)));
+    assert!(top.count >= true_top && top.count - top.error <= true_top);
+    assert!(top.error <= canary.requests / 1024);
+
+    let cap = capacity();
+    cap.observe(&stream(false, &mut rng));
+    let report = cap.report(T0 + 100 * SECOND, BUDGETS);
+    assert!(
+        !report.hot_keys.canary.skewed,
+        "{:?}",
+        report.hot_keys.canary
+    );
+}
+
+/// Windows and sketches stay bounded: receipts older than the horizon are counted as late,
+/// and the settings are validated naming each.
+#[test]
+fn memory_is_bounded_and_settings_are_checked() {
+    let cap = capacity();
+    let r = |t: u64| ReceiptBuilder::new(0).time_ns(t).build();
+    cap.observe(&[r(T0 + 3600 * SECOND)]);
+    cap.observe(&[r(T0)]);
+    let report = cap.report(T0 + 3700 * SECOND, BUDGETS);
+    assert_eq!(report.late_receipts, 1);
+    for (config, setting) in [
+        (
+            CapacityConfig {
+                window: Duration::from_millis(500),
+                ..CapacityConfig::default()
+            },
+            "capacity.window",
+        ),
+        (
+            CapacityConfig {
+                horizon: Duration::from_secs(20),
+                ..CapacityConfig::default()
+            },
+            "capacity.horizon",
+        ),
+        (
+            CapacityConfig {
+                top_keys: 0,
+                ..CapacityConfig::default()
+            },
+            "capacity.top_keys",
+        ),
+        (
+            CapacityConfig {
+                sketch_counters: 10,
+                ..CapacityConfig::default()
+            },
+            "capacity.sketch_counters",
+        ),
+    ] {
+        match config.validate() {
+            Err(CapacityError::InvalidConfig { setting: s, .. }) => assert_eq!(s, setting),
+            other => panic!("{other:?}"),
+        }
+    }
+    CapacityConfig::default().validate().unwrap();
+}
