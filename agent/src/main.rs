@@ -125,6 +125,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Capacity per class and route from a running agent's receipts: rate, p99 against the
+    /// budget, where the fitted model saturates and reaches the budget, headroom, hot keys and
+    /// recommendations (`GET /v1/capacity`, admin).
+    Capacity {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a filter plugin configuration (JSON, e.g. `kubectl get wasmplugin knhk -o
     /// jsonpath='{.spec.pluginConfig}'`) with the filter's own validator, before applying it.
     ValidateConfig {
@@ -622,6 +632,17 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Rollout { target, action } => {
             return rollout(&target, action).await;
+        }
+        Command::Capacity { target, json } => {
+            let client = AdminClient::new(&target)?;
+            let answer = admin_call(&client, Method::GET, "/v1/capacity", None).await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&answer));
+            } else {
+                let report: knhk_agent::capacity::report::Report =
+                    serde_json::from_slice(&answer).context("the agent's capacity report")?;
+                print!("{}", knhk_agent::capacity::report::table(&report));
+            }
         }
         Command::Keys { config, action } => {
             let cfg = load(config.as_ref())?;

@@ -135,3 +135,77 @@ async fn rollout_and_keys_take_the_admin_token() {
     }
     agent.stop().await;
 }
+
+/// `knhk-agent capacity`: refused with 401 without the admin token; with it, the table shows
+/// each class and route the receipts carried, the hot keys, and "insufficient data" where the
+/// windows cannot carry a model (one steady window here); `--json` is the report itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_needs_the_admin_token_and_reports_the_receipts() {
+    use knhk_core::class::{Class, Route};
+    use knhk_core::receipt::{encode_batch, ReceiptBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, token) = start(dir.path()).await;
+    let addr = agent.addr.to_string();
+    // 300 receipts of W1 on canary 30 s ago, one hot key among them.
+    let t = knhk_agent::clock::now_ns() - 30_000_000_000;
+    let receipts: Vec<_> = (0..300u64)
+        .map(|i| {
+            let mut key = [0u8; 16];
+            key[0] = if i % 2 == 0 { 7 } else { (i % 200) as u8 + 8 };
+            ReceiptBuilder::new(i)
+                .time_ns(t + i * 1_000_000)
+                .class(Class::W1)
+                .route(Some(Route::Canary))
+                .key_digest(key)
+                .latency_us(20_000)
+                .build()
+        })
+        .collect();
+    let posted = agent
+        .http
+        .post(agent.url("/v1/receipts"))
+        .header("content-type", "application/x-knhk-receipts")
+        .body(encode_batch(&receipts).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.status().is_success(), "{}", posted.status());
+
+    let refused = cli(args(&["capacity", "--agent", &addr]), vec![]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+
+    let table = cli(
+        args(&["capacity", "--agent", &addr, "--token-file", &token]),
+        vec![],
+    )
+    .await;
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("W1  canary"), "{text}");
+    assert!(text.contains("W1 on canary: insufficient data"), "{text}");
+    assert!(
+        text.contains("the canary sample is skewed"),
+        "one key carries half the canary traffic: {text}"
+    );
+
+    let json = cli(
+        args(&[
+            "capacity",
+            "--agent",
+            &addr,
+            "--token-file",
+            &token,
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["series"][0]["class"], "W1");
+    assert_eq!(report["series"][0]["model"]["status"], "insufficient_data");
+    assert_eq!(report["hot_keys"]["canary"]["requests"], 300);
+    let top = &report["hot_keys"]["canary"]["top"][0];
+    assert_eq!(top["count"], 150, "{top}");
+    agent.stop().await;
+}
