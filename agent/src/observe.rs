@@ -1,6 +1,7 @@
 //! What the agent's gauges read, at each collection (`/metrics` scrape or OTLP push): the
-//! log's size and checkpoint age, the rollout's weights and figures per version, each peer's
-//! lag, the API's credential refusals. Each reading takes the subsystem's own lock briefly;
+//! log's size and checkpoint age, the rollout's weights and figures per version, the capacity
+//! headroom per class and route and the hot keys' share, each peer's lag, the API's credential
+//! refusals. Each reading takes the subsystem's own lock briefly;
 //! none writes.
 
 use std::sync::atomic::Ordering;
@@ -10,6 +11,9 @@ use knhk_core::checkpoint::Checkpoint;
 use opentelemetry::KeyValue;
 
 use crate::api::auth::Credentials;
+use crate::capacity::api::Budgets;
+use crate::capacity::report::Model;
+use crate::capacity::Capacity;
 use crate::clock::now_ns;
 use crate::gates::Gates;
 use crate::quorum::replicator::Replicator;
@@ -174,6 +178,80 @@ pub fn api(metrics: &Metrics, credentials: &Arc<Credentials>) {
                 (
                     n.load(Ordering::Relaxed),
                     vec![KeyValue::new("knhk.api.credential", kind)],
+                )
+            })
+            .collect()
+        },
+    );
+}
+
+/// Register the capacity gauges: per class and route with a fitted model, the headroom and the
+/// rate at which p99 reaches the budget; the share of the top keys of all and of canary traffic.
+pub fn capacity(metrics: &Metrics, capacity: &Arc<Capacity>, budgets: Budgets) {
+    let fitted = move |pick: fn(&Model) -> Option<f64>| {
+        let c = capacity.clone();
+        let budgets = budgets.clone();
+        move || -> Vec<Reading> {
+            let report = c.report(now_ns(), budgets());
+            report
+                .series
+                .iter()
+                .filter(|s| s.route != "excluded")
+                .filter_map(|s| {
+                    let v = pick(&s.model)?;
+                    Some((
+                        v,
+                        vec![
+                            KeyValue::new("knhk.admission.class", s.class.to_ascii_lowercase()),
+                            KeyValue::new("knhk.route", s.route.clone()),
+                        ],
+                    ))
+                })
+                .collect()
+        }
+    };
+    metrics.gauge(
+        "knhk.agent.capacity.headroom",
+        "1",
+        "The rate at which the fitted model's p99 reaches the class budget, divided by the current served rate.",
+        fitted(|m| match m {
+            Model::Fitted {
+                headroom_factor, ..
+            } => *headroom_factor,
+            Model::InsufficientData { .. } => None,
+        }),
+    );
+    metrics.gauge(
+        "knhk.agent.capacity.budget_rate",
+        "{request}/s",
+        "The served rate at which the fitted model's p99 reaches the class budget.",
+        fitted(|m| match m {
+            Model::Fitted { budget_rps, .. } => *budget_rps,
+            Model::InsufficientData { .. } => None,
+        }),
+    );
+}
+
+/// Register the hot-key gauge: the share of requests the top keys carry, of all keyed
+/// traffic and of canary traffic.
+pub fn hot_keys(metrics: &Metrics, capacity: &Arc<Capacity>) {
+    let c = capacity.clone();
+    metrics.gauge(
+        "knhk.agent.capacity.hot_keys.share",
+        "1",
+        "Share of keyed requests the top keys carry (an upper bound: the sketch may overestimate).",
+        move || {
+            let report = c.report(now_ns(), [0.0; 3]);
+            [
+                ("all", &report.hot_keys.all),
+                ("canary", &report.hot_keys.canary),
+            ]
+            .into_iter()
+            .filter(|(_, k)| k.requests > 0)
+            .map(|(stream, k)| {
+                (
+                    k.top_share,
+                    vec![KeyValue::new("knhk.capacity.stream", stream)],
                 )
             })
             .collect()

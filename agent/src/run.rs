@@ -199,6 +199,8 @@ pub async fn run(
         )
     };
     let capacity = Arc::new(Capacity::new(config.capacity.clone()));
+    crate::observe::capacity(&metrics, &capacity, budgets_in_force(policy.clone()));
+    crate::observe::hot_keys(&metrics, &capacity);
     let counted = capacity.clone();
     log.set_observer(Arc::new(move |first, receipts| {
         observed.observe(first, receipts);

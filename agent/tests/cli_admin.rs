@@ -207,5 +207,28 @@ async fn capacity_needs_the_admin_token_and_reports_the_receipts() {
     assert_eq!(report["hot_keys"]["canary"]["requests"], 300);
     let top = &report["hot_keys"]["canary"]["top"][0];
     assert_eq!(top["count"], 150, "{top}");
+    // The hot keys' share is a gauge on /metrics too (no model: no headroom gauge).
+    let metrics = agent
+        .http
+        .get(agent.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("knhk_agent_capacity_hot_keys_share_ratio{")
+                && l.contains("knhk_capacity_stream=\"canary\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let share: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(share >= 0.5, "{line}");
+    assert!(
+        !metrics.contains("knhk_agent_capacity_headroom"),
+        "{metrics}"
+    );
     agent.stop().await;
 }

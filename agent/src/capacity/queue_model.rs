@@ -201,26 +201,38 @@ pub fn fit(points: &[Point], service_s: f64, service_cv2: f64) -> Result<Fit, No
     // A window can run beyond saturation briefly (a queue building); the fit needs c > a for
     // the windows below it, so the smallest c tried is the one that holds the busiest window
     // at 99 % utilisation.
-    let min_c = ((max_rate * service_s) / 0.99).floor() as u32 + 1;
-    let mut best: Option<(u32, f64)> = None;
-    for c in min_c.max(1)..=MAX_SERVERS {
+    let min_c = (((max_rate * service_s) / 0.99).floor() as u32 + 1).max(1);
+    let error_at = |c: u32| -> f64 {
         let mut err = 0.0;
         for p in &points {
             let Some(m) = mean_latency(c, service_s, service_cv2, p.rate) else {
-                err = f64::INFINITY;
-                break;
+                return f64::INFINITY;
             };
             let rel = (m - p.mean_s) / p.mean_s;
             err += p.n as f64 * rel * rel;
         }
-        let rmse = (err / weight).sqrt();
-        if best.is_none_or(|(_, b)| rmse < b) {
-            best = Some((c, rmse));
+        (err / weight).sqrt()
+    };
+    // A geometric sweep of c (steps of at most 5 %), stopping once past twice the best, then
+    // every c around the best: the error has one valley in c.
+    let mut best: Option<(u32, f64)> = None;
+    let mut c = min_c;
+    while c <= MAX_SERVERS {
+        let e = error_at(c);
+        if best.is_none_or(|(_, b)| e < b) {
+            best = Some((c, e));
         }
-        // Past the best by far and with queueing vanishing, larger c change nothing.
-        if let Some((bc, _)) = best {
-            if c > bc.saturating_mul(2).max(bc + 64) {
-                break;
+        if best.is_some_and(|(bc, _)| c > bc.saturating_mul(2)) {
+            break;
+        }
+        c = (c + 1).max(c + c / 20);
+    }
+    if let Some((bc, _)) = best {
+        let span = (bc / 20).max(1);
+        for c in bc.saturating_sub(span).max(min_c)..=(bc + span).min(MAX_SERVERS) {
+            let e = error_at(c);
+            if best.is_none_or(|(_, b)| e < b) {
+                best = Some((c, e));
             }
         }
     }
