@@ -549,6 +549,9 @@ pub fn table(report: &Report) -> String {
         ("keyed", &report.hot_keys.all),
         ("canary", &report.hot_keys.canary),
     ] {
+        if share.requests == 0 {
+            continue;
+        }
         out.push_str(&format!(
             "top {} {what} keys: {:.1} % of {} requests (counts overestimate by ≤ {})\n",
             share.top.len(),
