@@ -5,7 +5,9 @@
 //! headers exactly as Envoy forwarded them (non-UTF-8 bytes replaced, duplicates joined by `,`),
 //! so a test can see the route header, a rewritten class header or the `x-request-id`.
 //! Its latency and status can be switched at runtime; a request may also ask for its own
-//! delay with `x-upstream-delay-ms`.
+//! delay with `x-upstream-delay-ms`. With [`Upstream::set_servers`] it serves at most that many
+//! requests at once (the others queue, first come first served): a service of known capacity,
+//! `servers / delay`.
 
 use anyhow::Context;
 use axum::body::Body;
@@ -31,6 +33,8 @@ struct Shared {
     delay_ms: AtomicU64,
     status: AtomicU16,
     hits: AtomicU64,
+    /// At most this many requests in service at once; `None`: no limit.
+    servers: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 /// A running upstream; stops when dropped.
@@ -54,6 +58,7 @@ impl Upstream {
             delay_ms: AtomicU64::new(0),
             status: AtomicU16::new(200),
             hits: AtomicU64::new(0),
+            servers: std::sync::Mutex::new(None),
         });
         let app = Router::new()
             .fallback(handle)
@@ -96,6 +101,17 @@ impl Upstream {
         self.shared.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Serve at most `servers` requests at once from now on (each holds a server for its
+    /// delay); the rest wait in arrival order.
+    pub fn set_servers(&self, servers: usize) {
+        let mut slot = self
+            .shared
+            .servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(Arc::new(tokio::sync::Semaphore::new(servers)));
+    }
+
     /// Answer with `status` from now on.
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::Relaxed);
@@ -125,6 +141,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let delay = requested.unwrap_or_else(|| shared.delay_ms.load(Ordering::Relaxed));
+    let servers = shared
+        .servers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    // Tokio's semaphore is fair: waiting requests get a server in arrival order.
+    let _server = match &servers {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
     if delay > 0 {
         // Simulated service time of the upstream, not a test wait.
         tokio::time::sleep(Duration::from_millis(delay)).await;
