@@ -45,7 +45,8 @@ pub enum NoFit {
         /// Highest rate ÷ lowest rate.
         spread: f64,
     },
-    /// Latency did not rise with load: the saturation point lies beyond what was seen.
+    /// Latency did not rise with load (in at least two windows): the saturation point lies
+    /// beyond what was seen.
     NoQueueing {
         /// The highest rate seen, a lower bound of the saturation rate.
         max_rate: f64,
@@ -86,6 +87,8 @@ pub const MIN_WINDOWS: usize = 6;
 pub const MIN_SPREAD: f64 = 1.5;
 /// Latency must rise at least this much over the service time for queueing to be seen.
 pub const MIN_RISE: f64 = 1.05;
+/// Windows whose latency must show that rise (one noisy window is not queueing).
+pub const MIN_RISEN: usize = 2;
 /// A fit whose relative RMSE exceeds this is refused.
 pub const MAX_RELATIVE_RMSE: f64 = 0.35;
 /// The largest server count tried.
@@ -193,8 +196,11 @@ pub fn fit(points: &[Point], service_s: f64, service_cv2: f64) -> Result<Fit, No
     if spread < MIN_SPREAD {
         return Err(NoFit::LoadTooSteady { spread });
     }
-    let max_mean = points.iter().map(|p| p.mean_s).fold(0.0, f64::max);
-    if service_s <= 0.0 || max_mean < service_s * MIN_RISE {
+    let risen = points
+        .iter()
+        .filter(|p| p.mean_s >= service_s * MIN_RISE)
+        .count();
+    if service_s <= 0.0 || risen < MIN_RISEN {
         return Err(NoFit::NoQueueing { max_rate });
     }
     let weight: f64 = points.iter().map(|p| p.n as f64).sum();
