@@ -11,9 +11,9 @@ use knhk_core::checkpoint::Checkpoint;
 use opentelemetry::KeyValue;
 
 use crate::api::auth::Credentials;
-use crate::capacity::api::Budgets;
+use crate::capacity::api::InForceView;
 use crate::capacity::report::Model;
-use crate::capacity::Capacity;
+use crate::capacity::{Capacity, InForce};
 use crate::clock::now_ns;
 use crate::gates::Gates;
 use crate::quorum::replicator::Replicator;
@@ -187,12 +187,12 @@ pub fn api(metrics: &Metrics, credentials: &Arc<Credentials>) {
 
 /// Register the capacity gauges: per class and route with a fitted model, the headroom and the
 /// rate at which p99 reaches the budget; the share of the top keys of all and of canary traffic.
-pub fn capacity(metrics: &Metrics, capacity: &Arc<Capacity>, budgets: Budgets) {
+pub fn capacity(metrics: &Metrics, capacity: &Arc<Capacity>, in_force: InForceView) {
     let fitted = move |pick: fn(&Model) -> Option<f64>| {
         let c = capacity.clone();
-        let budgets = budgets.clone();
+        let in_force = in_force.clone();
         move || -> Vec<Reading> {
-            let report = c.report(now_ns(), budgets());
+            let report = c.report(now_ns(), &in_force());
             report
                 .series
                 .iter()
@@ -241,7 +241,7 @@ pub fn hot_keys(metrics: &Metrics, capacity: &Arc<Capacity>) {
         "1",
         "Share of keyed requests the top keys carry (an upper bound: the sketch may overestimate).",
         move || {
-            let report = c.report(now_ns(), [0.0; 3]);
+            let report = c.report(now_ns(), &InForce::default());
             [
                 ("all", &report.hot_keys.all),
                 ("canary", &report.hot_keys.canary),

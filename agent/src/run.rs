@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::capacity::api::Budgets;
-use crate::capacity::Capacity;
+use crate::capacity::api::InForceView;
+use crate::capacity::{Capacity, InForce};
 use crate::clock::now_ns;
 use crate::config::{AgentConfig, ConfigError};
 use crate::gates::{Gates, GatesError};
@@ -85,22 +85,26 @@ pub struct Listeners {
     pub peer: Option<TcpListener>,
 }
 
-/// The class p99 budgets (ms) of the policy in force, the defaults before any.
-fn budgets_in_force(policy: Arc<PolicyService>) -> Budgets {
+/// The class p99 budgets and version names of the policy in force, the filter's defaults
+/// before any.
+fn in_force(policy: Arc<PolicyService>) -> InForceView {
     Arc::new(move || {
         let pushed = policy
             .snapshot()
             .latest
             .and_then(|e| serde_json::to_vec(&e.policy).ok())
             .and_then(|json| knhk_core::policy::Policy::from_json(&json).ok());
-        let policy = pushed.or_else(|| knhk_core::policy::Policy::from_json(b"{}").ok());
-        let mut budgets = [0.0; 3];
-        if let Some(p) = policy {
-            for class in knhk_core::class::Class::ALL {
-                budgets[class.index()] = p.budget(class).p99_max_ns as f64 / 1e6;
-            }
+        let Some(p) = pushed.or_else(|| knhk_core::policy::Policy::from_json(b"{}").ok()) else {
+            return InForce::default();
+        };
+        let mut budgets_ms = [0.0; 3];
+        for class in knhk_core::class::Class::ALL {
+            budgets_ms[class.index()] = p.budget(class).p99_max_ns as f64 / 1e6;
         }
-        budgets
+        InForce {
+            budgets_ms,
+            versions: p.route_values.clone(),
+        }
     })
 }
 
@@ -199,7 +203,7 @@ pub async fn run(
         )
     };
     let capacity = Arc::new(Capacity::new(config.capacity.clone()));
-    crate::observe::capacity(&metrics, &capacity, budgets_in_force(policy.clone()));
+    crate::observe::capacity(&metrics, &capacity, in_force(policy.clone()));
     crate::observe::hot_keys(&metrics, &capacity);
     let counted = capacity.clone();
     log.set_observer(Arc::new(move |first, receipts| {
@@ -249,7 +253,7 @@ pub async fn run(
         .merge(crate::retention::api::routes(retention))
         .merge(crate::capacity::api::routes(
             capacity,
-            budgets_in_force(policy.clone()),
+            in_force(policy.clone()),
         ))
         .merge(crate::telemetry::api::routes(telemetry.clone()));
     let mut peer_api = crate::peer::router();

@@ -2,7 +2,7 @@
 //!
 //! | method, path | answer |
 //! |---|---|
-//! | `GET /v1/capacity` | the [`Report`] now, against the class budgets in force (admin) |
+//! | `GET /v1/capacity` | the [`Report`] now, against the class budgets and versions in force (admin) |
 
 use std::sync::Arc;
 
@@ -11,26 +11,26 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::report::Report;
-use super::Capacity;
+use super::{Capacity, InForce};
 use crate::clock::now_ns;
 
-/// The class p99 budgets in force (R1, W1, C1), milliseconds.
-pub type Budgets = Arc<dyn Fn() -> [f64; 3] + Send + Sync>;
+/// What the policy in force says: class budgets and version names.
+pub type InForceView = Arc<dyn Fn() -> InForce + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
     capacity: Arc<Capacity>,
-    budgets: Budgets,
+    in_force: InForceView,
 }
 
-/// The route over `capacity`, judged against `budgets`.
-pub fn routes(capacity: Arc<Capacity>, budgets: Budgets) -> Router {
+/// The route over `capacity`, judged against what `in_force` says.
+pub fn routes(capacity: Arc<Capacity>, in_force: InForceView) -> Router {
     Router::new()
         .route("/v1/capacity", get(report))
-        .with_state(Shared { capacity, budgets })
+        .with_state(Shared { capacity, in_force })
 }
 
 async fn report(State(s): State<Shared>) -> Json<Report> {
-    let budgets = (s.budgets)();
-    Json(s.capacity.report(now_ns(), budgets))
+    let in_force = (s.in_force)();
+    Json(s.capacity.report(now_ns(), &in_force))
 }

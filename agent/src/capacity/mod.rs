@@ -93,6 +93,26 @@ impl CapacityConfig {
     }
 }
 
+/// What the policy in force says the report needs: the class p99 budgets and the version
+/// names the routes carry (`routing.route_values`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InForce {
+    /// p99 budgets of R1, W1, C1, milliseconds.
+    pub budgets_ms: [f64; 3],
+    /// The versions behind stable and canary (`v1`, `v2` in a rollout).
+    pub versions: [String; 2],
+}
+
+impl Default for InForce {
+    /// The filter's defaults: 100 ms, 500 ms, 5 s; routes named `stable` and `canary`.
+    fn default() -> Self {
+        InForce {
+            budgets_ms: [100.0, 500.0, 5000.0],
+            versions: ["stable".to_owned(), "canary".to_owned()],
+        }
+    }
+}
+
 /// What one window counted for one class and route.
 #[derive(Debug, Clone)]
 struct Counts {
@@ -262,10 +282,10 @@ impl Capacity {
         }
     }
 
-    /// The report at `now_ns`, against the class budgets `budgets_ms` (R1, W1, C1) in force.
-    pub fn report(&self, now_ns: u64, budgets_ms: [f64; 3]) -> report::Report {
+    /// The report at `now_ns`, against the budgets and version names `in_force`.
+    pub fn report(&self, now_ns: u64, in_force: &InForce) -> report::Report {
         let state = self.state();
-        report::build(&self.config, &state, now_ns, budgets_ms)
+        report::build(&self.config, &state, now_ns, in_force)
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::heavy_hitters::SpaceSaving;
 use super::queue_model::{self, Point};
 use super::trend;
-use super::{CapacityConfig, Counts, SeriesKey, State};
+use super::{CapacityConfig, Counts, InForce, SeriesKey, State};
 
 /// A window is complete this long after its end (receipts arrive in batches, ≤ 250 ms late).
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -49,6 +49,8 @@ pub struct Series {
     pub class: String,
     /// `stable`, `canary` or `excluded`.
     pub route: String,
+    /// The version the route serves under the policy in force (`routing.route_values`).
+    pub version: Option<String>,
     /// The class's p99 budget in force, milliseconds.
     pub budget_ms: f64,
     /// The last complete window.
@@ -259,7 +261,7 @@ pub(super) fn build(
     config: &CapacityConfig,
     state: &State,
     now_ns: u64,
-    budgets_ms: [f64; 3],
+    in_force: &InForce,
 ) -> Report {
     let window_ns = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
     let window_s = config.window.as_secs_f64();
@@ -283,7 +285,17 @@ pub(super) fn build(
     let mut series = Vec::new();
     let mut recommendations = Vec::new();
     for key in keys {
-        let s = build_series(key, &complete, window_s, budgets_ms[key.class.index()]);
+        let mut s = build_series(
+            key,
+            &complete,
+            window_s,
+            in_force.budgets_ms[key.class.index()],
+        );
+        s.version = match key.route {
+            Some(Route::Stable) => Some(in_force.versions[0].clone()),
+            Some(Route::Canary) => Some(in_force.versions[1].clone()),
+            None => None,
+        };
         recommendations.extend(recommend(&s));
         series.push(s);
     }
@@ -368,6 +380,7 @@ fn build_series(
     Series {
         class: class_name(key.class).to_owned(),
         route: route_name(key.route).to_owned(),
+        version: None,
         budget_ms,
         now,
         model,
@@ -441,7 +454,10 @@ fn fit_model(counts: &[(u64, &Counts)], window_s: f64, budget_ms: f64, served_no
 
 fn recommend(s: &Series) -> Vec<String> {
     let mut out = Vec::new();
-    let who = format!("{} on {}", s.class, s.route);
+    let who = match &s.version {
+        Some(v) if *v != s.route => format!("{} on {v} ({})", s.class, s.route),
+        _ => format!("{} on {}", s.class, s.route),
+    };
     if let Some(now) = &s.now {
         if now.p99_ms > s.budget_ms && now.served_rps > 0.0 {
             out.push(format!(

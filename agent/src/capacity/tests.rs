@@ -7,7 +7,6 @@ use knhk_core::receipt::ReceiptBuilder;
 
 const SECOND: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * SECOND;
-const BUDGETS: [f64; 3] = [100.0, 500.0, 5000.0];
 
 /// xorshift64*, for reproducible streams.
 struct Rng(u64);
@@ -91,7 +90,7 @@ fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
     {
         cap.observe(chunk);
         let now = T0 + (i as u64 + 1) * 10 * SECOND + 2 * SECOND;
-        let report = cap.report(now, BUDGETS);
+        let report = cap.report(now, &InForce::default());
         if let Some(Model::Fitted {
             headroom_factor: Some(h),
             ..
@@ -100,7 +99,7 @@ fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
             headrooms.push(*h);
         }
     }
-    let report = cap.report(T0 + 150 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 150 * SECOND, &InForce::default());
     let s = &report.series[0];
     assert_eq!((s.class.as_str(), s.route.as_str()), ("W1", "stable"));
     let Model::Fitted {
@@ -138,6 +137,21 @@ fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
     // Uniform keys over 100,000: not concentrated.
     assert!(!report.hot_keys.all.skewed, "{:?}", report.hot_keys.all);
     assert!(report::table(&report).contains("W1  stable"));
+    // Under a rollout's route values the series names its version.
+    let versions = InForce {
+        versions: ["v1".to_owned(), "v2".to_owned()],
+        ..InForce::default()
+    };
+    let named = cap.report(T0 + 150 * SECOND, &versions);
+    assert_eq!(named.series[0].version.as_deref(), Some("v1"));
+    assert!(
+        named
+            .recommendations
+            .iter()
+            .any(|r| r.starts_with("W1 on v1 (stable) reaches its 500 ms p99")),
+        "{:?}",
+        named.recommendations
+    );
 }
 
 /// Constant load, or too little traffic, is "insufficient data", never a figure.
@@ -147,7 +161,7 @@ fn constant_load_or_little_data_is_insufficient() {
     let receipts = simulated(8, 0.020, &[200.0; 12], &mut rng);
     let cap = capacity();
     cap.observe(&receipts);
-    let report = cap.report(T0 + 130 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 130 * SECOND, &InForce::default());
     match &report.series[0].model {
         Model::InsufficientData { reason } => {
             assert!(
@@ -159,7 +173,7 @@ fn constant_load_or_little_data_is_insufficient() {
     }
     let cap = capacity();
     cap.observe(&simulated(8, 0.020, &[50.0, 100.0], &mut rng));
-    let report = cap.report(T0 + 30 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 30 * SECOND, &InForce::default());
     assert!(matches!(
         &report.series[0].model,
         Model::InsufficientData { reason } if reason.contains("windows with traffic")
@@ -204,7 +218,7 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
     let cap = capacity();
     let zipf = stream(true, &mut rng);
     cap.observe(&zipf);
-    let report = cap.report(T0 + 100 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 100 * SECOND, &InForce::default());
     let canary = &report.hot_keys.canary;
     assert!(canary.skewed && canary.top_share > 0.2, "{canary:?}");
     assert!(report
@@ -219,7 +233,7 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
 
     let cap = capacity();
     cap.observe(&stream(false, &mut rng));
-    let report = cap.report(T0 + 100 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 100 * SECOND, &InForce::default());
     assert!(
         !report.hot_keys.canary.skewed,
         "{:?}",
@@ -235,7 +249,7 @@ fn memory_is_bounded_and_settings_are_checked() {
     let r = |t: u64| ReceiptBuilder::new(0).time_ns(t).build();
     cap.observe(&[r(T0 + 3600 * SECOND)]);
     cap.observe(&[r(T0)]);
-    let report = cap.report(T0 + 3700 * SECOND, BUDGETS);
+    let report = cap.report(T0 + 3700 * SECOND, &InForce::default());
     assert_eq!(report.late_receipts, 1);
     for (config, setting) in [
         (
