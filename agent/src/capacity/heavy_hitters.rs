@@ -39,6 +39,11 @@ impl SpaceSaving {
         }
     }
 
+    /// Counters kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Items counted.
     pub fn total(&self) -> u64 {
         self.total

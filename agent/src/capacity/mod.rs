@@ -1,12 +1,14 @@
 //! Capacity planning from the receipts the agent already holds: per class and route, the
 //! request rate, p50/p99 against the class budget and the shed share over fixed windows; a
 //! load–latency model fitted to those windows ([`queue_model`]) and the rate at which p99
-//! would reach the budget; hot keys from a bounded sketch ([`heavy_hitters`]); the trend of
+//! would reach the budget; hot keys from a bounded sketch ([`heavy_hitters`]) and the share of
+//! the top 1 % of distinct keys ([`distinct`] counts them); the trend of
 //! the rate and the time until saturation ([`trend`]); recommendations in words with their
 //! numbers ([`report`]). Fed by the receipt log's observer; read by `GET /v1/capacity`
 //! ([`api`]) and `knhk-agent capacity`. The method is in docs/capacity.md.
 
 pub mod api;
+pub mod distinct;
 pub mod heavy_hitters;
 pub mod queue_model;
 pub mod report;
@@ -22,6 +24,7 @@ use knhk_core::decision::Admission;
 use knhk_core::receipt::{Receipt, NO_KEY};
 use serde::Deserialize;
 
+use distinct::Distinct;
 use heavy_hitters::SpaceSaving;
 
 /// Errors of the `[capacity]` table.
@@ -192,6 +195,8 @@ struct State {
     windows: VecDeque<Window>,
     keys: SpaceSaving,
     canary_keys: SpaceSaving,
+    distinct: Distinct,
+    canary_distinct: Distinct,
     /// Receipts older than the oldest window kept.
     late: u64,
 }
@@ -217,6 +222,8 @@ impl Capacity {
                 windows: VecDeque::new(),
                 keys: SpaceSaving::new(counters),
                 canary_keys: SpaceSaving::new(counters),
+                distinct: Distinct::default(),
+                canary_distinct: Distinct::default(),
                 late: 0,
             }),
         }
@@ -245,6 +252,8 @@ impl Capacity {
                 windows,
                 keys,
                 canary_keys,
+                distinct,
+                canary_distinct,
                 late,
             } = &mut *state;
             let Some(window) = window_for(windows, start_ns, horizon_ns) else {
@@ -275,8 +284,10 @@ impl Capacity {
             }
             if r.key_digest != NO_KEY {
                 keys.add(r.key_digest);
+                distinct.add(&r.key_digest);
                 if r.route == Some(Route::Canary) {
                     canary_keys.add(r.key_digest);
+                    canary_distinct.add(&r.key_digest);
                 }
             }
         }

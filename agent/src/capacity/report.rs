@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use knhk_core::class::{Class, Route};
 use serde::{Deserialize, Serialize};
 
+use super::distinct::Distinct;
 use super::heavy_hitters::SpaceSaving;
 use super::queue_model::{self, Point};
 use super::trend;
@@ -151,6 +152,22 @@ pub struct KeyShare {
     pub top_share: f64,
     /// The top keys carry at least 10 % of the requests (with at least 100 requests).
     pub skewed: bool,
+    /// Distinct keys seen (HyperLogLog estimate, ±1.6 % standard error).
+    pub distinct_keys: u64,
+    /// The share of requests the top 1 % of distinct keys carry, bracketed; `None` when that
+    /// many keys exceed the sketch's counters.
+    pub top_1_percent: Option<ShareBounds>,
+}
+
+/// A share known to lie in `[lower, upper]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareBounds {
+    /// Keys it covers (1 % of the distinct keys, at least one).
+    pub keys: usize,
+    /// Guaranteed lower bound: counts less their overestimate bound.
+    pub lower: f64,
+    /// Upper bound: the counts as counted.
+    pub upper: f64,
 }
 
 /// One hot key.
@@ -187,8 +204,21 @@ pub fn hex_digest(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_share(sketch: &SpaceSaving, n: usize) -> KeyShare {
+fn key_share(sketch: &SpaceSaving, distinct: &Distinct, n: usize) -> KeyShare {
     let requests = sketch.total();
+    let distinct_keys = distinct.estimate();
+    let percent_keys = usize::try_from(distinct_keys.div_ceil(100))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let top_1_percent = (requests > 0 && percent_keys <= sketch.capacity()).then(|| {
+        let top = sketch.top(percent_keys);
+        let total = requests as f64;
+        ShareBounds {
+            keys: percent_keys,
+            lower: top.iter().map(|e| e.count - e.error).sum::<u64>() as f64 / total,
+            upper: (top.iter().map(|e| e.count).sum::<u64>() as f64 / total).min(1.0),
+        }
+    });
     let top: Vec<HotKey> = sketch
         .top(n)
         .into_iter()
@@ -202,6 +232,8 @@ fn key_share(sketch: &SpaceSaving, n: usize) -> KeyShare {
     let top_share = top.iter().map(|k| k.share).sum::<f64>().min(1.0);
     KeyShare {
         requests,
+        distinct_keys,
+        top_1_percent,
         error_bound: sketch.error_bound(),
         skewed: requests >= MIN_KEYED && top_share >= SKEW_SHARE,
         top,
@@ -300,8 +332,8 @@ pub(super) fn build(
         series.push(s);
     }
     let hot_keys = HotKeys {
-        all: key_share(&state.keys, config.top_keys),
-        canary: key_share(&state.canary_keys, config.top_keys),
+        all: key_share(&state.keys, &state.distinct, config.top_keys),
+        canary: key_share(&state.canary_keys, &state.canary_distinct, config.top_keys),
     };
     for (share, what) in [(&hot_keys.canary, "canary"), (&hot_keys.all, "keyed")] {
         if share.skewed {
@@ -569,12 +601,22 @@ pub fn table(report: &Report) -> String {
             continue;
         }
         out.push_str(&format!(
-            "top {} {what} keys: {:.1} % of {} requests (counts overestimate by ≤ {})\n",
+            "top {} {what} keys: {:.1} % of {} requests (counts overestimate by ≤ {}); ≈ {} distinct keys",
             share.top.len(),
             share.top_share * 100.0,
             share.requests,
-            share.error_bound
+            share.error_bound,
+            share.distinct_keys
         ));
+        if let Some(b) = &share.top_1_percent {
+            out.push_str(&format!(
+                ", the top 1 % ({} keys) carry {:.0}–{:.0} %",
+                b.keys,
+                b.lower * 100.0,
+                b.upper * 100.0
+            ));
+        }
+        out.push('\n');
     }
     for r in &report.recommendations {
         out.push_str(&format!("- {r}\n"));

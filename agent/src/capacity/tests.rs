@@ -225,6 +225,25 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
         .recommendations
         .iter()
         .any(|r| r.contains("of canary traffic: the canary sample is skewed")));
+    // The top 1 % of the distinct keys, bracketed around the truth.
+    let mut counts: std::collections::HashMap<[u8; 16], u64> = std::collections::HashMap::new();
+    for r in &zipf {
+        *counts.entry(r.key_digest).or_default() += 1;
+    }
+    let distinct = counts.len() as f64;
+    assert!(
+        (canary.distinct_keys as f64 - distinct).abs() <= 0.05 * distinct,
+        "{} vs {distinct}",
+        canary.distinct_keys
+    );
+    let bounds = canary.top_1_percent.as_ref().unwrap();
+    let mut sorted: Vec<u64> = counts.values().copied().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let truth = sorted.iter().take(bounds.keys).sum::<u64>() as f64 / zipf.len() as f64;
+    assert!(
+        bounds.lower <= truth + 1e-9 && truth <= bounds.upper + 1e-9 && bounds.lower > 0.3,
+        "{bounds:?} vs {truth}"
+    );
     let true_top = zipf.iter().filter(|r| r.key_digest == key(0)).count() as u64;
     let top = &canary.top[0];
     assert_eq!(top.key_digest, report::hex_digest(&key(0)));
@@ -239,6 +258,8 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
         "{:?}",
         report.hot_keys.canary
     );
+    let uniform = report.hot_keys.canary.top_1_percent.as_ref().unwrap();
+    assert!(uniform.lower < 0.05, "{uniform:?}");
 }
 
 /// Windows and sketches stay bounded: receipts older than the horizon are counted as late,
