@@ -340,4 +340,6 @@ fn window_for(
 }
 
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;

@@ -260,6 +260,7 @@ pub fn fit(points: &[Point], service_s: f64, service_cv2: f64) -> Result<Fit, No
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::simulation::{Rng, Servers};
 
     /// Erlang C against published values: c = 1 is ρ; c = 2, a = 1 is 1/3; c = 10, a = 8 ≈ 0.409.
     #[test]
@@ -271,38 +272,15 @@ mod tests {
         assert_eq!(erlang_c(4, 4.0), 1.0);
     }
 
-    /// A deterministic pseudo-random stream (xorshift64*), for the simulations.
-    struct Rng(u64);
-    impl Rng {
-        fn next_f64(&mut self) -> f64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn exp(&mut self, rate: f64) -> f64 {
-            -self.next_f64().ln() / rate
-        }
-    }
-
-    /// Simulate `c` servers with constant service time `s` under Poisson arrivals at `rate`:
-    /// the mean latency of `n` requests (first-come first-served).
+    /// The mean latency of `n` requests to `c` servers of constant service `s` under Poisson
+    /// arrivals at `rate`.
     fn simulate(c: usize, s: f64, rate: f64, n: usize, rng: &mut Rng) -> f64 {
-        let mut free_at = vec![0.0f64; c];
+        let mut servers = Servers::new(c, s);
         let mut t = 0.0;
         let mut total = 0.0;
         for _ in 0..n {
             t += rng.exp(rate);
-            let (i, at) = free_at
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap();
-            let start = t.max(at);
-            free_at[i] = start + s;
-            total += start + s - t;
+            total += servers.serve(t);
         }
         total / n as f64
     }

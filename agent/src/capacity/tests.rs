@@ -2,25 +2,12 @@
 //! capacity under rising load, Zipf and uniform keys, a constant load.
 
 use super::report::Model;
+use super::simulation::{Rng, Servers};
 use super::*;
 use knhk_core::receipt::ReceiptBuilder;
 
 const SECOND: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * SECOND;
-
-/// xorshift64*, for reproducible streams.
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn next_f64(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-}
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -41,25 +28,17 @@ fn capacity() -> Capacity {
 /// rising window by window through `rates`; W1 on stable.
 fn simulated(c: usize, service_s: f64, rates: &[f64], rng: &mut Rng) -> Vec<Receipt> {
     let mut out = Vec::new();
-    let mut free_at = vec![0.0f64; c];
+    let mut servers = Servers::new(c, service_s);
     let mut t = 0.0;
     for (w, &rate) in rates.iter().enumerate() {
         let end = (w + 1) as f64 * 10.0;
         loop {
-            t += -rng.next_f64().ln() / rate;
+            t += rng.exp(rate);
             if t >= end {
                 t = end;
                 break;
             }
-            let (i, at) = free_at
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap();
-            let start = t.max(at);
-            free_at[i] = start + service_s;
-            let latency_us = ((start + service_s - t) * 1e6) as u32;
+            let latency_us = (servers.serve(t) * 1e6) as u32;
             out.push(
                 ReceiptBuilder::new(out.len() as u64)
                     .time_ns(T0 + (t * 1e9) as u64)
