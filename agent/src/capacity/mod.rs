@@ -199,7 +199,12 @@ struct State {
     canary_distinct: Distinct,
     /// Receipts older than the oldest window kept.
     late: u64,
+    /// Receipts dated too far after the agent's clock.
+    ahead: u64,
 }
+
+/// How far after the agent's clock a receipt may be dated (clock skew between pods).
+pub const MAX_AHEAD: Duration = Duration::from_secs(60);
 
 /// The capacity analysis: windows of counts and the hot-key sketches, bounded in memory.
 #[derive(Debug)]
@@ -225,6 +230,7 @@ impl Capacity {
                 distinct: Distinct::default(),
                 canary_distinct: Distinct::default(),
                 late: 0,
+                ahead: 0,
             }),
         }
     }
@@ -241,12 +247,24 @@ impl Capacity {
     }
 
     /// Count a batch of receipts (the receipt log's observer), each in the window of its own
-    /// decision time.
+    /// decision time, on the agent's clock.
     pub fn observe(&self, receipts: &[Receipt]) {
+        self.observe_at(receipts, crate::clock::now_ns());
+    }
+
+    /// [`Capacity::observe`] at `now_ns`: a receipt dated more than [`MAX_AHEAD`] after it (a
+    /// pod with a wrong clock) is counted as such and left out, so it cannot push every
+    /// window out of the horizon.
+    pub fn observe_at(&self, receipts: &[Receipt], now_ns: u64) {
         let window_ns = nanos(self.config.window).max(1);
         let horizon_ns = nanos(self.config.horizon);
+        let limit_ns = now_ns.saturating_add(nanos(MAX_AHEAD));
         let mut state = self.state();
         for r in receipts {
+            if r.time_ns > limit_ns {
+                state.ahead += 1;
+                continue;
+            }
             let start_ns = r.time_ns - r.time_ns % window_ns;
             let State {
                 windows,
@@ -255,6 +273,7 @@ impl Capacity {
                 distinct,
                 canary_distinct,
                 late,
+                ..
             } = &mut *state;
             let Some(window) = window_for(windows, start_ns, horizon_ns) else {
                 *late += 1;

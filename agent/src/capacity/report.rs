@@ -35,6 +35,8 @@ pub struct Report {
     pub windows: usize,
     /// Receipts older than the oldest window (not counted).
     pub late_receipts: u64,
+    /// Receipts dated more than a minute after the agent's clock (not counted).
+    pub future_receipts: u64,
     /// One entry per class and route seen.
     pub series: Vec<Series>,
     /// Hot keys.
@@ -354,6 +356,7 @@ pub(super) fn build(
         window_s,
         windows: complete.len(),
         late_receipts: state.late,
+        future_receipts: state.ahead,
         series,
         hot_keys,
         recommendations,

@@ -8,6 +8,8 @@ use knhk_core::receipt::ReceiptBuilder;
 
 const SECOND: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * SECOND;
+/// The agent's clock in these tests: after every receipt.
+const LATER: u64 = T0 + 86_400 * SECOND;
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -67,7 +69,7 @@ fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
         .chunk_by(|a, b| a.time_ns / (10 * SECOND) == b.time_ns / (10 * SECOND))
         .enumerate()
     {
-        cap.observe(chunk);
+        cap.observe_at(chunk, LATER);
         let now = T0 + (i as u64 + 1) * 10 * SECOND + 2 * SECOND;
         let report = cap.report(now, &InForce::default());
         if let Some(Model::Fitted {
@@ -139,7 +141,7 @@ fn constant_load_or_little_data_is_insufficient() {
     let mut rng = Rng(11);
     let receipts = simulated(8, 0.020, &[200.0; 12], &mut rng);
     let cap = capacity();
-    cap.observe(&receipts);
+    cap.observe_at(&receipts, LATER);
     let report = cap.report(T0 + 130 * SECOND, &InForce::default());
     match &report.series[0].model {
         Model::InsufficientData { reason } => {
@@ -151,7 +153,7 @@ fn constant_load_or_little_data_is_insufficient() {
         other => panic!("{other:?}"),
     }
     let cap = capacity();
-    cap.observe(&simulated(8, 0.020, &[50.0, 100.0], &mut rng));
+    cap.observe_at(&simulated(8, 0.020, &[50.0, 100.0], &mut rng), LATER);
     let report = cap.report(T0 + 30 * SECOND, &InForce::default());
     assert!(matches!(
         &report.series[0].model,
@@ -196,7 +198,7 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
     };
     let cap = capacity();
     let zipf = stream(true, &mut rng);
-    cap.observe(&zipf);
+    cap.observe_at(&zipf, LATER);
     let report = cap.report(T0 + 100 * SECOND, &InForce::default());
     let canary = &report.hot_keys.canary;
     assert!(canary.skewed && canary.top_share > 0.2, "{canary:?}");
@@ -230,7 +232,7 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
     assert!(top.error <= canary.requests / 1024);
 
     let cap = capacity();
-    cap.observe(&stream(false, &mut rng));
+    cap.observe_at(&stream(false, &mut rng), LATER);
     let report = cap.report(T0 + 100 * SECOND, &InForce::default());
     assert!(
         !report.hot_keys.canary.skewed,
@@ -247,10 +249,16 @@ fn zipf_keys_are_concentrated_and_uniform_keys_are_not() {
 fn memory_is_bounded_and_settings_are_checked() {
     let cap = capacity();
     let r = |t: u64| ReceiptBuilder::new(0).time_ns(t).build();
-    cap.observe(&[r(T0 + 3600 * SECOND)]);
-    cap.observe(&[r(T0)]);
+    cap.observe_at(&[r(T0 + 3600 * SECOND)], LATER);
+    cap.observe_at(&[r(T0)], LATER);
     let report = cap.report(T0 + 3700 * SECOND, &InForce::default());
     assert_eq!(report.late_receipts, 1);
+    // A receipt dated far after the agent's clock is left out and does not push the windows
+    // out of the horizon.
+    cap.observe_at(&[r(u64::MAX - 1)], T0 + 3700 * SECOND);
+    cap.observe_at(&[r(T0 + 3650 * SECOND)], T0 + 3700 * SECOND);
+    let report = cap.report(T0 + 3700 * SECOND, &InForce::default());
+    assert_eq!((report.future_receipts, report.late_receipts), (1, 1));
     for (config, setting) in [
         (
             CapacityConfig {
