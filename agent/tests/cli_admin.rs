@@ -207,6 +207,10 @@ async fn capacity_needs_the_admin_token_and_reports_the_receipts() {
     assert_eq!(report["hot_keys"]["canary"]["requests"], 300);
     let top = &report["hot_keys"]["canary"]["top"][0];
     assert_eq!(top["count"], 150, "{top}");
+    assert_eq!(
+        top["routing_bucket"], 298,
+        "the bucket of the key's latest receipt: {top}"
+    );
     // The hot keys' share is a gauge on /metrics too (no model: no headroom gauge).
     let metrics = agent
         .http

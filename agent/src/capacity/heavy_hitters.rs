@@ -14,6 +14,8 @@ pub struct Estimate {
     pub count: u64,
     /// The overestimate bound: the true count lies in `[count - error, count]`.
     pub error: u64,
+    /// A value carried with the key, the latest given (knhk: its routing bucket).
+    pub tag: u16,
 }
 
 /// Space-Saving with a fixed number of counters.
@@ -58,11 +60,12 @@ impl SpaceSaving {
         }
     }
 
-    /// Count one occurrence of `key`.
-    pub fn add(&mut self, key: [u8; 16]) {
+    /// Count one occurrence of `key`, carrying `tag` with it.
+    pub fn add(&mut self, key: [u8; 16], tag: u16) {
         self.total += 1;
         if let Some(&i) = self.index.get(&key) {
             self.heap[i].count += 1;
+            self.heap[i].tag = tag;
             self.sift_down(i);
             return;
         }
@@ -71,6 +74,7 @@ impl SpaceSaving {
                 key,
                 count: 1,
                 error: 0,
+                tag,
             });
             let i = self.heap.len() - 1;
             self.index.insert(key, i);
@@ -84,6 +88,7 @@ impl SpaceSaving {
             key,
             count: min.count + 1,
             error: min.count,
+            tag,
         };
         self.index.insert(key, 0);
         self.sift_down(0);
@@ -155,7 +160,7 @@ mod tests {
             let mut sketch = SpaceSaving::new(k);
             let mut truth: HashMap<u64, u64> = HashMap::new();
             for &i in &stream {
-                sketch.add(key(i));
+                sketch.add(key(i), 0);
                 *truth.entry(i).or_default() += 1;
             }
             let n = stream.len() as u64;

@@ -302,10 +302,10 @@ impl Capacity {
                 }
             }
             if r.key_digest != NO_KEY {
-                keys.add(r.key_digest);
+                keys.add(r.key_digest, r.routing_bucket);
                 distinct.add(&r.key_digest);
                 if r.route == Some(Route::Canary) {
-                    canary_keys.add(r.key_digest);
+                    canary_keys.add(r.key_digest, r.routing_bucket);
                     canary_distinct.add(&r.key_digest);
                 }
             }

@@ -177,6 +177,9 @@ pub struct ShareBounds {
 pub struct HotKey {
     /// The receipt key digest, hex (the key itself is never known to the agent).
     pub key_digest: String,
+    /// Its routing bucket (0–9999; the bucket the route follows), as the latest receipt
+    /// gave it; `None` for a receipt without one.
+    pub routing_bucket: Option<u16>,
     /// Counted requests (the true count is in `[count − error, count]`).
     pub count: u64,
     /// Overestimate bound.
@@ -226,6 +229,7 @@ fn key_share(sketch: &SpaceSaving, distinct: &Distinct, n: usize) -> KeyShare {
         .into_iter()
         .map(|e| HotKey {
             key_digest: hex_digest(&e.key),
+            routing_bucket: (e.tag != knhk_core::receipt::NO_BUCKET).then_some(e.tag),
             count: e.count,
             error: e.error,
             share: e.count as f64 / requests.max(1) as f64,
