@@ -130,6 +130,8 @@ pub struct Forecast {
     pub budget_earliest_s: Option<f64>,
     /// The latest of the band; `None` when the band's flattest slope does not rise.
     pub budget_latest_s: Option<f64>,
+    /// Seconds until the rate reaches the saturation rate `c / S` at the trend.
+    pub saturation_in_s: Option<f64>,
 }
 
 /// The hot keys of all keyed traffic and of canary traffic.
@@ -399,9 +401,13 @@ fn build_series(
         .map(|(start, c)| (*start as f64 / 1e9, c.requests as f64 / window_s))
         .collect();
     let forecast = trend::fit(&samples).map(|t| {
-        let budget_rps = match &model {
-            Model::Fitted { budget_rps, .. } => *budget_rps,
-            Model::InsufficientData { .. } => None,
+        let (budget_rps, saturation_rps) = match &model {
+            Model::Fitted {
+                budget_rps,
+                saturation_rps,
+                ..
+            } => (*budget_rps, Some(*saturation_rps)),
+            Model::InsufficientData { .. } => (None, None),
         };
         let eta = budget_rps.and_then(|b| t.eta(b));
         Forecast {
@@ -414,6 +420,7 @@ fn build_series(
             budget_in_s: eta.map(|e| e.seconds),
             budget_earliest_s: eta.map(|e| e.earliest_s),
             budget_latest_s: eta.and_then(|e| e.latest_s),
+            saturation_in_s: saturation_rps.and_then(|r| t.eta(r)).map(|e| e.seconds),
         }
     });
     Series {

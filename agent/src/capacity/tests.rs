@@ -106,6 +106,10 @@ fn a_known_capacity_is_found_from_receipts_and_headroom_falls_with_load() {
         f.trend_rps_per_hour > 0.0 && f.budget_in_s.is_some(),
         "{f:?}"
     );
+    assert!(
+        f.saturation_in_s.unwrap() >= f.budget_in_s.unwrap(),
+        "saturation comes after the budget: {f:?}"
+    );
     let line = report
         .recommendations
         .iter()
