@@ -16,6 +16,7 @@ pub mod cosignature;
 pub mod credential;
 pub mod decision;
 pub mod envelope;
+pub mod export;
 pub mod flags;
 pub mod host;
 pub mod json;
@@ -24,6 +25,7 @@ pub mod merkle;
 pub mod policy;
 pub mod receipt;
 pub mod request;
+pub mod verify;
 pub mod worker_id;
 
 pub use class::{Class, Route};

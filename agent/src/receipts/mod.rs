@@ -8,20 +8,22 @@
 //!   proofs and exports.
 //! - [`export`]: the JSON proof bundle and whole-log export formats.
 
-pub mod export;
 pub mod ingest;
 pub(crate) mod leaf_source;
 pub mod log;
 pub mod store;
 pub mod stream;
 
-use knhk_core::checkpoint::{CheckpointError, SignatureRecord};
+use knhk_core::checkpoint::CheckpointError;
 use knhk_core::merkle::MerkleError;
 use knhk_core::receipt::ReceiptError;
-use serde::{Deserialize, Serialize};
 
 pub use self::log::ReceiptLog;
-pub use export::{ConsistencyStep, LogExport, ProofBundle};
+pub use knhk_core::export::{ConsistencyStep, LogExport, ProofBundle, SignedCheckpoint};
+/// The export formats (moved to [`knhk_core::export`], shared with every verifier).
+pub mod export {
+    pub use knhk_core::export::*;
+}
 pub use store::ReceiptStore;
 
 use crate::kms::KmsError;
@@ -122,14 +124,4 @@ impl ReceiptsError {
             ReceiptsError::DigestKey(_) => "digest_key",
         }
     }
-}
-
-/// A checkpoint's note text with its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedCheckpoint {
-    /// C2SP tlog-checkpoint note text, exactly as signed.
-    pub text: String,
-    /// Signature over `text`.
-    pub signature: SignatureRecord,
 }

@@ -1,10 +1,13 @@
 //! Tamper tests: an honest bundle and export verify; altering any field is detected with its
 //! own error.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use knhk_core::checkpoint::{Checkpoint, CheckpointError};
+use knhk_core::export::{LogExport, ProofBundle};
 use knhk_core::receipt::encode_batch;
 
 use super::*;

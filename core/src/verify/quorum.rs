@@ -5,10 +5,10 @@
 //! each distinct trusted witness whose C2SP `cosignature/v1` line verifies over the bundle's
 //! checkpoint. Lines from unknown witness names or key IDs are ignored, as the C2SP spec asks.
 
-use knhk_core::cosignature::{Cosignature, WitnessKey};
+use crate::cosignature::{Cosignature, WitnessKey};
 
 use super::{parse, Verifiable, VerifyError};
-use crate::receipts::ProofBundle;
+use crate::export::ProofBundle;
 
 /// Count the valid trusted cosignatures of `bundle`; fails unless, with the log's own
 /// signature, they reach `k`. Returns one report line per counted witness.

@@ -1,8 +1,8 @@
 //! The key rotation handover rule: a rotation entry covered by a checkpoint signed by a
 //! trusted version hands trust to the version it introduces.
 
-use knhk_core::checkpoint::PublicKeyVersion;
-use knhk_core::receipt::KeyRotation;
+use crate::checkpoint::PublicKeyVersion;
+use crate::receipt::KeyRotation;
 
 /// The key version that rotation entry `rotation` introduces, when `signer` — the key of a
 /// trusted checkpoint covering the entry — may vouch for it (same provider and key id). This

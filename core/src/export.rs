@@ -1,15 +1,25 @@
 //! JSON export formats: a proof bundle for one receipt and a whole-log export.
 //!
-//! Both are self-contained for offline checking by `knhk-agent verify`. Byte strings and hashes
+//! Both are self-contained for offline checking by `knhk-agent verify` (and by the verifier
+//! built from [`crate::verify`] for other hosts). Byte strings and hashes
 //! are standard base64. A bundle repeats the tree size and root of its checkpoint, and the leaf
 //! hash of its entry, so that tampering with any one field is reported as that field.
 
-use knhk_core::checkpoint::PublicKeyVersion;
-use knhk_core::merkle::Hash;
 use serde::{Deserialize, Serialize};
 
-use super::SignedCheckpoint;
-use knhk_core::b64;
+use crate::b64;
+use crate::checkpoint::{PublicKeyVersion, SignatureRecord};
+use crate::merkle::Hash;
+
+/// A checkpoint's note text with its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// C2SP tlog-checkpoint note text, exactly as signed.
+    pub text: String,
+    /// Signature over `text`.
+    pub signature: SignatureRecord,
+}
 
 /// `format` value of a proof bundle.
 pub const BUNDLE_FORMAT: &str = "knhk-proof-bundle/v1";
