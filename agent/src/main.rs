@@ -20,8 +20,6 @@ use knhk_agent::policy::service::offline_trusted_keys;
 use knhk_agent::quorum::witness::open_witness_key;
 use knhk_agent::retention::cli::{request as holds_request, HoldsAction};
 use knhk_agent::telemetry::Traces;
-use knhk_agent::verify::quorum::verify_cosignatures_json;
-use knhk_agent::verify::verify_json;
 use knhk_agent::{run, Listeners, RunError};
 use knhk_core::checkpoint::PublicKeyVersion;
 use knhk_core::cosignature::WitnessKey;
@@ -342,37 +340,22 @@ fn verify(
         }
         None => None,
     };
-    let checked = verify_json(&json, trusted.as_deref()).and_then(|mut report| {
-        if let Some((k, witnesses)) = &witnesses {
-            report
-                .lines
-                .extend(verify_cosignatures_json(&json, *k, witnesses)?);
-        }
-        Ok(report)
-    });
-    match checked {
-        Ok(report) => {
-            for line in &report.lines {
-                println!("{line}");
-            }
-            if report.unproven > 0 && !accept_unproven {
-                eprintln!(
-                    "verification FAILED: {}: {} entries after the last checkpoint are proven by no signature (--accept-unproven accepts them as unproven)",
-                    file.display(),
-                    report.unproven
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            if report.self_certified {
-                println!(
-                    "warning: keys were taken from the file itself (--trust-keys-in-file): this shows the file is consistent with itself, not who signed it"
-                );
-            }
+    let verdict = knhk_agent::verify::check(
+        &json,
+        trusted.as_deref(),
+        accept_unproven,
+        witnesses.as_ref().map(|(k, w)| (*k, w.as_slice())),
+    );
+    for line in &verdict.lines {
+        println!("{line}");
+    }
+    match verdict.failure {
+        None => {
             println!("OK: {}", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("verification FAILED: {}: {e}", file.display());
+        Some(reason) => {
+            eprintln!("verification FAILED: {}: {reason}", file.display());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -20,8 +20,10 @@ use serde::Deserialize;
 
 pub mod handover;
 pub mod quorum;
+pub mod verdict;
 
 pub use handover::handed_over_key;
+pub use verdict::{check, Verdict};
 
 use crate::export::{LogExport, ProofBundle, SignedCheckpoint, BUNDLE_FORMAT, EXPORT_FORMAT};
 
