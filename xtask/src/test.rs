@@ -85,6 +85,26 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "warnings",
         ]))
     })?;
+    timings.step("clippy + build the browser verifier (wasm32-unknown-unknown)", || {
+        exec(cargo().args([
+            "clippy",
+            "-p",
+            "knhk-verifier-web",
+            "--target",
+            setup::WEB_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        exec(cargo().args([
+            "build",
+            "-p",
+            "knhk-verifier-web",
+            "--target",
+            setup::WEB_TARGET,
+            "--release",
+        ]))
+    })?;
     let agent_path = timings.step("build knhk-agent", || {
         exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
         Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))
