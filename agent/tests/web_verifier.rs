@@ -1,7 +1,6 @@
 //! The browser verifier (`knhk-verifier-web`, core's verification behind wasm-bindgen) agrees
 //! with `knhk-agent verify` on an honest and a tampered set: the same pass or fail, the same
-//! facts, the same reason. Run natively here against the real binary; the page in a real
-//! browser is issue 19's next step.
+//! facts, the same reason; natively, and as the offline page in a real headless Chromium.
 
 // An integration test crate: helpers may fail loudly like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,6 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -50,8 +50,19 @@ fn cli(
     (out.status.success(), lines, reason)
 }
 
-#[tokio::test]
-async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files() {
+/// An honest export and bundle of a log with a key rotation, each tampering of them, and the
+/// same export with an unsealed entry; written under `dir` with the trust file.
+struct Fixtures {
+    dir: tempfile::TempDir,
+    trust: std::path::PathBuf,
+    trusted: Vec<u8>,
+    /// (name, path, bytes) of each case, honest ones first.
+    cases: Vec<(String, std::path::PathBuf, Vec<u8>)>,
+    unsealed: (std::path::PathBuf, Vec<u8>),
+    export: Value,
+}
+
+async fn fixtures() -> Fixtures {
     let dir = tempfile::tempdir().unwrap();
     let signer = Arc::new(LocalSigner::open(&dir.path().join("keys"), "ckpt").unwrap());
     let log = ReceiptLog::open(&dir.path().join("r.db"), "knhk.test/web", signer.clone())
@@ -109,7 +120,7 @@ async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files()
             b["inclusion_proof"].as_array_mut().unwrap().pop();
         }),
     ];
-    let mut failures = 0;
+    let mut cases = Vec::new();
     for (name, file, tamper) in export_cases
         .iter()
         .map(|(n, t)| (*n, &export, *t))
@@ -120,17 +131,43 @@ async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files()
         let bytes = serde_json::to_vec(&v).unwrap();
         let path = dir.path().join(format!("{}.json", name.replace(' ', "-")));
         std::fs::write(&path, &bytes).unwrap();
+        cases.push((name.to_owned(), path, bytes));
+    }
+    let bytes = serde_json::to_vec(&unsealed).unwrap();
+    let path = dir.path().join("unsealed.json");
+    std::fs::write(&path, &bytes).unwrap();
+    Fixtures {
+        dir,
+        trust,
+        trusted,
+        cases,
+        unsealed: (path, bytes),
+        export,
+    }
+}
+
+#[tokio::test]
+async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files() {
+    let Fixtures {
+        dir: _dir,
+        trust,
+        trusted,
+        cases,
+        unsealed,
+        export,
+    } = fixtures().await;
+    let mut failures = 0;
+    for (name, path, bytes) in &cases {
         for keys in [Some(&trust), None] {
-            let (ok, lines, reason) = cli(&path, keys.map(|p| p.as_path()), false);
+            let (ok, lines, reason) = cli(path, keys.map(|p| p.as_path()), false);
             let trusted_text = keys.map(|_| String::from_utf8(trusted.clone()).unwrap());
-            let web =
-                knhk_verifier_web::verdict(&bytes, trusted_text.as_deref(), false, None, None);
+            let web = knhk_verifier_web::verdict(bytes, trusted_text.as_deref(), false, None, None);
             assert_eq!(web.ok, ok, "{name} (pinned: {})", keys.is_some());
             assert_eq!(web.failure, reason, "{name} (pinned: {})", keys.is_some());
             assert_eq!(web.lines, lines, "{name} (pinned: {})", keys.is_some());
             // The JSON the page reads is the same verdict.
             let json: Value = serde_json::from_str(&knhk_verifier_web::verify(
-                &bytes,
+                bytes,
                 trusted_text.clone(),
                 false,
                 None,
@@ -153,9 +190,7 @@ async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files()
     );
 
     // Entries after the last checkpoint: refused unless accepted, by both.
-    let bytes = serde_json::to_vec(&unsealed).unwrap();
-    let path = dir.path().join("unsealed.json");
-    std::fs::write(&path, &bytes).unwrap();
+    let (path, bytes) = unsealed;
     let text = String::from_utf8(trusted.clone()).unwrap();
     for accept in [false, true] {
         let (ok, lines, reason) = cli(&path, Some(&trust), accept);
@@ -172,4 +207,198 @@ async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files()
         None,
     );
     assert!(!web.ok && web.failure.unwrap().starts_with("parsing trusted keys"));
+}
+
+/// A binary from `var`, else `default`; `None` (after a notice) when absent and
+/// `KNHK_REQUIRE_REAL` is not set (with it, a missing one fails the test).
+fn tool(var: &str, default: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(var)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| default.into());
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "{} not found ({var} or {default}): run cargo xtask test",
+        path.display()
+    );
+    if knhk_e2e::paths::require_real() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// chromedriver on a free port, killed on drop.
+struct Driver(std::process::Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The page, built by `cargo xtask build-verifier`, in a real headless Chromium (Debian's, via
+/// chromedriver), opened from a file with every network request refused: for each case the
+/// page shows the verdict line and facts the CLI prints, word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_in_headless_chromium_shows_the_cli_verdicts_offline() {
+    let Some(page) = tool(
+        "KNHK_VERIFIER_PAGE",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/dist/knhk-verify.html"
+        ),
+    ) else {
+        return;
+    };
+    let (Some(chromium), Some(chromedriver)) = (
+        tool("KNHK_CHROMIUM", "/usr/bin/chromium"),
+        tool("KNHK_CHROMEDRIVER", "/usr/bin/chromedriver"),
+    ) else {
+        return;
+    };
+    // fantoccini's rustls needs a process-wide crypto provider; the agent's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fx = fixtures().await;
+    let port = knhk_e2e::ports::free_port().unwrap();
+    let driver = Driver(
+        Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": chromium,
+            // No network at all: every request goes to a proxy that is not there.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--proxy-server=127.0.0.1:9", "--allow-file-access-from-files"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{}", driver.1);
+    let client = knhk_e2e::wait::poll(
+        "chromedriver to accept a session",
+        Duration::from_secs(30),
+        || {
+            let (caps, url) = (caps.clone(), url.clone());
+            async move {
+                Ok(fantoccini::ClientBuilder::rustls()?
+                    .capabilities(caps)
+                    .connect(&url)
+                    .await
+                    .ok())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let page_url = format!("file://{}", page.canonicalize().unwrap().display());
+    let mut checked = 0;
+    let run = |name: String, path: std::path::PathBuf, accept: bool| {
+        let client = client.clone();
+        let page_url = page_url.clone();
+        let trust = fx.trust.clone();
+        async move {
+            client.goto(&page_url).await.unwrap();
+            knhk_e2e::wait::poll("the page's module to load", Duration::from_secs(20), || {
+                let client = client.clone();
+                async move {
+                    let ready = client
+                        .execute("return document.body.dataset.ready || null", vec![])
+                        .await?;
+                    Ok(ready.as_str().map(|_| ()))
+                }
+            })
+            .await
+            .unwrap();
+            client
+                .find(fantoccini::Locator::Id("file"))
+                .await
+                .unwrap()
+                .send_keys(path.to_str().unwrap())
+                .await
+                .unwrap();
+            client
+                .find(fantoccini::Locator::Id("keys-file"))
+                .await
+                .unwrap()
+                .send_keys(trust.to_str().unwrap())
+                .await
+                .unwrap();
+            if accept {
+                client
+                    .find(fantoccini::Locator::Id("accept-unproven"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+            }
+            client
+                .find(fantoccini::Locator::Id("verify"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let verdict = knhk_e2e::wait::poll("the verdict", Duration::from_secs(20), || {
+                let client = client.clone();
+                async move {
+                    let shown = client
+                        .execute(
+                            "const r = document.getElementById('result'); return r.dataset.ok ? [document.getElementById('verdict').textContent, document.getElementById('lines').textContent] : null",
+                            vec![],
+                        )
+                        .await?;
+                    Ok(shown.as_array().map(|a| {
+                        (
+                            a[0].as_str().unwrap_or_default().to_owned(),
+                            a[1].as_str().unwrap_or_default().to_owned(),
+                        )
+                    }))
+                }
+            })
+            .await
+            .unwrap();
+            let (ok, lines, reason) = cli(&path, Some(&trust), accept);
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let expected = match &reason {
+                None => format!("OK: {file}"),
+                Some(r) => format!("verification FAILED: {file}: {r}"),
+            };
+            assert_eq!(verdict.0, expected, "{name}");
+            let shown_lines: Vec<String> = if verdict.1.is_empty() {
+                Vec::new()
+            } else {
+                verdict.1.split('\n').map(str::to_owned).collect()
+            };
+            assert_eq!(shown_lines, lines, "{name}");
+            ok
+        }
+    };
+    for (name, path, _) in fx.cases.clone() {
+        let ok = run(name.clone(), path, false).await;
+        assert_eq!(ok, name.starts_with("honest"), "{name}");
+        checked += 1;
+    }
+    for accept in [false, true] {
+        let ok = run(
+            format!("unsealed, accepted: {accept}"),
+            fx.unsealed.0.clone(),
+            accept,
+        )
+        .await;
+        assert_eq!(ok, accept);
+        checked += 1;
+    }
+    assert_eq!(checked, fx.cases.len() + 2);
+    client.close().await.unwrap();
+    drop(driver);
 }

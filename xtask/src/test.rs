@@ -85,26 +85,22 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "warnings",
         ]))
     })?;
-    timings.step("clippy + build the browser verifier (wasm32-unknown-unknown)", || {
-        exec(cargo().args([
-            "clippy",
-            "-p",
-            "knhk-verifier-web",
-            "--target",
-            setup::WEB_TARGET,
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-        exec(cargo().args([
-            "build",
-            "-p",
-            "knhk-verifier-web",
-            "--target",
-            setup::WEB_TARGET,
-            "--release",
-        ]))
-    })?;
+    let verifier_page = timings.step(
+        "browser verifier: clippy (wasm32-unknown-unknown), wasm-bindgen, page",
+        || {
+            exec(cargo().args([
+                "clippy",
+                "-p",
+                "knhk-verifier-web",
+                "--target",
+                setup::WEB_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            crate::verifier::build()
+        },
+    )?;
     let agent_path = timings.step("build knhk-agent", || {
         exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
         Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))
@@ -121,6 +117,9 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             .env("KNHK_AGENT", &agent_path)
             .env("KNHK_KUSTOMIZE", &k8s.kustomize)
             .env("KNHK_K8S_VALIDATE", &k8s.validator)
+            .env("KNHK_VERIFIER_PAGE", &verifier_page)
+            .env("KNHK_CHROMIUM", setup::CHROMIUM)
+            .env("KNHK_CHROMEDRIVER", setup::CHROMEDRIVER)
             .env("KNHK_REQUIRE_REAL", "1");
     };
     let wasm_run = timings.step("cargo test --workspace (wasm filter)", || {
