@@ -127,12 +127,18 @@ struct Counts {
     degraded: u64,
     /// 5xx answers of served requests.
     errors: u64,
-    /// Latency of served requests, microseconds (two significant digits).
-    latency: Histogram<u32>,
+    /// Latency of served requests, microseconds (two significant digits); `None` only if
+    /// the histogram could not be made (it always can with these fixed bounds).
+    latency: Option<Histogram<u32>>,
 }
 
 /// Latencies recorded, microseconds: up to an hour.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// An empty latency histogram.
+fn histogram() -> Option<Histogram<u32>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).ok()
+}
 
 impl Counts {
     fn new() -> Counts {
@@ -141,13 +147,22 @@ impl Counts {
             shed: 0,
             degraded: 0,
             errors: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
-                .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!())),
+            latency: histogram(),
         }
     }
 
     fn served(&self) -> u64 {
-        self.latency.len()
+        self.latency.as_ref().map_or(0, Histogram::len)
+    }
+
+    /// The latency at quantile `q`, microseconds (0 with none recorded).
+    fn latency_at(&self, q: f64) -> u64 {
+        self.latency.as_ref().map_or(0, |h| h.value_at_quantile(q))
+    }
+
+    /// The mean latency, microseconds.
+    fn latency_mean(&self) -> f64 {
+        self.latency.as_ref().map_or(0.0, Histogram::mean)
     }
 }
 
@@ -296,9 +311,9 @@ impl Capacity {
                     if r.status >= 500 {
                         counts.errors += 1;
                     }
-                    counts
-                        .latency
-                        .saturating_record(u64::from(r.latency_us).max(1));
+                    if let Some(h) = counts.latency.as_mut() {
+                        h.saturating_record(u64::from(r.latency_us).max(1));
+                    }
                 }
             }
             if r.key_digest != NO_KEY {

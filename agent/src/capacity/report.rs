@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use knhk_core::class::{Class, Route};
 use serde::{Deserialize, Serialize};
 
@@ -384,8 +383,8 @@ fn build_series(
         window_start_ns: *start,
         rate_rps: c.requests as f64 / window_s,
         served_rps: c.served() as f64 / window_s,
-        p50_ms: ms(c.latency.value_at_quantile(0.5) as f64),
-        p99_ms: ms(c.latency.value_at_quantile(0.99) as f64),
+        p50_ms: ms(c.latency_at(0.5) as f64),
+        p99_ms: ms(c.latency_at(0.99) as f64),
         shed_share: c.shed as f64 / c.requests.max(1) as f64,
         error_share: c.errors as f64 / c.served().max(1) as f64,
     });
@@ -442,7 +441,7 @@ fn fit_model(counts: &[(u64, &Counts)], window_s: f64, budget_ms: f64, served_no
             (
                 Point {
                     rate: c.served() as f64 / window_s,
-                    mean_s: c.latency.mean() / 1e6,
+                    mean_s: c.latency_mean() / 1e6,
                     n: c.served(),
                 },
                 *c,
@@ -461,9 +460,15 @@ fn fit_model(counts: &[(u64, &Counts)], window_s: f64, budget_ms: f64, served_no
     // The service time and its spread: the lowest-load quarter of the windows (at least two).
     points.sort_by(|a, b| a.0.rate.total_cmp(&b.0.rate));
     let low = (points.len() / 4).max(2);
-    let mut service: Histogram<u32> = points[0].1.latency.clone();
-    for (_, c) in &points[1..low] {
-        let _ = service.add(&c.latency);
+    let Some(mut service) = super::histogram() else {
+        return Model::InsufficientData {
+            reason: "insufficient data: no latency histogram".to_owned(),
+        };
+    };
+    for (_, c) in &points[..low] {
+        if let Some(h) = &c.latency {
+            let _ = service.add(h);
+        }
     }
     let service_s = service.mean() / 1e6;
     let sd = service.stdev() / 1e6;
