@@ -142,7 +142,7 @@ async fn rollout_and_keys_take_the_admin_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_needs_the_admin_token_and_reports_the_receipts() {
     use knhk_core::class::{Class, Route};
-    use knhk_core::receipt::{encode_batch, ReceiptBuilder};
+    use knhk_core::receipt::ReceiptBuilder;
     let dir = tempfile::tempdir().unwrap();
     let (agent, token) = start(dir.path()).await;
     let addr = agent.addr.to_string();
@@ -161,14 +161,7 @@ async fn capacity_needs_the_admin_token_and_reports_the_receipts() {
                 .build()
         })
         .collect();
-    let posted = agent
-        .http
-        .post(agent.url("/v1/receipts"))
-        .header("content-type", "application/x-knhk-receipts")
-        .body(encode_batch(&receipts).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let posted = agent.post_receipts(&receipts).await;
     assert!(posted.status().is_success(), "{}", posted.status());
 
     let refused = cli(args(&["capacity", "--agent", &addr]), vec![]).await;

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use knhk_agent::config::AgentConfig;
-use knhk_core::receipt::{encode_batch, ReceiptBuilder};
+use knhk_core::receipt::ReceiptBuilder;
 use reqwest::StatusCode;
 use support::in_process::InProcessAgent;
 
@@ -44,14 +44,7 @@ async fn six_concurrent_exports_stay_within_the_bound() {
     while i < ENTRIES {
         let n = (ENTRIES - i).min(16_384);
         let receipts: Vec<_> = (i..i + n).map(|k| ReceiptBuilder::new(k).build()).collect();
-        let r = agent
-            .http
-            .post(agent.url("/v1/receipts"))
-            .header("content-type", "application/x-knhk-receipts")
-            .body(encode_batch(&receipts).unwrap())
-            .send()
-            .await
-            .unwrap();
+        let r = agent.post_receipts(&receipts).await;
         assert_eq!(r.status(), StatusCode::OK);
         i += n;
     }

@@ -115,14 +115,7 @@ async fn feed(agent: &InProcessAgent, n: u64, canary_status: u16, canary_latency
         ));
         batch.push(receipt(Route::Stable, 200, 2_000, epoch, i));
     }
-    let r = agent
-        .http
-        .post(agent.url("/v1/receipts"))
-        .header("content-type", "application/x-knhk-receipts")
-        .body(encode_batch(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = agent.post_receipts(&batch).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 

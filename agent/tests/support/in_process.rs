@@ -89,6 +89,21 @@ impl InProcessAgent {
             .unwrap()
     }
 
+    /// `POST /v1/receipts` of `receipts` as one batch with [`InProcessAgent::http`].
+    #[allow(dead_code)] // not every test crate that includes `support` posts receipts
+    pub async fn post_receipts(
+        &self,
+        receipts: &[knhk_core::receipt::Receipt],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/receipts"))
+            .header("content-type", "application/x-knhk-receipts")
+            .body(knhk_core::receipt::encode_batch(receipts).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Shut down gracefully and wait for `run` to return Ok.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
