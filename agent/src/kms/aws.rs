@@ -27,7 +27,7 @@ use sha2::Digest as _;
 
 use super::aws_key_ref::AwsKeyRef;
 use super::version_cache::{number_of, CachedVersion, VersionCache};
-use super::{p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
+use super::{p256_version, p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
 
 /// Provider name in signature records.
 pub const PROVIDER: &str = "aws";
@@ -480,14 +480,12 @@ impl Signer for AwsSigner {
         let (versions, _) = self.refresh().await?;
         let mut out = Vec::with_capacity(versions.len());
         for version in versions.keys() {
-            out.push(PublicKeyVersion {
-                provider: PROVIDER.to_owned(),
-                key_id: self.family().to_owned(),
-                version: *version,
-                alg: Alg::EcdsaP256,
-                public_key: self.public_key(*version).await?,
-                retired: false,
-            });
+            out.push(p256_version(
+                PROVIDER,
+                self.family(),
+                *version,
+                self.public_key(*version).await?,
+            ));
         }
         Ok(out)
     }
@@ -532,14 +530,7 @@ impl Signer for AwsSigner {
         };
         let public_key = self.public_key(version).await?;
         tracing::info!(family = %self.family(), version, "rotated AWS KMS key");
-        Ok(PublicKeyVersion {
-            provider: PROVIDER.to_owned(),
-            key_id: self.family().to_owned(),
-            version,
-            alg: Alg::EcdsaP256,
-            public_key,
-            retired: false,
-        })
+        Ok(p256_version(PROVIDER, self.family(), version, public_key))
     }
 }
 

@@ -39,7 +39,7 @@ use sha2::Digest as _;
 use super::azure_http::ReqwestTransport;
 use super::azure_settings::{AzureCredential, AzureSettings};
 use super::version_cache::{number_of, CachedVersion, VersionCache};
-use super::{p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
+use super::{p256_version, p256_wire, verified_p256_record, KmsError, RemoteFailure, Signer};
 
 /// Provider name in signature records.
 pub const PROVIDER: &str = "azure";
@@ -540,14 +540,12 @@ impl Signer for AzureSigner {
         let (versions, _) = self.refresh().await?;
         let mut out = Vec::with_capacity(versions.len());
         for version in versions.keys() {
-            out.push(PublicKeyVersion {
-                provider: PROVIDER.to_owned(),
-                key_id: self.key_id.clone(),
-                version: *version,
-                alg: Alg::EcdsaP256,
-                public_key: self.public_key(*version).await?,
-                retired: false,
-            });
+            out.push(p256_version(
+                PROVIDER,
+                &self.key_id,
+                *version,
+                self.public_key(*version).await?,
+            ));
         }
         Ok(out)
     }
@@ -556,14 +554,12 @@ impl Signer for AzureSigner {
         let (_, highest) = self.refresh().await?;
         let next = highest + 1;
         self.create_version(next).await?;
-        Ok(PublicKeyVersion {
-            provider: PROVIDER.to_owned(),
-            key_id: self.key_id.clone(),
-            version: next,
-            alg: Alg::EcdsaP256,
-            public_key: self.public_key(next).await?,
-            retired: false,
-        })
+        Ok(p256_version(
+            PROVIDER,
+            &self.key_id,
+            next,
+            self.public_key(next).await?,
+        ))
     }
 }
 

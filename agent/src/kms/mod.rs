@@ -200,6 +200,23 @@ pub fn verified_p256_record(
     })
 }
 
+/// A live ECDSA P-256 version of a cloud KMS key, as [`Signer::public_keys`] lists it.
+pub fn p256_version(
+    provider: &str,
+    key_id: &str,
+    version: u32,
+    public_key: Vec<u8>,
+) -> PublicKeyVersion {
+    PublicKeyVersion {
+        provider: provider.to_owned(),
+        key_id: key_id.to_owned(),
+        version,
+        alg: Alg::EcdsaP256,
+        public_key,
+        retired: false,
+    }
+}
+
 /// Something that signs checkpoint text with a versioned key.
 #[async_trait]
 pub trait Signer: Send + Sync {
