@@ -13,7 +13,7 @@ use opentelemetry::KeyValue;
 use crate::api::auth::Credentials;
 use crate::capacity::api::InForceView;
 use crate::capacity::report::Model;
-use crate::capacity::{Capacity, InForce};
+use crate::capacity::Capacity;
 use crate::clock::now_ns;
 use crate::gates::Gates;
 use crate::quorum::replicator::Replicator;
@@ -241,20 +241,17 @@ pub fn hot_keys(metrics: &Metrics, capacity: &Arc<Capacity>) {
         "1",
         "Share of keyed requests the top keys carry (an upper bound: the sketch may overestimate).",
         move || {
-            let report = c.report(now_ns(), &InForce::default());
-            [
-                ("all", &report.hot_keys.all),
-                ("canary", &report.hot_keys.canary),
-            ]
-            .into_iter()
-            .filter(|(_, k)| k.requests > 0)
-            .map(|(stream, k)| {
-                (
-                    k.top_share,
-                    vec![KeyValue::new("knhk.capacity.stream", stream)],
-                )
-            })
-            .collect()
+            let keys = c.hot_keys();
+            [("all", &keys.all), ("canary", &keys.canary)]
+                .into_iter()
+                .filter(|(_, k)| k.requests > 0)
+                .map(|(stream, k)| {
+                    (
+                        k.top_share,
+                        vec![KeyValue::new("knhk.capacity.stream", stream)],
+                    )
+                })
+                .collect()
         },
     );
 }

@@ -327,6 +327,12 @@ impl Capacity {
         }
     }
 
+    /// The hot keys alone (no model is fitted).
+    pub fn hot_keys(&self) -> report::HotKeys {
+        let state = self.state();
+        report::hot_keys(&self.config, &state)
+    }
+
     /// The report at `now_ns`, against the budgets and version names `in_force`.
     pub fn report(&self, now_ns: u64, in_force: &InForce) -> report::Report {
         let state = self.state();

@@ -216,8 +216,10 @@ fn key_share(sketch: &SpaceSaving, distinct: &Distinct, n: usize) -> KeyShare {
     let percent_keys = usize::try_from(distinct_keys.div_ceil(100))
         .unwrap_or(usize::MAX)
         .max(1);
+    // One ranking serves both the top keys and the top 1 %.
+    let ranked = sketch.top(n.max(percent_keys));
     let top_1_percent = (requests > 0 && percent_keys <= sketch.capacity()).then(|| {
-        let top = sketch.top(percent_keys);
+        let top = &ranked[..percent_keys.min(ranked.len())];
         let total = requests as f64;
         ShareBounds {
             keys: percent_keys,
@@ -225,9 +227,9 @@ fn key_share(sketch: &SpaceSaving, distinct: &Distinct, n: usize) -> KeyShare {
             upper: (top.iter().map(|e| e.count).sum::<u64>() as f64 / total).min(1.0),
         }
     });
-    let top: Vec<HotKey> = sketch
-        .top(n)
-        .into_iter()
+    let top: Vec<HotKey> = ranked
+        .iter()
+        .take(n)
         .map(|e| HotKey {
             key_digest: hex_digest(&e.key),
             routing_bucket: (e.tag != knhk_core::receipt::NO_BUCKET).then_some(e.tag),
@@ -295,6 +297,14 @@ fn fmt_ms(v: f64) -> String {
     }
 }
 
+/// The hot keys of the state.
+pub(super) fn hot_keys(config: &CapacityConfig, state: &State) -> HotKeys {
+    HotKeys {
+        all: key_share(&state.keys, &state.distinct, config.top_keys),
+        canary: key_share(&state.canary_keys, &state.canary_distinct, config.top_keys),
+    }
+}
+
 /// Build the report from the state.
 pub(super) fn build(
     config: &CapacityConfig,
@@ -338,10 +348,7 @@ pub(super) fn build(
         recommendations.extend(recommend(&s));
         series.push(s);
     }
-    let hot_keys = HotKeys {
-        all: key_share(&state.keys, &state.distinct, config.top_keys),
-        canary: key_share(&state.canary_keys, &state.canary_distinct, config.top_keys),
-    };
+    let hot_keys = hot_keys(config, state);
     for (share, what) in [(&hot_keys.canary, "canary"), (&hot_keys.all, "keyed")] {
         if share.skewed {
             recommendations.push(format!(
