@@ -203,7 +203,8 @@ pub async fn run(
         )
     };
     let capacity = Arc::new(Capacity::new(config.capacity.clone()));
-    crate::observe::capacity(&metrics, &capacity, in_force(policy.clone()));
+    let policy_view = in_force(policy.clone());
+    crate::observe::capacity(&metrics, &capacity, policy_view.clone());
     crate::observe::hot_keys(&metrics, &capacity);
     let counted = capacity.clone();
     log.set_observer(Arc::new(move |first, receipts| {
@@ -251,10 +252,7 @@ pub async fn run(
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
         .merge(crate::retention::api::routes(retention))
-        .merge(crate::capacity::api::routes(
-            capacity,
-            in_force(policy.clone()),
-        ))
+        .merge(crate::capacity::api::routes(capacity, policy_view))
         .merge(crate::telemetry::api::routes(telemetry.clone()));
     let mut peer_api = crate::peer::router();
     if let Some(q) = &quorum {
