@@ -318,36 +318,23 @@ async fn the_page_in_headless_chromium_shows_the_cli_verdicts_offline() {
             })
             .await
             .unwrap();
-            client
-                .find(fantoccini::Locator::Id("file"))
-                .await
-                .unwrap()
-                .send_keys(path.to_str().unwrap())
-                .await
-                .unwrap();
-            client
-                .find(fantoccini::Locator::Id("keys-file"))
-                .await
-                .unwrap()
-                .send_keys(trust.to_str().unwrap())
-                .await
-                .unwrap();
-            if accept {
-                client
-                    .find(fantoccini::Locator::Id("accept-unproven"))
+            let element = |id: &'static str| {
+                let client = client.clone();
+                async move { client.find(fantoccini::Locator::Id(id)).await.unwrap() }
+            };
+            let choose = |id: &'static str, file: std::path::PathBuf| async move {
+                element(id)
+                    .await
+                    .send_keys(file.to_str().unwrap())
                     .await
                     .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
+            };
+            choose("file", path.clone()).await;
+            choose("keys-file", trust.clone()).await;
+            if accept {
+                element("accept-unproven").await.click().await.unwrap();
             }
-            client
-                .find(fantoccini::Locator::Id("verify"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            element("verify").await.click().await.unwrap();
             let verdict = knhk_e2e::wait::poll("the verdict", Duration::from_secs(20), || {
                 let client = client.clone();
                 async move {
