@@ -3,6 +3,8 @@
 //! as `knhk-agent verify` on the same file and keys (shared code; tested against the CLI in
 //! `agent/tests/web_verifier.rs`). Nothing here reaches the network.
 
+#![forbid(unsafe_code)]
+
 use knhk_core::checkpoint::PublicKeyVersion;
 use knhk_core::cosignature::WitnessKey;
 use knhk_core::verify::{check, Verdict};
