@@ -9,7 +9,7 @@
 //! One module per subsystem, each with its own error type and its own routes: [`config`]
 //! (file, environment, validation), [`kms`] (signing keys and rotation), [`receipts`] (the
 //! durable, signed receipt log), [`policy`] (signed config epochs pushed to the filters),
-//! [`gates`] (promotion gates), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
+//! [`gates`] (promotion gates), [`console`] (the operator web console), [`api`] (the receipt routes and API auth), [`identity`] (SPIFFE
 //! SVIDs, agent-to-agent mTLS), [`peer`] (the mTLS agent-to-agent API), [`quorum`]
 //! (cross-region witnessing and k-of-n commits), [`retention`] (retention and legal hold),
 //! [`verify`] (offline checks), [`admin_client`] (the CLI's one client of a running agent),
@@ -26,6 +26,7 @@ pub mod api;
 pub mod capacity;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod gates;
 pub mod identity;

@@ -252,8 +252,21 @@ pub async fn run(
         .merge(crate::policy::api::routes(policy.clone()))
         .merge(crate::gates::api::routes(gates.clone()))
         .merge(crate::retention::api::routes(retention))
-        .merge(crate::capacity::api::routes(capacity, policy_view))
+        .merge(crate::capacity::api::routes(
+            capacity.clone(),
+            policy_view.clone(),
+        ))
         .merge(crate::telemetry::api::routes(telemetry.clone()));
+    api = api.merge(crate::console::api::routes(crate::console::Console {
+        origin: config.origin.clone(),
+        actions_need_token: credentials.admin.is_some(),
+        rotation_interval: config.kms.rotation_interval,
+        log: log.clone(),
+        gates: gates.clone(),
+        capacity,
+        in_force: policy_view,
+        quorum: quorum.as_ref().map(|q| q.replicator.clone()),
+    }));
     let mut peer_api = crate::peer::router();
     if let Some(q) = &quorum {
         api = api.merge(crate::quorum::api::routes(q.replicator.clone()));

@@ -7,6 +7,7 @@ mod bench_quorum;
 mod bench_receipts;
 mod bench_rollback;
 mod bench_wasm_cost;
+mod console;
 mod demo;
 mod imports;
 mod native;
@@ -44,6 +45,8 @@ enum Cmd {
     BuildNative,
     /// Build the browser verifier, one offline page (`target/dist/knhk-verify.html`), and print its path.
     BuildVerifier,
+    /// Build the operator console with the browser verifier beside it (`target/console/`, which the agent embeds when next built).
+    BuildConsole,
     /// Everything CI runs: setup, wasm build, fmt, clippy (native and wasm), all tests with the real Envoy.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -116,6 +119,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::BuildNative => native::build().map(|_| ()),
         Cmd::BuildVerifier => verifier::build().map(|_| ()),
+        Cmd::BuildConsole => {
+            let page = verifier::build()?;
+            console::build(Some(&page)).map(|_| ())
+        }
         Cmd::Test { cargo_test_args } => test::run(&cargo_test_args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::ImportCycles => imports::run(&util::repo_root()),

@@ -50,6 +50,24 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
         wasm::build("knhk-filter", "knhk_filter")
     })?;
     let native_path = timings.step("build libknhk_filter.so", crate::native::build)?;
+    let verifier_page = timings.step(
+        "console and browser verifier: clippy (wasm32-unknown-unknown), wasm-bindgen, tsc, esbuild",
+        || {
+            exec(cargo().args([
+                "clippy",
+                "-p",
+                "knhk-verifier-web",
+                "--target",
+                setup::WEB_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            let page = crate::verifier::build()?;
+            crate::console::build(Some(&page))?;
+            Ok(page)
+        },
+    )?;
     timings.step("cargo fmt --check", || {
         exec(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
@@ -85,22 +103,6 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "warnings",
         ]))
     })?;
-    let verifier_page = timings.step(
-        "browser verifier: clippy (wasm32-unknown-unknown), wasm-bindgen, page",
-        || {
-            exec(cargo().args([
-                "clippy",
-                "-p",
-                "knhk-verifier-web",
-                "--target",
-                setup::WEB_TARGET,
-                "--",
-                "-D",
-                "warnings",
-            ]))?;
-            crate::verifier::build()
-        },
-    )?;
     let agent_path = timings.step("build knhk-agent", || {
         exec(cargo().args(["build", "-p", "knhk-agent", "--bin", "knhk-agent"]))?;
         Ok(crate::wasm::target_dir()?.join("debug").join("knhk-agent"))

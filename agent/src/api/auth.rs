@@ -2,7 +2,9 @@
 //!
 //! - **public** — what a transparency log keeps public: checkpoints, inclusion proofs,
 //!   cosignatures, the config-signing public keys, and the witness routes of a plain-HTTP
-//!   quorum (a witness accepts only checkpoints signed by the peer's trusted keys);
+//!   quorum (a witness accepts only checkpoints signed by the peer's trusted keys), the
+//!   metrics, and the operator console's page and state document (`/console/…`,
+//!   `/v1/console/state`: figures only, no secret; its actions go to the admin routes);
 //! - **filter** — the filters' calls: `POST /v1/receipts` and the `GET /v1/config` long-poll.
 //!   With `[api] filter_token_file` they need `Authorization: Bearer <token>` where the token
 //!   is one line of that file (the filter's `control.token`; the admin token is accepted on
@@ -399,6 +401,9 @@ pub fn access(method: &Method, path: &str) -> Access {
         return Access::Filter;
     }
     let public_read = path == "/v1/checkpoints/latest"
+        || path == "/v1/console/state"
+        || path == "/console"
+        || path.starts_with("/console/")
         || path == "/v1/config/keys"
         || path == "/v1/quorum/commits"
         || path.starts_with("/v1/quorum/checkpoints/")

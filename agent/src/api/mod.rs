@@ -7,6 +7,7 @@
 //! | [`crate::policy::api`] | config push: `/v1/policy`, `/v1/config`, `/v1/config/keys`, … |
 //! | [`crate::gates::api`] | rollouts: `/v1/rollouts/…` |
 //! | [`crate::retention::api`] | legal holds and retention: `/v1/holds`, `/v1/retention/run` |
+//! | [`crate::console::api`] | the operator console: `/console/`, `/v1/console/state` |
 //! | [`crate::quorum`] | witness and quorum status (`/v1/witness/…`, `/v1/quorum/…`), when `[quorum]` is enabled |
 //!
 //! [`auth`] decides who may call what; [`error`] is the refusal every route answers with;

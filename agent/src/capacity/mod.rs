@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use knhk_core::class::{Class, Route};
 use knhk_core::decision::Admission;
 use knhk_core::receipt::{Receipt, NO_KEY};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use distinct::Distinct;
 use heavy_hitters::SpaceSaving;
@@ -164,6 +164,28 @@ impl Counts {
     fn latency_mean(&self) -> f64 {
         self.latency.as_ref().map_or(0.0, Histogram::mean)
     }
+}
+
+/// What one window counted for one class, every route together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassAdmission {
+    /// `R1`, `W1` or `C1`.
+    pub class: &'static str,
+    /// Every request.
+    pub requests: u64,
+    /// Shed (rejected) requests.
+    pub shed: u64,
+    /// Served as a colder class.
+    pub degraded: u64,
+}
+
+/// One window's admission counts per class ([`Capacity::admission`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdmissionWindow {
+    /// Its start, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// R1, W1, C1.
+    pub classes: [ClassAdmission; 3],
 }
 
 /// The series a receipt counts in.
@@ -331,6 +353,34 @@ impl Capacity {
     pub fn hot_keys(&self) -> report::HotKeys {
         let state = self.state();
         report::hot_keys(&self.config, &state)
+    }
+
+    /// Requests, shed and degraded per class in each window kept, oldest first (what the
+    /// console plots as the shed level per class over time).
+    pub fn admission(&self) -> Vec<AdmissionWindow> {
+        let state = self.state();
+        state
+            .windows
+            .iter()
+            .map(|w| {
+                let mut classes = Class::ALL.map(|class| ClassAdmission {
+                    class: report::class_name(class),
+                    requests: 0,
+                    shed: 0,
+                    degraded: 0,
+                });
+                for (key, counts) in &w.series {
+                    let c = &mut classes[key.class.index()];
+                    c.requests += counts.requests;
+                    c.shed += counts.shed;
+                    c.degraded += counts.degraded;
+                }
+                AdmissionWindow {
+                    start_ns: w.start_ns,
+                    classes,
+                }
+            })
+            .collect()
     }
 
     /// The report at `now_ns`, against the budgets and version names `in_force`.

@@ -189,7 +189,8 @@ pub struct HotKey {
     pub share: f64,
 }
 
-fn class_name(c: Class) -> &'static str {
+/// A class as reports name it.
+pub fn class_name(c: Class) -> &'static str {
     match c {
         Class::R1 => "R1",
         Class::W1 => "W1",

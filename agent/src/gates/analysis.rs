@@ -147,6 +147,17 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// `pass`, `fail` or `inconclusive`, as the status names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Pass { .. } => "pass",
+            Verdict::Fail { .. } => "fail",
+            Verdict::Inconclusive { .. } => "inconclusive",
+        }
+    }
+}
+
 /// The sliding window of one rollout gate.
 #[derive(Debug, Default)]
 pub struct Window {

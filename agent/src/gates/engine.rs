@@ -20,6 +20,7 @@ use super::state::{Phase, RolloutState, Target};
 use super::store::{GatesStore, HistoryItem, DATABASE_FILE};
 use super::terms::Analysis;
 use super::terms::Gate;
+use super::timeline::{Timeline, TimelinePoint};
 use super::GatesError;
 use crate::clock::now_ns;
 use crate::policy::service::Overlay;
@@ -38,6 +39,7 @@ struct Current {
     last: Option<(Figures, Verdict)>,
     evaluations: u64,
     unpublished: bool,
+    timeline: Timeline,
 }
 
 /// The rollout engine of one agent.
@@ -184,6 +186,7 @@ impl Gates {
                 last: None,
                 evaluations: 0,
                 unpublished,
+                timeline: Timeline::default(),
             });
         }
         Ok(gates)
@@ -224,6 +227,15 @@ impl Gates {
             phase: c.state.phase,
             figures: c.last.as_ref().map(|(f, _)| *f),
         })
+    }
+
+    /// The current rollout's timeline (empty before any rollout), oldest first.
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
+        self.current
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|c| c.timeline.points()))
+            .unwrap_or_default()
     }
 
     /// The current rollout's status.
@@ -304,6 +316,7 @@ impl Gates {
             last: None,
             evaluations: 0,
             unpublished: true,
+            timeline: Timeline::default(),
         });
         self.commit("start", None, state, "started by operator".to_owned(), None)
             .await?;
@@ -572,6 +585,9 @@ impl Gates {
             }
             cur.state = state.clone();
             cur.unpublished = false;
+            let percent = f64::from(state.canary_bp(&spec)) / 100.0;
+            cur.timeline
+                .transition(time_ns, percent, action, figures.as_ref());
         }
         Ok(())
     }

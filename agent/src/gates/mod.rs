@@ -10,6 +10,7 @@
 //!   and health score.
 //! - [`store`]: `gates.db`, so a restart resumes the same gate and weights.
 //! - [`engine`]: [`Gates`], which evaluates and carries out transitions.
+//! - [`timeline`]: the live rollout's recent evaluations and transitions (the console's plots).
 //! - [`api`]: the admin endpoints; [`report`]: the status as text for the CLI.
 
 pub mod analysis;
@@ -21,6 +22,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod terms;
+pub mod timeline;
 
 pub use config::GatesConfig;
 pub use engine::{Gates, Status};

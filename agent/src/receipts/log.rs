@@ -165,6 +165,16 @@ impl ReceiptLog {
         self.store()?.entries(from, limit)
     }
 
+    /// The signer's provider and key id.
+    pub fn signing_key(&self) -> (&str, &str) {
+        (self.signer.provider(), self.signer.key_id())
+    }
+
+    /// The newest `limit` checkpoints, newest first.
+    pub fn recent_checkpoints(&self, limit: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.store()?.recent_checkpoints(limit)
+    }
+
     /// The newest checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, ReceiptsError> {
         self.store()?.latest_checkpoint()

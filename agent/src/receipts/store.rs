@@ -412,6 +412,14 @@ impl ReceiptStore {
         })
     }
 
+    /// The newest `limit` checkpoints, newest first.
+    pub fn recent_checkpoints(&self, limit: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
+        self.checkpoint_rows(
+            "SELECT text, signature FROM checkpoints ORDER BY seq DESC LIMIT ?1",
+            params![to_i64(limit)],
+        )
+    }
+
     /// Checkpoints with a tree size above `size`, oldest first.
     pub fn checkpoints_after(&self, size: u64) -> Result<Vec<SignedCheckpoint>, ReceiptsError> {
         self.checkpoint_rows(

@@ -102,6 +102,8 @@ impl Gates {
                         Next::Nothing
                     }
                 };
+                let percent = f64::from(cur.state.canary_bp(&cur.spec)) / 100.0;
+                cur.timeline.evaluation(now_ns, percent, &figures, &v);
                 cur.last = Some((figures, v));
                 cur.evaluations += 1;
                 next
