@@ -24,10 +24,11 @@ fn constant(name: &str, file: Option<&Path>) -> String {
     }
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-env-changed=KNHK_CONSOLE_DIST");
     println!("cargo:rerun-if-changed=build.rs");
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?);
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let workspace = manifest.join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -57,6 +58,7 @@ fn main() {
             dist.display()
         );
     }
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
-    std::fs::write(out_dir.join("console_assets.rs"), out).expect("write console_assets.rs");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("no OUT_DIR")?);
+    std::fs::write(out_dir.join("console_assets.rs"), out)?;
+    Ok(())
 }
