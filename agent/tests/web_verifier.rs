@@ -209,96 +209,24 @@ async fn the_browser_verifier_agrees_with_the_cli_on_honest_and_tampered_files()
     assert!(!web.ok && web.failure.unwrap().starts_with("parsing trusted keys"));
 }
 
-/// A binary from `var`, else `default`; `None` (after a notice) when absent and
-/// `KNHK_REQUIRE_REAL` is not set (with it, a missing one fails the test).
-fn tool(var: &str, default: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os(var)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| default.into());
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "{} not found ({var} or {default}): run cargo xtask test",
-        path.display()
-    );
-    if knhk_e2e::paths::require_real() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-/// chromedriver on a free port, killed on drop.
-struct Driver(std::process::Child, u16);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The page, built by `cargo xtask build-verifier`, in a real headless Chromium (Debian's, via
 /// chromedriver), opened from a file with every network request refused: for each case the
 /// page shows the verdict line and facts the CLI prints, word for word.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_headless_chromium_shows_the_cli_verdicts_offline() {
-    let Some(page) = tool(
-        "KNHK_VERIFIER_PAGE",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/dist/knhk-verify.html"
-        ),
-    ) else {
+    let page = match knhk_e2e::paths::verifier_page() {
+        Ok(page) => page,
+        Err(e) if !knhk_e2e::paths::require_real() => {
+            eprintln!("SKIPPED: {e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let Some(browser) = knhk_e2e::browser::Browser::start(true).await.unwrap() else {
         return;
     };
-    let (Some(chromium), Some(chromedriver)) = (
-        tool("KNHK_CHROMIUM", "/usr/bin/chromium"),
-        tool("KNHK_CHROMEDRIVER", "/usr/bin/chromedriver"),
-    ) else {
-        return;
-    };
-    // fantoccini's rustls needs a process-wide crypto provider; the agent's is ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = browser.client.clone();
     let fx = fixtures().await;
-    let port = knhk_e2e::ports::free_port().unwrap();
-    let driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        port,
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".to_owned(),
-        serde_json::json!({
-            "binary": chromium,
-            // No network at all: every request goes to a proxy that is not there.
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--proxy-server=127.0.0.1:9", "--allow-file-access-from-files"],
-        }),
-    );
-    let url = format!("http://127.0.0.1:{}", driver.1);
-    let client = knhk_e2e::wait::poll(
-        "chromedriver to accept a session",
-        Duration::from_secs(30),
-        || {
-            let (caps, url) = (caps.clone(), url.clone());
-            async move {
-                Ok(fantoccini::ClientBuilder::rustls()?
-                    .capabilities(caps)
-                    .connect(&url)
-                    .await
-                    .ok())
-            }
-        },
-    )
-    .await
-    .unwrap();
     let page_url = format!("file://{}", page.canonicalize().unwrap().display());
     let mut checked = 0;
     let run = |name: String, path: std::path::PathBuf, accept: bool| {
@@ -320,7 +248,12 @@ async fn the_page_in_headless_chromium_shows_the_cli_verdicts_offline() {
             .unwrap();
             let element = |id: &'static str| {
                 let client = client.clone();
-                async move { client.find(fantoccini::Locator::Id(id)).await.unwrap() }
+                async move {
+                    client
+                        .find(knhk_e2e::browser::Locator::Id(id))
+                        .await
+                        .unwrap()
+                }
             };
             let choose = |id: &'static str, file: std::path::PathBuf| async move {
                 element(id)
@@ -386,6 +319,5 @@ async fn the_page_in_headless_chromium_shows_the_cli_verdicts_offline() {
         checked += 1;
     }
     assert_eq!(checked, fx.cases.len() + 2);
-    client.close().await.unwrap();
-    drop(driver);
+    browser.close().await.unwrap();
 }

@@ -8,6 +8,8 @@
 pub mod agent;
 #[cfg(feature = "azure-double")]
 pub mod azure_keyvault;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod client;
 pub mod control_double;
 pub mod envoy;

@@ -1,5 +1,6 @@
 //! Where the real binaries live: `KNHK_ENVOY`, `KNHK_BAO`, `KNHK_MOTO`, `KNHK_WASM`, `KNHK_AGENT`,
-//! `KNHK_KUSTOMIZE`, `KNHK_K8S_VALIDATE`, or the project-local defaults.
+//! `KNHK_KUSTOMIZE`, `KNHK_K8S_VALIDATE`, `KNHK_CHROMIUM`, `KNHK_CHROMEDRIVER`,
+//! `KNHK_VERIFIER_PAGE`, or the project-local defaults.
 //!
 //! `cargo xtask test` sets all of them and `KNHK_REQUIRE_REAL=1`, under which a missing
 //! variable or file is an error (the e2e tests fail, never skip). A plain `cargo test` falls back
@@ -129,6 +130,33 @@ pub fn k8s_validator() -> anyhow::Result<PathBuf> {
         "KNHK_K8S_VALIDATE",
         "validate.mjs",
         repo_root().join(".knhk/k8s/validate.mjs"),
+    )
+}
+
+/// Debian's Chromium (`cargo xtask setup` installs the package `chromium`).
+pub fn chromium() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_CHROMIUM",
+        "chromium",
+        PathBuf::from("/usr/bin/chromium"),
+    )
+}
+
+/// Debian's chromedriver (package `chromium-driver`).
+pub fn chromedriver() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_CHROMEDRIVER",
+        "chromedriver",
+        PathBuf::from("/usr/bin/chromedriver"),
+    )
+}
+
+/// The offline verifier page (`cargo xtask build-verifier`).
+pub fn verifier_page() -> anyhow::Result<PathBuf> {
+    resolve(
+        "KNHK_VERIFIER_PAGE",
+        "knhk-verify.html",
+        target_dir().join("dist/knhk-verify.html"),
     )
 }
 

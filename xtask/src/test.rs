@@ -80,6 +80,8 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
             "clippy",
             "--workspace",
             "--all-targets",
+            "--features",
+            "knhk-e2e/browser",
             "--",
             "-D",
             "warnings",
@@ -128,6 +130,8 @@ fn steps(timings: &mut Timings, cargo_test_args: &[String]) -> anyhow::Result<()
         let mut command = cargo();
         command
             .args(["test", "--workspace", "--no-fail-fast"])
+            // The browser tests (the console's, in knhk-e2e, needs the feature).
+            .args(["--features", "knhk-e2e/browser"])
             .args(cargo_test_args);
         test_env(&mut command);
         exec(&mut command)
