@@ -15,7 +15,7 @@ use knhk_e2e::client::{concurrent, Client, Reply};
 use knhk_e2e::envoy::{prometheus_value, Envoy, EnvoySpec};
 use knhk_e2e::load::Load;
 use knhk_e2e::rig::{base_config, control_section, oracle, oracle_route};
-use knhk_e2e::rollout::{measure_rollback, Fault, RolloutRig};
+use knhk_e2e::rollout::{measure_rollback, Fault, Recorder, RolloutRig};
 use knhk_e2e::upstream::Upstream;
 use knhk_e2e::wait::poll;
 use std::path::PathBuf;
@@ -32,9 +32,11 @@ pub struct DemoArgs {
     /// Canary weight in basis points (1000 = 10 %).
     #[arg(long, default_value_t = 1000)]
     pub canary_basis_points: u16,
-    /// Leave Envoy and the upstreams running until Ctrl-C.
-    #[arg(long)]
-    pub keep: bool,
+    /// Keep everything running until Ctrl-C: Envoy, the upstreams, and a second, healthy
+    /// rollout promoting step by step under light load, watched in the agent's console
+    /// (its address is printed).
+    #[arg(long, alias = "keep")]
+    pub stay: bool,
 }
 
 /// Salt of the demo rollout.
@@ -55,6 +57,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let tools = setup::ensure()?;
     let wasm_path = wasm::build("knhk-filter", "knhk_filter")?;
+    // The console (with the browser verifier) is embedded in the agent built next.
+    let verifier = crate::verifier::build()?;
+    crate::console::build(Some(&verifier))?;
     crate::util::run(crate::util::cargo().args([
         "build",
         "-p",
@@ -135,7 +140,7 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     let ramp_ok = agent_section(&envoy, &agent, &policy, &keys, first_epoch).await?;
     print_stats(&envoy).await?;
     print_agent_metrics(&agent).await?;
-    let rollback_ok = rollout_section().await?;
+    let (rollback_ok, rollout_rig) = rollout_section().await?;
 
     let ok = mismatches == 0 && sticky && ramp_ok && rollback_ok;
     println!(
@@ -146,16 +151,28 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
             "MISMATCH: see above"
         }
     );
-    if args.keep {
+    if args.stay {
+        let live = live_rollout(&rollout_rig).await?;
         println!(
-            "demo: Envoy stays up on {} (admin http://127.0.0.1:{}); try\n  curl -si -H 'x-user-id: alice' {}/\nCtrl-C to stop.",
+            "demo: Envoy stays up on {} (admin http://127.0.0.1:{}); try\n  curl -si -H 'x-user-id: alice' {}/",
             envoy.base_url(),
             envoy.admin_port(),
             envoy.base_url()
         );
+        println!(
+            "demo: console of the demo agent (receipts, admission, keys): {}",
+            agent.url("/console/")
+        );
+        println!(
+            "demo: console of the rollout agent, a rollout v1 -> v2 promoting every 20 s under load: {}\n      actions need the admin token in {}\nCtrl-C to stop.",
+            rollout_rig.agent.url("/console/"),
+            rollout_rig.agent.admin_token_file().display()
+        );
         tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
         println!("\nstopping");
+        live.stop().await;
     }
+    drop(rollout_rig);
     drop(envoy);
     if !ok {
         bail!("the filter's routing disagreed with the core");
@@ -163,10 +180,25 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
     Ok(())
 }
 
+/// For `--stay`: the candidate healthy again and a new rollout v1 → v2 through 10, 25, 50 and
+/// 100 % that promotes after 20 s of passing analysis at each step, under a light load.
+async fn live_rollout(rig: &RolloutRig) -> anyhow::Result<Recorder> {
+    rig.rig.canary.set_status(200);
+    let spec = knhk_e2e::rollout::rollout_spec(
+        "demo-live",
+        &serde_json::json!({"steps": [10, 25, 50, 100], "auto_promote": true,
+            "analysis": {"interval_ms": 500, "window_ms": 10000, "pass_for_ms": 20000,
+                         "min_samples": 20, "failure_threshold": 3, "max_p99_ms": 150.0}}),
+    );
+    rig.call("POST", "/v1/rollouts", Some(spec)).await?;
+    Ok(Recorder::start(&rig.rig.client, 1))
+}
+
 /// A rollout v1 → v2 at 50 % on a second agent and Envoy; the candidate starts answering 503
 /// and the agent rolls it back on its own. Prints the times, `knhk-agent rollout status` and
-/// the offline verification of the signed rollback event. True when the rollback met 2 s.
-async fn rollout_section() -> anyhow::Result<bool> {
+/// the offline verification of the signed rollback event. True when the rollback met 2 s;
+/// the rig is handed back for `--stay`.
+async fn rollout_section() -> anyhow::Result<(bool, RolloutRig)> {
     println!("\n== rollout with automatic rollback ==");
     let rig = RolloutRig::start("demo-rollout").await?;
     println!(
@@ -248,7 +280,10 @@ async fn rollout_section() -> anyhow::Result<bool> {
     }
     let (_, counts) = rig.agent.call("GET", "/v1/auth/refusals", None).await?;
     println!("demo: refusals counted by the agent: {counts}");
-    Ok(verified.status.success() && run.total < Duration::from_secs(2) && refused)
+    Ok((
+        verified.status.success() && run.total < Duration::from_secs(2) && refused,
+        rig,
+    ))
 }
 
 /// One request per distinct key; print the observed and expected canary share. Returns the
