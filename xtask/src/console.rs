@@ -68,6 +68,8 @@ pub fn build(verifier: Option<&Path>) -> anyhow::Result<PathBuf> {
                 "--format=esm",
                 "--target=es2020",
                 "--legal-comments=none",
+                // uPlot's notice does not use the `/*!` form esbuild keeps: MIT asks for it.
+                "--banner:js=/* Includes uPlot (https://github.com/leeoniya/uPlot), Copyright (c) 2025 Leon Sorokin, MIT License. */",
                 "--log-level=warning",
                 "--entry-names=app",
             ])
