@@ -22,8 +22,8 @@ export interface ChartSpec {
   lines: Line[];
   /** How the y values read on the axis and in the legend. */
   value: (v: number) => string;
-  /** A fixed y range; auto otherwise. */
-  range?: [number, number];
+  /** The y range: fixed, or computed from the data's extent; auto otherwise. */
+  range?: [number, number] | ((min: number, max: number) => [number, number]);
 }
 
 const HEIGHT = 190;
@@ -31,8 +31,11 @@ const HEIGHT = 190;
 /** A uPlot time chart that lives in one container. */
 export class TimeChart {
   private readonly plot: uPlot;
+  private readonly empty: HTMLElement;
+  private readonly container: HTMLElement;
 
   constructor(container: HTMLElement, spec: ChartSpec) {
+    this.container = container;
     const series: uPlot.Series[] = [
       {},
       ...spec.lines.map((l): uPlot.Series => {
@@ -54,12 +57,23 @@ export class TimeChart {
         return s;
       }),
     ];
-    const y: uPlot.Scale = spec.range ? { range: spec.range } : {};
+    const range = spec.range;
+    const y: uPlot.Scale =
+      typeof range === "function"
+        ? { range: (_u, min, max) => range(min, max) }
+        : range
+          ? { range }
+          : {};
+    // One point has no extent: show a minute around it rather than uPlot's years.
+    const x: uPlot.Scale = {
+      time: true,
+      range: (_u, min, max) => (min === max ? [min - 30, max + 30] : [min, max]),
+    };
     const opts: uPlot.Options = {
       width: Math.max(container.clientWidth, 200),
       height: HEIGHT,
       series,
-      scales: { x: { time: true }, y },
+      scales: { x, y },
       axes: [
         { stroke: "#586069", grid: { stroke: "#eaecef" } },
         {
@@ -73,6 +87,11 @@ export class TimeChart {
       legend: { live: true },
     };
     this.plot = new uPlot(opts, [[]], container);
+    this.empty = document.createElement("p");
+    this.empty.className = "chart-empty";
+    this.empty.textContent = "no data yet";
+    container.prepend(this.empty);
+    container.classList.add("no-data");
     new ResizeObserver(() => {
       const width = Math.max(container.clientWidth, 200);
       if (width !== this.plot.width) this.plot.setSize({ width, height: HEIGHT });
@@ -82,5 +101,7 @@ export class TimeChart {
   /** Replace the data: `x` in seconds since the epoch, one array per line. */
   update(x: number[], lines: (number | null)[][]): void {
     this.plot.setData([x, ...lines] as uPlot.AlignedData);
+    // Until there is a point, say so instead of drawing empty axes.
+    this.container.classList.toggle("no-data", x.length === 0);
   }
 }

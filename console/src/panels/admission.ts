@@ -20,6 +20,8 @@ export class AdmissionPanel {
         ...CLASSES.map((c) => ({ label: `${c} degraded`, stroke: COLOURS[c], dash: true })),
       ],
       value: (v) => `${(v * 100).toFixed(1)} %`,
+      // From 0, at least to 5 % so a quiet mesh reads as quiet, at most 100 %.
+      range: (_min, max) => [0, Math.min(1, Math.max(0.05, max * 1.2))],
     });
   }
 

@@ -43,7 +43,7 @@ function share(id: string, k: KeyShare): void {
 /** Show the capacity figures of `state`. */
 export function renderCapacity(state: ConsoleState): void {
   const c = state.capacity;
-  setText("capacity-window", `${c.windows} windows of ${c.window_s} s`);
+  setText("capacity-window", `${c.windows} ${c.windows === 1 ? "window" : "windows"} of ${c.window_s} s`);
   setRows(
     "capacity-rows",
     c.series.map((s) =>
