@@ -11,16 +11,50 @@
 //! [`LeafSource`] (the agent's SQLite store) when a proof needs a node inside it. Memory falls
 //! from about 64 bytes per leaf to about `64 / 2^low` (0.25 bytes at `low = 8`), and a proof
 //! reads at most two groups.
+//!
+//! A pruned tree may also be *resumed* from its right edge alone ([`Tree::resume`]: one node per
+//! level and the newest group's leaves, O(log n) hashes): it then holds only the nodes completed
+//! since, and asks the source for older ones ([`LeafSource::node`]), so a store that persists
+//! every node [`Tree::push_with`] reports reopens without reading its leaves.
 
 use std::cell::RefCell;
 
-use super::{node_hash, root, split, MerkleError, EMPTY_ROOT};
+use super::{node_hash, root, split, Frontier, MerkleError, EMPTY_ROOT};
 use crate::merkle::Hash;
 
-/// Where a pruned [`Tree`] reads the leaf hashes it no longer holds.
+/// Where a pruned [`Tree`] reads the leaf hashes and nodes it no longer holds.
 pub trait LeafSource {
     /// The leaf hashes `start..end` (one complete group), in order.
     fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError>;
+
+    /// Node `index` of `level` (the root of leaves `index * 2^(low+level)` onward, as
+    /// [`Tree::push_with`] reported it), if the source keeps nodes; `None` makes the tree
+    /// recompute it from the nodes below, down to the leaves.
+    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, MerkleError> {
+        let _ = (level, index);
+        Ok(None)
+    }
+}
+
+/// The nodes of one level of a [`Tree`] that it holds: from `first` to the newest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Level {
+    /// Index of `nodes[0]` (0 unless the tree was resumed).
+    first: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Level {
+    /// Number of nodes of the level, held or not.
+    fn count(&self) -> u64 {
+        self.first + to_u64(self.nodes.len())
+    }
+
+    fn get(&self, index: u64) -> Option<&Hash> {
+        index
+            .checked_sub(self.first)
+            .and_then(|i| self.nodes.get(to_usize(i)))
+    }
 }
 
 /// A growing Merkle tree with cached complete subtrees.
@@ -28,8 +62,8 @@ pub trait LeafSource {
 pub struct Tree {
     /// log2 of the group size: subtrees of fewer leaves are not kept (0: every leaf is kept).
     low: u32,
-    /// `levels[h][i]`: root of leaves `i * 2^(low+h) .. (i + 1) * 2^(low+h)`.
-    levels: Vec<Vec<Hash>>,
+    /// Node `i` of `levels[h]`: root of leaves `i * 2^(low+h) .. (i + 1) * 2^(low+h)`.
+    levels: Vec<Level>,
     /// Leaves of the last, incomplete group.
     tail: Vec<Hash>,
     /// Number of leaves.
@@ -98,14 +132,21 @@ impl Resolver<'_> {
         let n = end - start;
         let low = self.tree.low;
         if n.is_power_of_two() && n.trailing_zeros() >= low {
-            let h = (n.trailing_zeros() - low) as usize;
-            if let Some(node) = self
+            let h = n.trailing_zeros() - low;
+            let index = start >> n.trailing_zeros();
+            if let Some(node) = self.tree.levels.get(h as usize).and_then(|l| l.get(index)) {
+                return Ok(*node);
+            }
+            // Complete nodes below the level's count are in the source when it keeps nodes.
+            let complete = self
                 .tree
                 .levels
-                .get(h)
-                .and_then(|l| l.get(to_usize(start >> n.trailing_zeros())))
-            {
-                return Ok(*node);
+                .get(h as usize)
+                .is_some_and(|l| index < l.count());
+            if complete {
+                if let Some(node) = self.source.node(h, index)? {
+                    return Ok(node);
+                }
             }
         }
         let g = self.group_size();
@@ -186,14 +227,102 @@ impl Tree {
     }
 
     fn complete_groups(&self) -> usize {
-        self.levels.first().map_or(0, Vec::len)
+        to_usize(self.levels.first().map_or(0, Level::count))
+    }
+
+    /// A pruned tree of `size` leaves from its right edge: `edge` holds, from the lowest level
+    /// up, the newest node of each level with an odd number of nodes (levels `h` where bit
+    /// `low + h` of `size` is set), and `tail` the leaves of the newest, incomplete group
+    /// (`size mod 2^low` of them). Older nodes and leaves are read from the [`LeafSource`].
+    pub fn resume(
+        low: u32,
+        size: u64,
+        edge: &[Hash],
+        tail: Vec<Hash>,
+    ) -> Result<Tree, MerkleError> {
+        let low = low.min(20);
+        let groups = size >> low;
+        let wrong = |what: String| {
+            MerkleError::LeavesUnavailable(format!("cannot resume a tree of {size} leaves: {what}"))
+        };
+        if to_u64(tail.len()) != size - (groups << low) {
+            return Err(wrong(format!("{} leaves in the newest group", tail.len())));
+        }
+        let needed = groups.count_ones() as usize;
+        if edge.len() != needed {
+            return Err(wrong(format!(
+                "{} edge nodes where {needed} are needed",
+                edge.len()
+            )));
+        }
+        let mut nodes = edge.iter();
+        let mut levels = Vec::new();
+        let mut count = groups;
+        while count > 0 {
+            let level = if count % 2 == 1 {
+                Level {
+                    first: count - 1,
+                    nodes: nodes.next().copied().into_iter().collect(),
+                }
+            } else {
+                Level {
+                    first: count,
+                    nodes: Vec::new(),
+                }
+            };
+            levels.push(level);
+            count /= 2;
+        }
+        Ok(Tree {
+            low,
+            levels,
+            tail,
+            size,
+        })
+    }
+
+    /// The right edge as [`Tree::resume`] takes it: the newest node of each level with an odd
+    /// number of nodes, lowest level first, as `(level, index, hash)`.
+    pub fn edge(&self) -> Vec<(u32, u64, Hash)> {
+        let mut out = Vec::new();
+        for (h, level) in (0u32..).zip(&self.levels) {
+            let count = level.count();
+            if count % 2 == 1 {
+                if let Some(node) = level.get(count - 1) {
+                    out.push((h, count - 1, *node));
+                }
+            }
+        }
+        out
+    }
+
+    /// The [`Frontier`] of the same leaves: the edge nodes, largest first, then the newest
+    /// group's leaves folded in.
+    pub fn frontier(&self) -> Frontier {
+        let mut nodes: Vec<(u32, Hash)> = self
+            .edge()
+            .into_iter()
+            .rev()
+            .map(|(h, _, node)| (h + self.low, node))
+            .collect();
+        let mut tail = Frontier::new();
+        for leaf in &self.tail {
+            tail.push(*leaf);
+        }
+        nodes.extend(tail.nodes);
+        Frontier {
+            size: self.size,
+            nodes,
+        }
     }
 
     /// Leaf hashes held in memory: all of them when the tree is not pruned, else the newest
     /// incomplete group's.
     pub fn held_leaves(&self) -> (u64, &[Hash]) {
         if self.low == 0 {
-            (0, self.levels.first().map_or(&[], Vec::as_slice))
+            self.levels
+                .first()
+                .map_or((0, &[][..]), |l| (l.first, l.nodes.as_slice()))
         } else {
             (self.size - to_u64(self.tail.len()), &self.tail)
         }
@@ -201,6 +330,13 @@ impl Tree {
 
     /// Append a leaf hash, completing the subtrees it closes.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// [`Tree::push`], calling `completed(level, index, node)` for each subtree of `2^low`
+    /// leaves and more that the leaf completes, lowest first: what a store persists to
+    /// [`Tree::resume`] later and to answer [`LeafSource::node`].
+    pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
         self.size += 1;
         self.tail.push(leaf);
         if self.tail.len() < 1usize << self.low {
@@ -211,15 +347,16 @@ impl Tree {
         let mut h = 0;
         loop {
             if self.levels.len() == h {
-                self.levels.push(Vec::new());
+                self.levels.push(Level::default());
             }
             let level = &mut self.levels[h];
-            level.push(node);
-            if level.len() % 2 == 1 {
+            completed(u32::try_from(h).unwrap_or(u32::MAX), level.count(), &node);
+            level.nodes.push(node);
+            let n = level.nodes.len();
+            if level.count() % 2 == 1 || n < 2 {
                 return;
             }
-            let n = level.len();
-            node = node_hash(&level[n - 2], &level[n - 1]);
+            node = node_hash(&level.nodes[n - 2], &level.nodes[n - 1]);
             h += 1;
         }
     }
@@ -389,6 +526,83 @@ mod tests {
             tree.inclusion_proof(3, 61, &source).unwrap();
             assert!(source.1.get() <= 2, "low {low}: {} reads", source.1.get());
         }
+    }
+
+    /// A source that keeps every node `push_with` reported, and the leaves; counts leaf reads.
+    struct Stored {
+        leaves: Vec<Hash>,
+        nodes: std::collections::BTreeMap<(u32, u64), Hash>,
+        leaf_reads: Cell<usize>,
+    }
+
+    impl LeafSource for Stored {
+        fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, MerkleError> {
+            self.leaf_reads.set(self.leaf_reads.get() + 1);
+            Ok(self.leaves[start as usize..end as usize].to_vec())
+        }
+
+        fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, MerkleError> {
+            Ok(self.nodes.get(&(level, index)).copied())
+        }
+    }
+
+    /// A tree resumed from its edge alone (at every size up to 70, groups of 4) gives the same
+    /// roots and proofs as the slice functions, before and after more leaves are pushed, and
+    /// its frontier equals one built leaf by leaf; the nodes `push_with` reports are exactly
+    /// the complete aligned subtrees.
+    #[test]
+    fn resumed_trees_match_and_report_every_node() {
+        let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let low = 2;
+        let mut full = Tree::pruned(low);
+        let mut nodes = std::collections::BTreeMap::new();
+        for leaf in &leaves {
+            full.push_with(*leaf, |h, i, node| {
+                assert!(nodes.insert((h, i), *node).is_none(), "node {h}/{i} twice");
+            });
+        }
+        for ((h, i), node) in &nodes {
+            let span = 1usize << (low + h);
+            let start = *i as usize * span;
+            assert_eq!(*node, root(&leaves[start..start + span]), "node {h}/{i}");
+        }
+        let source = Stored {
+            leaves: leaves.clone(),
+            nodes,
+            leaf_reads: Cell::new(0),
+        };
+        for size in 0..=leaves.len() {
+            let mut prefix = Tree::pruned(low);
+            for leaf in &leaves[..size] {
+                prefix.push(*leaf);
+            }
+            let edge: Vec<Hash> = prefix.edge().into_iter().map(|(_, _, n)| n).collect();
+            let g = 1usize << low;
+            let tail = leaves[size / g * g..size].to_vec();
+            let mut resumed = Tree::resume(low, size as u64, &edge, tail).unwrap();
+            let mut frontier = Frontier::new();
+            for leaf in &leaves[..size] {
+                frontier.push(*leaf);
+            }
+            assert_eq!(resumed.frontier(), frontier, "frontier at {size}");
+            assert_eq!(resumed.frontier().root(), root(&leaves[..size]));
+            for leaf in &leaves[size..] {
+                resumed.push(*leaf);
+            }
+            if size % 9 == 0 {
+                check_against_slices(&resumed, &leaves, &source);
+            }
+            source.leaf_reads.set(0);
+            resumed.inclusion_proof(5, 64, &source).unwrap();
+            resumed.consistency_proof(9, 64, &source).unwrap();
+            assert!(
+                source.leaf_reads.get() <= 2,
+                "resumed at {size}: {} group reads",
+                source.leaf_reads.get()
+            );
+        }
+        assert!(Tree::resume(low, 9, &[], leaves[8..9].to_vec()).is_err());
+        assert!(Tree::resume(low, 9, &[leaves[0]], Vec::new()).is_err());
     }
 
     /// A pruned tree without a source, or with a source that returns too few hashes, fails
