@@ -2,7 +2,7 @@
 //! it witnesses keep only subtrees of [`LEAF_GROUP_LOG2`]-sized groups and up in memory).
 
 use knhk_core::merkle::{Hash, LeafSource, MerkleError};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension as _};
 
 /// log2 of the leaf group below which in-memory Merkle trees keep nothing: groups of 256
 /// leaves, so a tree holds about 0.25 bytes per leaf instead of 64, and a proof reads at most
@@ -15,6 +15,8 @@ pub(crate) struct SqlLeaves<'a> {
     /// `SELECT hash … WHERE idx >= ? AND idx < ? ORDER BY idx`, with `origin = ?` first when set.
     query: &'static str,
     origin: Option<&'a str>,
+    /// Whether the store keeps a `nodes` table (the agent's own log does).
+    nodes: bool,
 }
 
 impl<'a> SqlLeaves<'a> {
@@ -24,6 +26,7 @@ impl<'a> SqlLeaves<'a> {
             conn,
             query: "SELECT hash FROM leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
             origin: None,
+            nodes: true,
         }
     }
 
@@ -34,6 +37,7 @@ impl<'a> SqlLeaves<'a> {
             query:
                 "SELECT hash FROM entries WHERE origin = ?3 AND idx >= ?1 AND idx < ?2 ORDER BY idx",
             origin: Some(origin),
+            nodes: false,
         }
     }
 }
@@ -65,5 +69,25 @@ impl LeafSource for SqlLeaves<'_> {
             })?);
         }
         Ok(out)
+    }
+
+    fn node(&self, level: u32, index: u64) -> Result<Option<Hash>, MerkleError> {
+        if !self.nodes {
+            return Ok(None);
+        }
+        let index = i64::try_from(index).map_err(unavailable)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2")
+            .map_err(unavailable)?;
+        let hash: Option<Vec<u8>> = stmt
+            .query_row(params![level, index], |r| r.get(0))
+            .optional()
+            .map_err(unavailable)?;
+        hash.map(|h| {
+            Hash::try_from(h.as_slice())
+                .map_err(|_| unavailable(format!("stored node {level}/{index} is not 32 bytes")))
+        })
+        .transpose()
     }
 }

@@ -4,9 +4,17 @@
 //! crash or power loss once `COMMIT` returns. Each batch is one transaction: either every
 //! receipt of a batch gets a leaf index or none does. The in-memory Merkle [`Tree`] is pruned:
 //! it keeps complete subtrees of 256 leaves and up (about 0.25 bytes per leaf) and reads older
-//! leaf hashes back from the `leaves` table when a proof needs them. It and the frontier are
-//! rebuilt at open, which also checks that indexes are contiguous and that the newest
-//! checkpoint's root matches the stored leaves.
+//! leaf hashes back from the `leaves` table when a proof needs them.
+//!
+//! Every subtree root of 256 leaves and up is also written to the `nodes` table, in the same
+//! transaction as the leaves that complete it. Opening therefore reads O(log n) rows: the
+//! newest leaf index, one node per level of the right edge, and the newest group's leaves. It
+//! never reads every leaf. Proofs read older nodes from `nodes`. Open checks what it reads
+//! against what it does not have to trust: the edge must match the number of leaves (no node
+//! missing or beyond it), the newest complete group's leaves must hash to its stored root, the
+//! newest group's indexes must be contiguous, and the newest checkpoint's root must match.
+//! The full recomputation is `knhk-agent verify` of an export. A store written before the
+//! `nodes` table existed gets it at its first open, in one linear pass.
 
 use std::ops::Range;
 use std::path::Path;
@@ -28,6 +36,12 @@ CREATE TABLE IF NOT EXISTS leaves (
     entry BLOB NOT NULL,
     hash  BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq       INTEGER PRIMARY KEY,
     tree_size INTEGER NOT NULL UNIQUE,
@@ -53,6 +67,45 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+fn leaf_hash_of(idx: i64, hash: &[u8]) -> Result<Hash, ReceiptsError> {
+    hash.try_into()
+        .map_err(|_| ReceiptsError::Corrupt(format!("leaf {idx} hash is not 32 bytes")))
+}
+
+/// Insert `(level, index, hash)` nodes.
+fn insert_nodes(conn: &Connection, nodes: &[(u32, u64, Hash)]) -> Result<(), ReceiptsError> {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+        .map_err(sql("append nodes"))?;
+    for (level, idx, hash) in nodes {
+        stmt.execute(params![level, to_i64(*idx), hash.as_slice()])
+            .map_err(sql("append nodes"))?;
+    }
+    Ok(())
+}
+
+/// One batch's leaves from index `start`, and the nodes they complete, as one transaction.
+fn write_batch(
+    conn: &mut Connection,
+    start: u64,
+    encoded: &[(Vec<u8>, Hash)],
+    nodes: &[(u32, u64, Hash)],
+) -> Result<(), ReceiptsError> {
+    let tx = conn.transaction().map_err(sql("begin batch"))?;
+    {
+        let mut stmt = tx
+            .prepare_cached("INSERT INTO leaves (idx, entry, hash) VALUES (?1, ?2, ?3)")
+            .map_err(sql("append"))?;
+        for (i, (bytes, hash)) in encoded.iter().enumerate() {
+            let idx = start + u64::try_from(i).unwrap_or(u64::MAX);
+            stmt.execute(params![to_i64(idx), bytes, hash.as_slice()])
+                .map_err(sql("append"))?;
+        }
+    }
+    insert_nodes(&tx, nodes)?;
+    tx.commit().map_err(sql("commit batch"))
 }
 
 /// The receipt log's durable state.
@@ -115,32 +168,18 @@ impl ReceiptStore {
     }
 
     fn load(&mut self) -> Result<(), ReceiptsError> {
-        let mut stmt = self
+        let nodes_kept: Option<String> = self
             .conn
-            .prepare("SELECT idx, hash FROM leaves ORDER BY idx")
-            .map_err(sql("load leaves"))?;
-        let mut rows = stmt.query([]).map_err(sql("load leaves"))?;
-        let mut tree = Tree::pruned(LEAF_GROUP_LOG2);
-        let mut frontier = Frontier::new();
-        while let Some(row) = rows.next().map_err(sql("load leaves"))? {
-            let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
-            let hash: Vec<u8> = row.get(1).map_err(sql("load leaves"))?;
-            if to_u64(idx) != frontier.size() {
-                return Err(ReceiptsError::Corrupt(format!(
-                    "leaf index {idx} where {} was expected",
-                    frontier.size()
-                )));
-            }
-            let hash: Hash = hash
-                .try_into()
-                .map_err(|_| ReceiptsError::Corrupt(format!("leaf {idx} hash is not 32 bytes")))?;
-            frontier.push(hash);
-            tree.push(hash);
+            .query_row("SELECT value FROM meta WHERE key = 'nodes'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read meta"))?;
+        if nodes_kept.is_none() {
+            self.write_every_node()?;
         }
-        drop(rows);
-        drop(stmt);
-        self.tree = tree;
-        self.frontier = frontier;
+        self.tree = self.resume_tree()?;
+        self.frontier = self.tree.frontier();
         if let Some(last) = self.latest_checkpoint()? {
             let cp = Checkpoint::parse(&last.text)?;
             if cp.tree_size > self.size() || self.root_at(cp.tree_size)? != cp.root_hash {
@@ -151,6 +190,134 @@ impl ReceiptStore {
             }
         }
         Ok(())
+    }
+
+    /// Build the `nodes` table from every leaf, once, for a store written before it existed
+    /// (and for a new store, where it is empty): one read of every leaf hash, checking that
+    /// indexes are contiguous, and one transaction that also records that nodes are kept.
+    fn write_every_node(&mut self) -> Result<(), ReceiptsError> {
+        let mut tree = Tree::pruned(LEAF_GROUP_LOG2);
+        let mut nodes = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT idx, hash FROM leaves ORDER BY idx")
+                .map_err(sql("load leaves"))?;
+            let mut rows = stmt.query([]).map_err(sql("load leaves"))?;
+            while let Some(row) = rows.next().map_err(sql("load leaves"))? {
+                let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
+                let hash: Vec<u8> = row.get(1).map_err(sql("load leaves"))?;
+                if to_u64(idx) != tree.size() {
+                    return Err(ReceiptsError::Corrupt(format!(
+                        "leaf index {idx} where {} was expected",
+                        tree.size()
+                    )));
+                }
+                tree.push_with(leaf_hash_of(idx, &hash)?, |h, i, n| nodes.push((h, i, *n)));
+            }
+        }
+        let tx = self.conn.transaction().map_err(sql("write nodes"))?;
+        insert_nodes(&tx, &nodes)?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('nodes', '1')", [])
+            .map_err(sql("write nodes"))?;
+        tx.commit().map_err(sql("write nodes"))
+    }
+
+    /// The pruned tree from the right edge: O(log n) rows, checked as the module says.
+    fn resume_tree(&self) -> Result<Tree, ReceiptsError> {
+        let size = self
+            .conn
+            .query_row(
+                "SELECT idx FROM leaves ORDER BY idx DESC LIMIT 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(sql("read size"))?
+            .map_or(0, |last| to_u64(last) + 1);
+        let groups = size >> LEAF_GROUP_LOG2;
+        let node = |level: u32, index: u64| -> Result<Option<Hash>, ReceiptsError> {
+            let hash: Option<Vec<u8>> = self
+                .conn
+                .query_row(
+                    "SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2",
+                    params![level, to_i64(index)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("read nodes"))?;
+            hash.map(|h| {
+                Hash::try_from(h.as_slice()).map_err(|_| {
+                    ReceiptsError::Corrupt(format!("node {level}/{index} is not 32 bytes"))
+                })
+            })
+            .transpose()
+        };
+        let mut edge = Vec::new();
+        let mut level = 0u32;
+        loop {
+            let count = groups >> level;
+            if node(level, count)?.is_some() {
+                return Err(ReceiptsError::Corrupt(format!(
+                    "a stored node {level}/{count} lies beyond the {size} stored leaves"
+                )));
+            }
+            if count == 0 {
+                break;
+            }
+            if count % 2 == 1 {
+                edge.push(node(level, count - 1)?.ok_or_else(|| {
+                    ReceiptsError::Corrupt(format!(
+                        "node {level}/{} of the {size} stored leaves is missing",
+                        count - 1
+                    ))
+                })?);
+            }
+            level += 1;
+        }
+        let tail_start = groups << LEAF_GROUP_LOG2;
+        let tail = self.leaf_hashes(tail_start, size)?;
+        if let Some(newest) = groups.checked_sub(1) {
+            let start = newest << LEAF_GROUP_LOG2;
+            let leaves = self.leaf_hashes(start, tail_start)?;
+            if node(0, newest)? != Some(merkle::root(&leaves)) {
+                return Err(ReceiptsError::Corrupt(format!(
+                    "the stored leaves {start}..{tail_start} do not match their stored root"
+                )));
+            }
+        }
+        Ok(Tree::resume(LEAF_GROUP_LOG2, size, &edge, tail)?)
+    }
+
+    /// Leaf hashes `start..end`, which must all be stored, in order.
+    fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<Hash>, ReceiptsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, hash FROM leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
+            .map_err(sql("load leaves"))?;
+        let mut rows = stmt
+            .query(params![to_i64(start), to_i64(end)])
+            .map_err(sql("load leaves"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql("load leaves"))? {
+            let idx: i64 = row.get(0).map_err(sql("load leaves"))?;
+            let expected = start + u64::try_from(out.len()).unwrap_or(u64::MAX);
+            if to_u64(idx) != expected {
+                return Err(ReceiptsError::Corrupt(format!(
+                    "leaf index {idx} where {expected} was expected"
+                )));
+            }
+            let hash: Vec<u8> = row.get(1).map_err(sql("load leaves"))?;
+            out.push(leaf_hash_of(idx, &hash)?);
+        }
+        if u64::try_from(out.len()).unwrap_or(u64::MAX) != end - start {
+            return Err(ReceiptsError::Corrupt(format!(
+                "leaves {start}..{end} are not all stored"
+            )));
+        }
+        Ok(out)
     }
 
     /// A read-only view of the log as it is now, for long reads (exports) that must not hold
@@ -224,21 +391,19 @@ impl ReceiptStore {
             let hash = merkle::leaf_hash(&bytes);
             encoded.push((bytes, hash));
         }
-        let tx = self.conn.transaction().map_err(sql("begin batch"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO leaves (idx, entry, hash) VALUES (?1, ?2, ?3)")
-                .map_err(sql("append"))?;
-            for (i, (bytes, hash)) in encoded.iter().enumerate() {
-                let idx = start + u64::try_from(i).unwrap_or(u64::MAX);
-                stmt.execute(params![to_i64(idx), bytes, hash.as_slice()])
-                    .map_err(sql("append"))?;
-            }
+        // The tree takes the leaves first, so the nodes they complete go into the same
+        // transaction; if it fails, the tree is resumed from what is stored (O(log n) rows).
+        let mut nodes = Vec::new();
+        for (_, hash) in &encoded {
+            self.tree.push_with(*hash, |h, i, n| nodes.push((h, i, *n)));
         }
-        tx.commit().map_err(sql("commit batch"))?;
+        let written = write_batch(&mut self.conn, start, &encoded, &nodes);
+        if let Err(e) = written {
+            self.tree = self.resume_tree()?;
+            return Err(e);
+        }
         for (_, hash) in encoded {
             self.frontier.push(hash);
-            self.tree.push(hash);
         }
         Ok(start..self.size())
     }

@@ -111,6 +111,137 @@ fn proofs_into_pruned_groups_match_after_reopen() {
     check(&ReceiptStore::open(&path, "knhk.test/log").unwrap());
 }
 
+/// Every row of the `nodes` table is the root of the leaves it covers, and every complete
+/// aligned subtree of 256 leaves and up has its row.
+fn assert_nodes_match(s: &ReceiptStore, hashes: &[merkle::Hash]) {
+    let mut stmt = s
+        .conn
+        .prepare("SELECT level, idx, hash FROM nodes")
+        .unwrap();
+    let rows: Vec<(u32, u64, Vec<u8>)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut expected = 0;
+    let mut span = 256usize;
+    while span <= hashes.len() {
+        expected += hashes.len() / span;
+        span *= 2;
+    }
+    assert_eq!(rows.len(), expected, "one node per complete subtree");
+    for (level, idx, hash) in rows {
+        let span = 256usize << level;
+        let start = idx as usize * span;
+        assert_eq!(
+            hash,
+            merkle::root(&hashes[start..start + span]).to_vec(),
+            "node {level}/{idx}"
+        );
+    }
+}
+
+fn hashes_of(range: Range<u64>) -> Vec<merkle::Hash> {
+    range
+        .map(|i| merkle::leaf_hash(&LogEntry::Receipt(sample(i)).encode().unwrap()))
+        .collect()
+}
+
+/// Opening reads the right edge, not the leaves: with the leaf rows of the older half gone,
+/// the store still opens at the right size and root, and proofs that need only nodes and the
+/// remaining leaves still match the recomputation.
+#[test]
+fn reopen_reads_the_edge_not_the_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("r.db");
+    let total = 10_000u64;
+    let hashes = hashes_of(0..total);
+    {
+        let mut s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+        for start in (0..total).step_by(1_000) {
+            s.append(&entries(start..start + 1_000)).unwrap();
+        }
+        assert_nodes_match(&s, &hashes);
+        s.conn
+            .execute("DELETE FROM leaves WHERE idx < 5000", [])
+            .unwrap();
+    }
+    let s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+    assert_eq!(s.size(), total);
+    assert_eq!(s.root(), merkle::root(&hashes));
+    assert_eq!(s.root_at(6_000).unwrap(), merkle::root(&hashes[..6_000]));
+    assert_eq!(
+        s.inclusion_proof(9_000, total).unwrap(),
+        merkle::inclusion_proof(&hashes, 9_000).unwrap()
+    );
+    assert_eq!(
+        s.consistency_proof(5_120, total).unwrap(),
+        merkle::consistency_proof(&hashes, 5_120).unwrap()
+    );
+}
+
+/// A store written before the `nodes` table existed gets every node at its first open, and
+/// appends after it keep them.
+#[test]
+fn a_store_without_nodes_gets_them_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("r.db");
+    {
+        let mut s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+        s.append(&entries(0..1_000)).unwrap();
+        s.conn
+            .execute_batch("DELETE FROM nodes; DELETE FROM meta WHERE key = 'nodes';")
+            .unwrap();
+    }
+    let mut s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+    assert_nodes_match(&s, &hashes_of(0..1_000));
+    s.append(&entries(1_000..1_300)).unwrap();
+    let hashes = hashes_of(0..1_300);
+    assert_nodes_match(&s, &hashes);
+    drop(s);
+    let s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+    assert_eq!(s.root(), merkle::root(&hashes));
+    assert_eq!(
+        s.inclusion_proof(3, 1_300).unwrap(),
+        merkle::inclusion_proof(&hashes, 3).unwrap()
+    );
+}
+
+/// Nodes that do not match the leaves are refused at open, each with a message naming what is
+/// wrong: an edge node missing, a node beyond the leaves, the newest group's root altered.
+#[test]
+fn nodes_that_do_not_match_the_leaves_are_refused() {
+    let cases = [
+        (
+            "DELETE FROM nodes WHERE level = 0 AND idx = 2",
+            "is missing",
+        ),
+        (
+            "INSERT INTO nodes (level, idx, hash) VALUES (0, 3, zeroblob(32))",
+            "lies beyond",
+        ),
+        (
+            "UPDATE nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 2",
+            "do not match their stored root",
+        ),
+    ];
+    for (tamper, message) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("r.db");
+        {
+            let mut s = ReceiptStore::open(&path, "knhk.test/log").unwrap();
+            s.append(&entries(0..800)).unwrap();
+            s.conn.execute(tamper, []).unwrap();
+        }
+        match ReceiptStore::open(&path, "knhk.test/log") {
+            Err(ReceiptsError::Corrupt(m)) => assert!(m.contains(message), "{tamper}: {m}"),
+            other => panic!("{tamper}: {other:?}"),
+        }
+    }
+}
+
 /// A reader keeps the log as it was when taken — rows, root and proofs — while the writer goes
 /// on appending (a WAL reader never blocks it).
 #[test]
@@ -328,4 +459,5 @@ fn kill9_loses_no_acknowledged_batch() {
         })
         .collect();
     assert_eq!(merkle::root(&hashes), s.root());
+    assert_nodes_match(&s, &hashes);
 }
