@@ -159,7 +159,14 @@ async fn hostile_batches_are_refused_and_change_nothing() {
     let mut bad_magic = good.clone();
     bad_magic[0] = b'X';
     let mut bad_field = good.clone();
-    bad_field[9 + 25] = 7;
+    // After the 9-byte header and the empty origin section (three zero lengths).
+    bad_field[9 + 3 + 25] = 7;
+    // A pod name with a line break, as a hostile filter would forge a log line with it.
+    let origin = knhk_core::receipt::Origin::new("checkout-1", "shop", "node-a").unwrap();
+    let mut forged_pod =
+        knhk_core::receipt::encode_origin_batch(&origin, &(5..10).map(receipt).collect::<Vec<_>>())
+            .unwrap();
+    forged_pod[10 + 4] = b'\n';
     let mut huge_count = good.clone();
     huge_count[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
     let cases: Vec<(Vec<u8>, Option<&str>, StatusCode, &str)> = vec![
@@ -176,6 +183,7 @@ async fn hostile_batches_are_refused_and_change_nothing() {
             "Content-Type",
         ),
         (bad_magic, Some(CT), StatusCode::BAD_REQUEST, "bad magic"),
+        (forged_pod, Some(CT), StatusCode::BAD_REQUEST, "invalid pod"),
         (
             good[..good.len() - 3].to_vec(),
             Some(CT),

@@ -56,6 +56,24 @@ pub struct ProofBundle {
     /// `crate::quorum`); absent when the bundle cites a checkpoint not yet witnessed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cosignatures: Vec<String>,
+    /// For a receipt: the batch origin leaf before it (which pod sent it), proven against the
+    /// same checkpoint; absent when its batch carried no origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginProof>,
+}
+
+/// A batch origin leaf and its inclusion proof (see [`ProofBundle::origin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginProof {
+    /// Leaf index of the origin entry.
+    pub leaf_index: u64,
+    /// The leaf bytes (kind 6 + entry).
+    #[serde(with = "b64::bytes")]
+    pub entry: Vec<u8>,
+    /// Audit path from that leaf to the bundle's root.
+    #[serde(with = "b64::hashes")]
+    pub inclusion_proof: Vec<Hash>,
 }
 
 /// A consistency proof between two consecutive checkpoints.

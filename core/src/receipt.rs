@@ -29,6 +29,7 @@ pub mod event;
 #[cfg(any(test, feature = "test-util"))]
 mod fixture;
 mod hold;
+mod origin;
 mod prune;
 mod wire;
 
@@ -40,6 +41,10 @@ pub use event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 #[cfg(any(test, feature = "test-util"))]
 pub use fixture::ReceiptBuilder;
 pub use hold::{HoldPlaced, HoldReleased, HoldSelector};
+pub use origin::{
+    check_identity, Batch, BatchOrigin, Origin, ENTRY_KIND_BATCH_ORIGIN, MAX_IDENTITY_LEN,
+    MAX_ORIGIN_LEN,
+};
 pub use prune::{PruneRecord, ENTRY_KIND_PRUNED, MAX_PRUNE_RANGES};
 
 use crate::bucket::BUCKETS;
@@ -59,12 +64,13 @@ pub const NO_KEY: [u8; 16] = [0; 16];
 
 /// Batch magic: the first four bytes of every batch.
 pub const BATCH_MAGIC: [u8; 4] = *b"KNRB";
-/// The batch format version this build writes and reads.
-pub const BATCH_VERSION: u8 = 1;
+/// The batch format version this build writes: 2 adds the sender's [`Origin`] after the
+/// header. Version 1 (no origin) is still read, from filters of older releases.
+pub const BATCH_VERSION: u8 = 2;
 /// Batch header: magic, version, record count (u32 LE).
 pub const BATCH_HEADER_LEN: usize = 9;
 /// Largest valid batch in bytes.
-pub const MAX_BATCH_LEN: usize = BATCH_HEADER_LEN + MAX_BATCH_RECORDS * RECORD_LEN;
+pub const MAX_BATCH_LEN: usize = BATCH_HEADER_LEN + MAX_ORIGIN_LEN + MAX_BATCH_RECORDS * RECORD_LEN;
 
 /// Why a record, batch or log entry could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +128,15 @@ pub enum ReceiptError {
     /// A text field is not UTF-8, is empty, or is longer than its length prefix allows.
     #[error("invalid {field}: must be non-empty UTF-8 of at most {max} bytes")]
     InvalidText {
+        /// The field.
+        field: &'static str,
+        /// Its byte limit.
+        max: usize,
+    },
+    /// An identity field (pod, namespace, node, peer) holds other than printable ASCII, or is
+    /// too long.
+    #[error("invalid {field}: must be at most {max} bytes of printable ASCII without spaces")]
+    InvalidIdentity {
         /// The field.
         field: &'static str,
         /// Its byte limit.
@@ -339,15 +354,21 @@ impl Receipt {
     }
 }
 
-/// Encode a batch: `KNRB`, version, count (u32 LE), then the records.
+/// Encode a batch without an origin (see [`encode_origin_batch`]).
 pub fn encode_batch(records: &[Receipt]) -> Result<Vec<u8>, ReceiptError> {
+    encode_origin_batch(&Origin::default(), records)
+}
+
+/// Encode a batch: `KNRB`, version 2, count (u32 LE), the origin section, then the records.
+pub fn encode_origin_batch(origin: &Origin, records: &[Receipt]) -> Result<Vec<u8>, ReceiptError> {
     if records.len() > MAX_BATCH_RECORDS {
         return Err(ReceiptError::TooManyRecords {
             count: records.len(),
             max: MAX_BATCH_RECORDS,
         });
     }
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records.len() * RECORD_LEN);
+    let mut out =
+        Vec::with_capacity(BATCH_HEADER_LEN + origin.encoded_len() + records.len() * RECORD_LEN);
     out.extend_from_slice(&BATCH_MAGIC);
     out.push(BATCH_VERSION);
     // Bounded by MAX_BATCH_RECORDS above.
@@ -356,15 +377,22 @@ pub fn encode_batch(records: &[Receipt]) -> Result<Vec<u8>, ReceiptError> {
             .unwrap_or(u32::MAX)
             .to_le_bytes(),
     );
+    origin.encode_into(&mut out)?;
     for r in records {
         r.encode_into(&mut out);
     }
     Ok(out)
 }
 
-/// Decode a batch. The length must be exactly the header plus `count` records, `count` at
-/// most [`MAX_BATCH_RECORDS`], and every record valid; otherwise nothing is returned.
+/// The receipts of a batch, without its origin (see [`decode_origin_batch`]).
 pub fn decode_batch(buf: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
+    decode_origin_batch(buf).map(|b| b.receipts)
+}
+
+/// Decode a batch of version 1 or 2. The length must be exactly the header, the origin
+/// section (version 2) and `count` records, `count` at most [`MAX_BATCH_RECORDS`], and every
+/// field valid; otherwise nothing is returned.
+pub fn decode_origin_batch(buf: &[u8]) -> Result<Batch, ReceiptError> {
     if buf.len() < BATCH_HEADER_LEN {
         return Err(ReceiptError::Truncated {
             what: "batch header",
@@ -377,7 +405,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
         return Err(ReceiptError::BadMagic);
     }
     let version = r.u8();
-    if version != BATCH_VERSION {
+    if version != 1 && version != BATCH_VERSION {
         return Err(ReceiptError::UnknownVersion {
             what: "batch",
             version,
@@ -390,7 +418,13 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
             max: MAX_BATCH_RECORDS,
         });
     }
-    let expected = BATCH_HEADER_LEN + count * RECORD_LEN;
+    let origin = if version == 1 {
+        Origin::default()
+    } else {
+        Origin::decode(&mut r)?
+    };
+    let body = r.pos;
+    let expected = body + count * RECORD_LEN;
     if buf.len() < expected {
         return Err(ReceiptError::Truncated {
             what: "batch",
@@ -405,10 +439,11 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
             actual: buf.len(),
         });
     }
-    buf[BATCH_HEADER_LEN..]
+    let receipts = buf[body..]
         .chunks_exact(RECORD_LEN)
         .map(Receipt::decode)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch { origin, receipts })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod control;
 mod flow;
 mod host;
 mod link;
+mod origin;
 mod receipts;
 mod request;
 mod stats;

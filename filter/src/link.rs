@@ -179,13 +179,16 @@ mod tests {
     }
 
     fn buffer() -> ReceiptBuffer {
-        ReceiptBuffer::new(Receipts {
-            path: "/v1/receipts".into(),
-            flush_interval_ms: 250,
-            max_batch: 2,
-            max_buffer: 10,
-            overflow: ReceiptOverflow::Drop,
-        })
+        ReceiptBuffer::new(
+            Receipts {
+                path: "/v1/receipts".into(),
+                flush_interval_ms: 250,
+                max_batch: 2,
+                max_buffer: 10,
+                overflow: ReceiptOverflow::Drop,
+            },
+            knhk_core::receipt::Origin::default(),
+        )
     }
 
     /// The poll carries the epoch, the credential and the hold; one is in flight at a time,

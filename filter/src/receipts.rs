@@ -5,12 +5,14 @@ use std::collections::VecDeque;
 
 use knhk_core::config::ReceiptOverflow;
 use knhk_core::policy::Receipts;
-use knhk_core::receipt::{encode_batch, Receipt};
+use knhk_core::receipt::{encode_origin_batch, Origin, Receipt};
 
 /// Receipts waiting to be sent, and the batch in flight.
 #[derive(Debug)]
 pub struct ReceiptBuffer {
     settings: Receipts,
+    /// The serving pod, sent with every batch.
+    origin: Origin,
     queued: VecDeque<Receipt>,
     in_flight: Vec<Receipt>,
     /// Receipts dropped because the buffer was full, since the last flush of stats.
@@ -28,10 +30,11 @@ pub struct ReceiptBuffer {
 }
 
 impl ReceiptBuffer {
-    /// An empty buffer with these settings.
-    pub fn new(settings: Receipts) -> Self {
+    /// An empty buffer with these settings, whose batches name `origin`.
+    pub fn new(settings: Receipts, origin: Origin) -> Self {
         ReceiptBuffer {
             settings,
+            origin,
             queued: VecDeque::new(),
             in_flight: Vec::new(),
             dropped: 0,
@@ -92,7 +95,7 @@ impl ReceiptBuffer {
         }
         let n = self.queued.len().min(self.settings.max_batch);
         self.in_flight = self.queued.drain(..n).collect();
-        match encode_batch(&self.in_flight) {
+        match encode_origin_batch(&self.origin, &self.in_flight) {
             Ok(bytes) => Some(bytes),
             Err(_) => {
                 // Cannot happen with n ≤ max_batch ≤ MAX_BATCH_RECORDS; count and drop rather
@@ -142,13 +145,16 @@ mod tests {
     use knhk_core::receipt::decode_batch;
 
     fn buffer(max_batch: usize, max_buffer: usize, overflow: ReceiptOverflow) -> ReceiptBuffer {
-        ReceiptBuffer::new(Receipts {
-            path: "/v1/receipts".into(),
-            flush_interval_ms: 250,
-            max_batch,
-            max_buffer,
-            overflow,
-        })
+        ReceiptBuffer::new(
+            Receipts {
+                path: "/v1/receipts".into(),
+                flush_interval_ms: 250,
+                max_batch,
+                max_buffer,
+                overflow,
+            },
+            Origin::new("checkout-1", "shop", "node-a").unwrap(),
+        )
     }
 
     /// Batches go out in order, at most max_batch at a time, and a failed batch is retried first.
@@ -159,7 +165,16 @@ mod tests {
             b.push(sample_receipt(i));
         }
         assert!(b.due(false));
-        let first = decode_batch(&b.take_batch().unwrap()).unwrap();
+        let bytes = b.take_batch().unwrap();
+        let origin = knhk_core::receipt::decode_origin_batch(&bytes)
+            .unwrap()
+            .origin;
+        assert_eq!(
+            origin.to_string(),
+            "shop/checkout-1 on node-a",
+            "every batch names the pod"
+        );
+        let first = decode_batch(&bytes).unwrap();
         assert_eq!(
             first.iter().map(|r| r.time_ns).collect::<Vec<_>>(),
             vec![0, 1]

@@ -245,13 +245,16 @@ mod tests {
     }
 
     fn receipts(max_buffer: usize, overflow: ReceiptOverflow) -> ReceiptBuffer {
-        ReceiptBuffer::new(Receipts {
-            path: "/v1/receipts".into(),
-            flush_interval_ms: 250,
-            max_batch: 16,
-            max_buffer,
-            overflow,
-        })
+        ReceiptBuffer::new(
+            Receipts {
+                path: "/v1/receipts".into(),
+                flush_interval_ms: 250,
+                max_batch: 16,
+                max_buffer,
+                overflow,
+            },
+            knhk_core::receipt::Origin::default(),
+        )
     }
 
     fn errors(w: &FakeWorker) -> u64 {

@@ -66,6 +66,9 @@ pub struct EnvoySpec {
     pub extra_args: Vec<String>,
     /// Port of the knhk agent (the `knhk_agent` cluster); a closed port when `None`.
     pub agent_port: Option<u16>,
+    /// Environment variables set for Envoy (e.g. the pod identity `POD_NAME`, which the wasm
+    /// VM sees through `host_env_keys` and the dynamic module in the process environment).
+    pub env: Vec<(String, String)>,
 }
 
 impl EnvoySpec {
@@ -105,6 +108,7 @@ impl EnvoySpec {
             extra_files: Vec::new(),
             extra_args: Vec::new(),
             agent_port: None,
+            env: Vec::new(),
         })
     }
 }
@@ -207,6 +211,7 @@ impl Envoy {
             .with_context(|| format!("create {}", output_path.display()))?;
         let output_err = output.try_clone()?;
         let mut command = Command::new(&spec.envoy);
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
         if let Some(module) = &spec.native {
             // Envoy looks for `lib<name>.so` of a dynamic module in this directory.
             if let Some(dir) = module.parent() {

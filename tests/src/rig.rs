@@ -186,6 +186,17 @@ impl ControlledRig {
         agent_port: u16,
         shape: Option<Shape<'_>>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(name, plugin_config, agent_port, shape, &[]).await
+    }
+
+    /// Like [`ControlledRig::start_shaped`], with these environment variables set for Envoy.
+    pub async fn start_with_env(
+        name: &str,
+        plugin_config: &serde_json::Value,
+        agent_port: u16,
+        shape: Option<Shape<'_>>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let stable = Upstream::start("stable").await?;
         let canary = Upstream::start("canary").await?;
         let mut spec = EnvoySpec::e2e(
@@ -195,6 +206,10 @@ impl ControlledRig {
             canary.port(),
         )?;
         spec.agent_port = Some(agent_port);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(shape) = shape {
             spec.template = crate::paths::envoy_template(shape.template);
             spec.filter_name = Some(shape.filter_name.to_string());

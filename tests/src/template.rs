@@ -94,6 +94,10 @@ impl Vars {
                             "vm_id": filter_name,
                             "runtime": "envoy.wasm.runtime.v8",
                             "code": { "local": { "filename": wasm } },
+                            // The pod identity receipts carry, when Envoy's environment has it.
+                            "environment_variables": {
+                                "host_env_keys": ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"],
+                            },
                         },
                     },
                 },

@@ -117,6 +117,12 @@ async fn demo(args: &DemoArgs, envoy_bin: PathBuf, wasm_path: PathBuf) -> anyhow
         extra_files: Vec::new(),
         extra_args: Vec::new(),
         agent_port: Some(agent.port()),
+        // Receipt batches name this pod (as Istio's Downward API would).
+        env: vec![
+            ("POD_NAME".to_string(), "knhk-demo".to_string()),
+            ("POD_NAMESPACE".to_string(), "demo".to_string()),
+            ("NODE_NAME".to_string(), "localhost".to_string()),
+        ],
     };
     println!("demo: starting Envoy (2 workers) with knhk_filter.wasm ...");
     let t = Instant::now();

@@ -140,6 +140,7 @@ pub struct Accepted {
 
 async fn post_receipts(
     State(log): State<Arc<ReceiptLog>>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -168,7 +169,11 @@ async fn post_receipts(
     let body = body.map_err(|r| ApiError::body_rejection(r, "receipt batch", MAX_BATCH_LEN))?;
     let metrics = log.metrics().cloned();
     let _queued = metrics.as_ref().map(|m| m.ingest_started());
-    let range = tokio::task::spawn_blocking(move || log.append_batch(&body))
+    let peer = match crate::api::serve::client_ip(&extensions) {
+        ip if ip.is_unspecified() => String::new(),
+        ip => ip.to_string(),
+    };
+    let range = tokio::task::spawn_blocking(move || log.append_batch_from(&body, &peer))
         .await
         .map_err(|e| ApiError::internal("append task failed", &e))??;
     Ok(Json(Accepted {
@@ -307,6 +312,21 @@ pub enum EntryBody {
         /// Half-open leaf ranges pruned.
         ranges: Vec<(u64, u64)>,
     },
+    /// The next `count` leaves are one batch's receipts, sent by this pod.
+    BatchOrigin {
+        /// When the agent received the batch, ns since the epoch.
+        time_ns: u64,
+        /// Receipts that follow.
+        count: u32,
+        /// Pod name the filter reported (empty when unknown).
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its node.
+        node: String,
+        /// Address the batch came from.
+        peer: String,
+    },
 }
 
 fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
@@ -351,6 +371,14 @@ fn view(index: u64, leaf: &[u8]) -> Result<EntryView, ApiError> {
         },
         LogEntry::HoldPlaced(_) | LogEntry::HoldReleased(_) => EntryBody::Hold {
             hold: crate::retention::HoldView::of(&entry),
+        },
+        LogEntry::BatchOrigin(o) => EntryBody::BatchOrigin {
+            time_ns: o.time_ns,
+            count: o.count,
+            pod: o.origin.pod,
+            namespace: o.origin.namespace,
+            node: o.origin.node,
+            peer: o.peer,
         },
         LogEntry::Pruned(p) => EntryBody::RetentionRecord {
             time_ns: p.time_ns,

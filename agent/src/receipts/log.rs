@@ -13,9 +13,11 @@ use std::time::Instant;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
 use knhk_core::merkle::{leaf_hash, Hash};
-use knhk_core::receipt::{decode_batch, KeyRotation, LogEntry, Receipt};
+use knhk_core::receipt::{
+    decode_origin_batch, Batch, BatchOrigin, KeyRotation, LogEntry, Receipt, ENTRY_KIND_RECEIPT,
+};
 
-use super::export::{LogExport, ProofBundle, BUNDLE_FORMAT};
+use super::export::{LogExport, OriginProof, ProofBundle, BUNDLE_FORMAT};
 use super::ingest::Ingest;
 use super::{ReceiptStore, ReceiptsError, SignedCheckpoint};
 use crate::kms::{KmsError, Signer};
@@ -82,9 +84,16 @@ impl ReceiptLog {
         self.store.lock().map_err(|_| ReceiptsError::Poisoned)
     }
 
-    /// Decode a `KNRB` batch and append it atomically. When this returns `Ok`, the batch is
-    /// durable; on any error nothing was appended.
+    /// [`ReceiptLog::append_batch_from`] with no known sender address.
     pub fn append_batch(&self, body: &[u8]) -> Result<Range<u64>, ReceiptsError> {
+        self.append_batch_from(body, "")
+    }
+
+    /// Decode a `KNRB` batch and append it atomically; the range of its receipts. A batch
+    /// that names its pod is preceded by a batch origin leaf (at `range.start - 1`) recording
+    /// that identity and `peer`, the address it came from. When this returns `Ok`, the batch
+    /// is durable; on any error nothing was appended.
+    pub fn append_batch_from(&self, body: &[u8], peer: &str) -> Result<Range<u64>, ReceiptsError> {
         let span = tracing::info_span!(
             "knhk.receipts.ingest",
             "knhk.receipts.count" = tracing::field::Empty,
@@ -93,7 +102,7 @@ impl ReceiptLog {
         );
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.append_decoded(body);
+        let result = self.append_decoded(body, peer);
         match &result {
             Ok((range, receipts)) => {
                 span.record("knhk.receipts.count", range.end - range.start);
@@ -110,13 +119,32 @@ impl ReceiptLog {
         result.map(|(range, _)| range)
     }
 
-    fn append_decoded(&self, body: &[u8]) -> Result<(Range<u64>, Vec<Receipt>), ReceiptsError> {
-        let mut receipts = decode_batch(body)?;
+    fn append_decoded(
+        &self,
+        body: &[u8],
+        peer: &str,
+    ) -> Result<(Range<u64>, Vec<Receipt>), ReceiptsError> {
+        let Batch {
+            origin,
+            mut receipts,
+        } = decode_origin_batch(body)?;
         if let Some(ingest) = self.ingest.get() {
             ingest.apply(&mut receipts)?;
         }
-        let entries: Vec<LogEntry> = receipts.iter().copied().map(LogEntry::Receipt).collect();
-        let range = self.store()?.append(&entries)?;
+        let mut entries = Vec::with_capacity(receipts.len() + 1);
+        if !origin.is_empty() && !receipts.is_empty() {
+            entries.push(LogEntry::BatchOrigin(BatchOrigin {
+                time_ns: crate::clock::now_ns(),
+                // At most MAX_BATCH_RECORDS, checked by the decoder.
+                count: u32::try_from(receipts.len()).unwrap_or(u32::MAX),
+                origin,
+                peer: peer.to_owned(),
+            }));
+        }
+        let headed = entries.len() as u64;
+        entries.extend(receipts.iter().copied().map(LogEntry::Receipt));
+        let stored = self.store()?.append(&entries)?;
+        let range = stored.start + headed..stored.end;
         if let Some(observe) = self.observer.get() {
             observe(range.start, &receipts);
         }
@@ -403,6 +431,17 @@ impl ReceiptLog {
             return Err(ReceiptsError::Pruned { index });
         }
         let inclusion_proof = store.inclusion_proof(index, cp.tree_size)?;
+        let origin = match entry.first() {
+            Some(&ENTRY_KIND_RECEIPT) => match store.origin_of(index)? {
+                Some((at, bytes)) => Some(OriginProof {
+                    leaf_index: at,
+                    entry: bytes,
+                    inclusion_proof: store.inclusion_proof(at, cp.tree_size)?,
+                }),
+                None => None,
+            },
+            _ => None,
+        };
         let sig = &checkpoint.signature;
         let public_key = store
             .public_keys()?
@@ -427,6 +466,7 @@ impl ReceiptLog {
             checkpoint,
             public_key,
             cosignatures: Vec::new(),
+            origin,
         })
     }
 

@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
+use knhk_core::limits::MAX_BATCH_RECORDS;
 use knhk_core::merkle::{self, Frontier, Hash, LeafSource as _, Tree};
 use knhk_core::receipt::LogEntry;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
@@ -423,6 +424,36 @@ impl ReceiptStore {
                 |r| r.get(0),
             )
             .map_err(sql("read entry"))
+    }
+
+    /// The batch origin leaf whose span holds the receipt at `index`, as `(index, bytes)`:
+    /// the nearest kind-6 leaf at most [`MAX_BATCH_RECORDS`] before it, when its count
+    /// reaches `index`. `None` when the receipt's batch named no pod.
+    pub fn origin_of(&self, index: u64) -> Result<Option<(u64, Vec<u8>)>, ReceiptsError> {
+        let lowest = index.saturating_sub(MAX_BATCH_RECORDS as u64);
+        let found: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT idx, entry FROM leaves WHERE idx >= ?1 AND idx < ?2 \
+                 AND substr(entry, 1, 1) = X'06' ORDER BY idx DESC LIMIT 1",
+                params![to_i64(lowest), to_i64(index)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("find batch origin"))?;
+        let Some((at, bytes)) = found else {
+            return Ok(None);
+        };
+        let at = to_u64(at);
+        match LogEntry::decode(&bytes) {
+            Ok(LogEntry::BatchOrigin(o)) if at + u64::from(o.count) >= index => {
+                Ok(Some((at, bytes)))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(ReceiptsError::Corrupt(format!(
+                "batch origin leaf {at} does not decode: {e}"
+            ))),
+        }
     }
 
     /// Up to `limit` leaves starting at `from`, as `(index, bytes)`.

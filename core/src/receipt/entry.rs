@@ -7,6 +7,9 @@
 //! the old version can learn the new one from the log itself (the checkpoint that covers the
 //! rotation entry is signed by the old version).
 //!
+//! Kind 6 is a [`BatchOrigin`](super::BatchOrigin): the pod whose batch the next leaves are
+//! (see [`super::origin`]).
+//!
 //! Kinds 3 and 4 place and release a legal hold (see [`super::hold`]); kind 5 records the
 //! leaves a retention run prunes (see [`super::prune`]).
 //!
@@ -16,6 +19,7 @@
 
 use super::event::{RolloutEvent, ENTRY_KIND_ROLLOUT_EVENT};
 use super::hold::{HoldPlaced, HoldReleased};
+use super::origin::{BatchOrigin, ENTRY_KIND_BATCH_ORIGIN};
 use super::prune::{PruneRecord, ENTRY_KIND_PRUNED};
 use super::wire::{get_text, need, put_text, Reader};
 use super::{Receipt, ReceiptError, RECORD_LEN};
@@ -68,6 +72,8 @@ pub enum LogEntry {
     HoldReleased(HoldReleased),
     /// A retention run pruned these leaves' receipt payloads.
     Pruned(PruneRecord),
+    /// The next leaves are one batch's receipts, from this pod.
+    BatchOrigin(BatchOrigin),
 }
 
 impl KeyRotation {
@@ -134,6 +140,19 @@ impl KeyRotation {
 }
 
 impl LogEntry {
+    /// What this entry is, in words (`receipt`, `key rotation entry`, …), as reports name it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            LogEntry::Receipt(_) => "receipt",
+            LogEntry::KeyRotation(_) => "key rotation entry",
+            LogEntry::RolloutEvent(_) => "rollout event",
+            LogEntry::HoldPlaced(_) => "legal hold placement",
+            LogEntry::HoldReleased(_) => "legal hold release",
+            LogEntry::Pruned(_) => "retention record",
+            LogEntry::BatchOrigin(_) => "batch origin",
+        }
+    }
+
     /// The leaf bytes: kind, then the entry.
     pub fn encode(&self) -> Result<Vec<u8>, ReceiptError> {
         match self {
@@ -171,6 +190,12 @@ impl LogEntry {
                 p.encode_into(&mut out)?;
                 Ok(out)
             }
+            LogEntry::BatchOrigin(o) => {
+                let mut out = Vec::with_capacity(16 + o.origin.encoded_len() + o.peer.len());
+                out.push(ENTRY_KIND_BATCH_ORIGIN);
+                o.encode_into(&mut out)?;
+                Ok(out)
+            }
         }
     }
 
@@ -196,6 +221,9 @@ impl LogEntry {
                 HoldReleased::decode(rest).map(LogEntry::HoldReleased)
             }
             Some((&ENTRY_KIND_PRUNED, rest)) => PruneRecord::decode(rest).map(LogEntry::Pruned),
+            Some((&ENTRY_KIND_BATCH_ORIGIN, rest)) => {
+                BatchOrigin::decode(rest).map(LogEntry::BatchOrigin)
+            }
             Some((&kind, _)) => Err(ReceiptError::UnknownEntryKind(kind)),
         }
     }

@@ -142,8 +142,17 @@ fn batch_round_trip_and_rejections() {
     let records = vec![sample(); 3];
     let b = encode_batch(&records).unwrap();
     assert_eq!(&b[..4], b"KNRB");
-    assert_eq!(b.len(), BATCH_HEADER_LEN + 3 * RECORD_LEN);
+    assert_eq!(b.len(), BATCH_HEADER_LEN + 3 + 3 * RECORD_LEN);
     assert_eq!(decode_batch(&b).unwrap(), records);
+    // Version 1 (no origin section), as filters of older releases send it, still decodes.
+    let mut v1 = b[..BATCH_HEADER_LEN].to_vec();
+    v1[4] = 1;
+    v1.extend_from_slice(&b[BATCH_HEADER_LEN + 3..]);
+    let old = decode_origin_batch(&v1).unwrap();
+    assert_eq!(
+        (old.origin, old.receipts),
+        (Origin::default(), records.clone())
+    );
     assert_eq!(decode_batch(&encode_batch(&[]).unwrap()).unwrap(), vec![]);
 
     let mut magic = b.clone();
@@ -180,7 +189,9 @@ fn batch_round_trip_and_rejections() {
         encode_batch(&too_many),
         Err(ReceiptError::TooManyRecords { .. })
     ));
-    let max = encode_batch(&vec![sample(); MAX_BATCH_RECORDS]).unwrap();
+    let name = "a".repeat(MAX_IDENTITY_LEN);
+    let widest = Origin::new(&name, &name, &name).unwrap();
+    let max = encode_origin_batch(&widest, &vec![sample(); MAX_BATCH_RECORDS]).unwrap();
     assert_eq!(max.len(), MAX_BATCH_LEN);
 }
 
@@ -188,7 +199,7 @@ fn batch_round_trip_and_rejections() {
 #[test]
 fn one_bad_record_refuses_the_batch() {
     let mut b = encode_batch(&[sample(), sample()]).unwrap();
-    b[BATCH_HEADER_LEN + RECORD_LEN + 25] = 7;
+    b[BATCH_HEADER_LEN + 3 + RECORD_LEN + 25] = 7;
     assert!(matches!(
         decode_batch(&b),
         Err(ReceiptError::InvalidField { field: "route", .. })

@@ -23,6 +23,7 @@ pub mod quorum;
 pub mod verdict;
 
 pub use handover::handed_over_key;
+mod origin;
 pub use verdict::{check, Verdict};
 
 use crate::export::{LogExport, ProofBundle, SignedCheckpoint, BUNDLE_FORMAT, EXPORT_FORMAT};
@@ -190,6 +191,19 @@ pub enum VerifyError {
         /// Why others did not count.
         detail: String,
     },
+    /// A batch origin entry claims leaves that are not its batch's receipts.
+    #[error("batch origin at leaf {index} claims the next {count} leaves as its receipts, but {problem}")]
+    OriginSpan {
+        /// Leaf index of the origin entry.
+        index: u64,
+        /// Receipts it claims.
+        count: u32,
+        /// What is found instead.
+        problem: String,
+    },
+    /// A bundle's origin proof is malformed, does not cover the receipt, or is not included.
+    #[error("the bundle's batch origin does not hold: {0}")]
+    BadOrigin(String),
     /// A rotation entry's public key differs from the exported key of that version.
     #[error("rotation entry at leaf {index} announces a key that differs from exported version {version}")]
     RotationKeyMismatch {
@@ -289,14 +303,7 @@ pub fn verify_bundle(
         &cp.root_hash,
     )
     .map_err(|source| VerifyError::InclusionFailed { index, source })?;
-    let kind = match &entry {
-        LogEntry::Receipt(_) => "receipt",
-        LogEntry::KeyRotation(_) => "key rotation entry",
-        LogEntry::RolloutEvent(_) => "rollout event",
-        LogEntry::HoldPlaced(_) => "legal hold placement",
-        LogEntry::HoldReleased(_) => "legal hold release",
-        LogEntry::Pruned(_) => "retention record",
-    };
+    let kind = entry.kind_name();
     let mut lines = vec![
         format!(
             "{kind} at leaf {index} is included in {} at tree size {}",
@@ -309,6 +316,12 @@ pub fn verify_bundle(
     ];
     if let LogEntry::RolloutEvent(event) = &entry {
         lines.push(format!("rollout event: {}", event.body));
+    }
+    if let LogEntry::BatchOrigin(o) = &entry {
+        lines.push(origin::describe(index, o));
+    }
+    if let Some(line) = origin::check_bundle(bundle, &entry, &cp)? {
+        lines.push(line);
     }
     Ok(Report {
         lines,
@@ -332,6 +345,7 @@ pub fn verify_export(
     let mut pruned = export.pruned_hashes.iter();
     let mut empty = Vec::new();
     let mut records = Vec::new();
+    let mut spans = origin::Spans::default();
     for (i, bytes) in export.entries.iter().enumerate() {
         let index = u64::try_from(i).unwrap_or(u64::MAX);
         if bytes.is_empty() {
@@ -339,9 +353,14 @@ pub fn verify_export(
             let hash = pruned.next().ok_or(VerifyError::PrunedHashes)?;
             hashes.push(*hash);
             empty.push(index);
+            spans.leaf(index, None)?;
             continue;
         }
-        match LogEntry::decode(bytes) {
+        let decoded = LogEntry::decode(bytes);
+        if let Ok(entry) = &decoded {
+            spans.leaf(index, Some(entry))?;
+        }
+        match decoded {
             Ok(LogEntry::KeyRotation(k)) => rotations.push((index, k)),
             Ok(LogEntry::RolloutEvent(e)) => events.push((index, e)),
             Ok(LogEntry::Pruned(p)) => records.push((index, p)),
@@ -353,6 +372,7 @@ pub fn verify_export(
     if pruned.next().is_some() {
         return Err(VerifyError::PrunedHashes);
     }
+    let attribution = spans.finish()?;
     // Every empty leaf must be listed by a retention record later in the log.
     for &index in &empty {
         let listed = records
@@ -499,6 +519,7 @@ pub fn verify_export(
     for (index, event) in &events {
         lines.push(format!("rollout event at leaf {index}: {}", event.body));
     }
+    lines.extend(attribution);
     if !empty.is_empty() {
         lines.push(format!(
             "{} receipt payload(s) pruned by retention, each listed by a retention record; their leaf hashes still verify: leaves {}",

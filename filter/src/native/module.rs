@@ -114,6 +114,11 @@ impl ModuleConfig {
             metrics.config_rejected(&mut ConfigHost(&mut config));
         }
         let policy = configured.policy.map(Arc::new);
+        // Dynamic modules see no node metadata: the environment (Istio's Downward API) only.
+        let (origin, warnings) = crate::origin::resolve(&crate::origin::process_env, &|_| None);
+        for w in warnings {
+            log::warn!("knhk: {w}");
+        }
         let workers: Box<[Mutex<WorkerState>]> = (0..concurrency.max(1))
             .map(|i| {
                 let seed = now_ns().map_or(i, |ns| (ns ^ (ns >> 32)) as u32 ^ i);
@@ -124,7 +129,7 @@ impl ModuleConfig {
                     .as_ref()
                     .and_then(|p| p.control.as_ref())
                     .and_then(|c| c.receipts.clone())
-                    .map(ReceiptBuffer::new);
+                    .map(|r| ReceiptBuffer::new(r, origin.clone()));
                 Mutex::new(state)
             })
             .collect();

@@ -24,6 +24,12 @@ use crate::wasm::http::KnhkHttp;
 use crate::worker::WorkerAccess;
 use crate::worker::WorkerState;
 
+/// A string field of Envoy's node metadata (`node.metadata.<key>`), when set.
+fn node_metadata(key: &str) -> Option<String> {
+    let bytes = hostcalls::get_property(vec!["node", "metadata", key]).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
 /// The filter's root context.
 pub struct KnhkRoot {
     worker: VmWorker,
@@ -33,6 +39,8 @@ pub struct KnhkRoot {
     sync_failures: u64,
     /// Digest of this VM's plugin configuration, published in shared data on configure.
     config_digest: [u8; 8],
+    /// The serving pod, named in every receipt batch.
+    origin: knhk_core::receipt::Origin,
 }
 
 impl KnhkRoot {
@@ -42,6 +50,11 @@ impl KnhkRoot {
         let seed = now_ns().map_or(0, |ns| (ns ^ (ns >> 32)) as u32);
         let worker_id = knhk_core::worker_id::claim(&EnvoySharedData, seed);
         log::info!("knhk: worker id {worker_id}");
+        let (origin, warnings) =
+            crate::origin::resolve(&crate::origin::process_env, &node_metadata);
+        for w in warnings {
+            log::warn!("knhk: {w}");
+        }
         KnhkRoot {
             worker: VmWorker(Rc::new(RefCell::new(WorkerState::new(worker_id)))),
             metrics: Metrics::define(&mut WasmStats),
@@ -49,6 +62,7 @@ impl KnhkRoot {
             tick_ms: 0,
             sync_failures: 0,
             config_digest: [0; 8],
+            origin,
         }
     }
 
@@ -177,7 +191,7 @@ impl RootContext for KnhkRoot {
                 .control
                 .as_ref()
                 .and_then(|c| c.receipts.clone())
-                .map(ReceiptBuffer::new);
+                .map(|r| ReceiptBuffer::new(r, self.origin.clone()));
             state.epoch = 0;
         }
         self.poll = policy.control.clone().map(ConfigPoll::new);
