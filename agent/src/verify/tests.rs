@@ -462,3 +462,94 @@ async fn pruned_leaves_must_be_listed_by_a_later_retention_record() {
     let e = verify_export(&unlisted, Some(&keys)).unwrap_err();
     assert!(matches!(e, VerifyError::UnlistedPrune { index: 8 }), "{e}");
 }
+
+/// Batches that name their pod: the export attributes every receipt to it, a receipt's bundle
+/// names the pod, a bundle whose origin leaf was altered is refused, and a signed log whose
+/// origin claims leaves that are not its receipts is refused.
+#[tokio::test]
+async fn batch_origins_attribute_receipts_and_their_spans_are_checked() {
+    use knhk_core::receipt::{encode_origin_batch, BatchOrigin, LogEntry, Origin};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(LocalSigner::open(&dir.path().join("keys"), "ckpt").unwrap());
+    let log = ReceiptLog::open(&dir.path().join("r.db"), "knhk.test/log", signer)
+        .await
+        .unwrap();
+    let origin = Origin::new("checkout-1", "shop", "node-a").unwrap();
+    let receipts: Vec<_> = (0..4).map(sample).collect();
+    let range = log
+        .append_batch_from(
+            &encode_origin_batch(&origin, &receipts).unwrap(),
+            "10.0.0.7",
+        )
+        .unwrap();
+    assert_eq!(range, 1..5, "the origin leaf comes first");
+    log.append_batch(&encode_batch(&receipts[..2]).unwrap())
+        .unwrap();
+    log.seal(1_000).await.unwrap().unwrap();
+
+    let report = verify_export(&log.export().unwrap(), None).unwrap();
+    assert!(
+        report.lines.iter().any(|l| l.contains(
+            "4 receipt(s) attributed by 1 batch origin(s) to 1 pod(s): shop/checkout-1 on node-a"
+        )),
+        "{:?}",
+        report.lines
+    );
+    let bundle = log.proof_bundle(3).unwrap();
+    let lines = verify_bundle(&bundle, None).unwrap().lines;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("decided by shop/checkout-1 on node-a")
+                && l.contains("leaf 0")
+                && l.contains("10.0.0.7")),
+        "{lines:?}"
+    );
+    assert!(
+        log.proof_bundle(5).unwrap().origin.is_none(),
+        "a batch without an origin has none"
+    );
+    let mut altered = bundle.clone();
+    let origin_entry = &mut altered.origin.as_mut().unwrap().entry;
+    let last = origin_entry.len() - 1;
+    origin_entry[last] = b'8';
+    assert!(matches!(
+        verify_bundle(&altered, None),
+        Err(VerifyError::BadOrigin(m)) if m.contains("inclusion proof")
+    ));
+
+    // A misbehaving writer: an origin claiming three receipts, then a rotation entry.
+    let dir2 = tempfile::tempdir().unwrap();
+    let signer2 = Arc::new(LocalSigner::open(&dir2.path().join("keys"), "ckpt").unwrap());
+    let bad = ReceiptLog::open(&dir2.path().join("r.db"), "knhk.test/log", signer2)
+        .await
+        .unwrap();
+    bad.append_entries(&[
+        LogEntry::BatchOrigin(BatchOrigin {
+            time_ns: 1,
+            count: 3,
+            origin,
+            peer: String::new(),
+        }),
+        LogEntry::Receipt(sample(0)),
+    ])
+    .unwrap();
+    bad.rotate_key(2_000).await.unwrap();
+    bad.seal(3_000).await.unwrap();
+    let e = verify_export(&bad.export().unwrap(), None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VerifyError::OriginSpan {
+                index: 0,
+                count: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("leaf 2 is a key rotation entry"),
+        "{e}"
+    );
+}
