@@ -468,11 +468,13 @@ async fn agent_section(
     })
     .await?;
     row("receipts in the agent's Merkle log", &size.to_string());
-    let bundle = poll("a sealed proof for receipt 0", WAIT, || async {
-        Ok(agent.get_bytes("/v1/receipts/0/proof").await.ok())
+    // Leaf 0 is the first batch's origin (the pod that sent it); leaf 1 its first receipt,
+    // whose bundle proves both.
+    let bundle = poll("a sealed proof for the first receipt", WAIT, || async {
+        Ok(agent.get_bytes("/v1/receipts/1/proof").await.ok())
     })
     .await?;
-    let file = repo_root().join(".knhk/demo/proof-0.json");
+    let file = repo_root().join(".knhk/demo/proof-1.json");
     std::fs::write(&file, &bundle)?;
     let verify = std::process::Command::new(knhk_e2e::paths::agent()?)
         .arg("verify")
@@ -482,7 +484,7 @@ async fn agent_section(
         .output()
         .context("run knhk-agent verify")?;
     row(
-        "knhk-agent verify proof-0.json (keys pinned from keys list)",
+        "knhk-agent verify proof-1.json (keys pinned from keys list)",
         if verify.status.success() {
             "ok"
         } else {
