@@ -165,6 +165,18 @@ impl AgentProcess {
         self.config.clone()
     }
 
+    /// `knhk-agent verify <file> --trusted-keys <this agent's keys>`: its output, whatever
+    /// the verdict.
+    pub fn verify(&self, file: &Path) -> anyhow::Result<std::process::Output> {
+        Command::new(paths::agent()?)
+            .arg("verify")
+            .arg(file)
+            .arg("--trusted-keys")
+            .arg(self.trusted_keys_file()?)
+            .output()
+            .context("running knhk-agent verify")
+    }
+
     /// Write the agent's checkpoint keys (`knhk-agent keys list`) to `trusted-keys.json` in its
     /// directory and return the path: what `verify --trusted-keys` pins.
     pub fn trusted_keys_file(&self) -> anyhow::Result<PathBuf> {

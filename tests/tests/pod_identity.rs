@@ -108,13 +108,7 @@ async fn receipts_name_the_pod_that_decided() {
     assert!(bundle["origin"]["leaf_index"].as_u64().unwrap() < receipt_index as u64);
     let file = dir.join("receipt-proof.json");
     std::fs::write(&file, bundle.to_string()).unwrap();
-    let out = std::process::Command::new(paths::agent().unwrap())
-        .arg("verify")
-        .arg(&file)
-        .arg("--trusted-keys")
-        .arg(agent.trusted_keys_file().unwrap())
-        .output()
-        .unwrap();
+    let out = agent.verify(&file).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -128,13 +122,7 @@ async fn receipts_name_the_pod_that_decided() {
     let mut forged = bundle.clone();
     forged["origin"]["leaf_index"] = (receipt_index as u64).into();
     std::fs::write(&file, forged.to_string()).unwrap();
-    let out = std::process::Command::new(paths::agent().unwrap())
-        .arg("verify")
-        .arg(&file)
-        .arg("--trusted-keys")
-        .arg(agent.trusted_keys_file().unwrap())
-        .output()
-        .unwrap();
+    let out = agent.verify(&file).unwrap();
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

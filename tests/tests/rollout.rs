@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use knhk_e2e::paths;
 use knhk_e2e::rollout::{
     measure_rollback, rollout_spec, tail_off_stable, Fault, Record, Recorder, RolloutRig, KEYS,
 };
@@ -66,13 +65,7 @@ async fn rollback_scenario(name: &str, fault: Fault, cause: &str) {
         .config_path()
         .with_file_name("rollback-proof.json");
     std::fs::write(&file, bundle).unwrap();
-    let out = std::process::Command::new(paths::agent().unwrap())
-        .arg("verify")
-        .arg(&file)
-        .arg("--trusted-keys")
-        .arg(rig.agent.trusted_keys_file().unwrap())
-        .output()
-        .unwrap();
+    let out = rig.agent.verify(&file).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
