@@ -25,6 +25,7 @@ pub mod merkle;
 pub mod policy;
 pub mod receipt;
 pub mod request;
+pub mod tiles;
 pub mod verify;
 pub mod worker_id;
 
