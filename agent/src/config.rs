@@ -37,6 +37,9 @@
 //! [telemetry]                         # OpenTelemetry export; see `telemetry::config`
 //! # endpoint = "http://otel-collector:4318"   # or OTEL_EXPORTER_OTLP_ENDPOINT; off when unset
 //!
+//! [tiles]                             # tlog-tiles publication; see `tiles::config`
+//! # url = "s3://audit-bucket/knhk/eu-west-1"  # or file:///dir; off when unset
+//!
 //! [capacity]                          # capacity analysis; see `capacity`
 //! window = "10s"                      # one window of the model (1s–5m)
 //! horizon = "30m"                     # windows kept (10–1000 windows)
@@ -50,6 +53,7 @@ use knhk_core::merkle::EMPTY_ROOT;
 use serde::Deserialize;
 
 use crate::api::auth::{ApiConfig, AuthError};
+use crate::tiles::TilesConfig;
 
 /// Connections `api.max_connections` keeps beyond `policy.max_long_polls`: held polls never
 /// take the connections receipt ingest and admin calls need.
@@ -192,6 +196,8 @@ pub struct AgentConfig {
     pub telemetry: TelemetryConfig,
     /// Capacity analysis windows and hot-key sketch; see `capacity`.
     pub capacity: CapacityConfig,
+    /// Publication of the log as tlog-tiles; see `tiles::config`.
+    pub tiles: TilesConfig,
 }
 
 impl Default for AgentConfig {
@@ -210,6 +216,7 @@ impl Default for AgentConfig {
             retention: RetentionConfig::default(),
             telemetry: TelemetryConfig::default(),
             capacity: CapacityConfig::default(),
+            tiles: TilesConfig::default(),
         }
     }
 }
@@ -326,6 +333,7 @@ impl AgentConfig {
         cfg.identity.apply_env(&env)?;
         cfg.quorum.apply_env(&env)?;
         cfg.telemetry.apply_env(&env)?;
+        cfg.tiles.apply_env(&env);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -365,6 +373,7 @@ impl AgentConfig {
         self.retention.validate()?;
         self.telemetry.validate()?;
         self.capacity.validate()?;
+        self.tiles.validate()?;
         Ok(())
     }
 

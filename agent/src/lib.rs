@@ -43,6 +43,7 @@ pub mod rotation;
 pub mod run;
 pub mod settings;
 pub mod telemetry;
+pub mod tiles;
 pub mod verify;
 
 pub use run::{run, Listeners, RunError};

@@ -48,12 +48,28 @@ enum Command {
         #[arg(long)]
         peer_listen: Option<SocketAddr>,
     },
-    /// Check a proof bundle or log export offline against pinned keys; exits 1 with the reason
-    /// on any tampering, on entries no signed checkpoint covers, and on a file without one.
+    /// Check a proof bundle or log export offline against pinned keys, or a log published as
+    /// tlog-tiles (`--tiles`); exits 1 with the reason on any tampering, on entries no signed
+    /// checkpoint covers, and on a file without one.
     #[command(group(clap::ArgGroup::new("trust").required(true).args(["trusted_keys", "trust_keys_in_file"])))]
     Verify {
         /// The bundle or export (JSON).
-        file: PathBuf,
+        #[arg(required_unless_present = "tiles", conflicts_with = "tiles")]
+        file: Option<PathBuf>,
+        /// Read the log from its published tiles instead: `s3://bucket/prefix` or
+        /// `file:///dir`. Audits every tile and entry against the checkpoint, or, with
+        /// `--index`, proves one receipt. S3 credentials come from the AWS environment.
+        #[arg(long, requires = "trusted_keys", conflicts_with = "trust_keys_in_file")]
+        tiles: Option<String>,
+        /// With `--tiles`: the leaf index of the receipt to prove.
+        #[arg(long, requires = "tiles")]
+        index: Option<u64>,
+        /// With `--tiles`: an S3-compatible endpoint.
+        #[arg(long, requires = "tiles")]
+        s3_endpoint: Option<String>,
+        /// With `--tiles`: the S3 region.
+        #[arg(long, requires = "tiles", default_value = "us-east-1")]
+        s3_region: String,
         /// JSON list of trusted public key versions (from `knhk-agent keys list`).
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
@@ -361,6 +377,52 @@ fn verify(
     }
 }
 
+/// Where `verify --tiles` reads.
+struct TileSource<'a> {
+    url: &'a str,
+    endpoint: Option<&'a str>,
+    region: &'a str,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {what} {}", path.display()))
+}
+
+async fn verify_tiles(
+    source: TileSource<'_>,
+    trusted_keys: &PathBuf,
+    index: Option<u64>,
+    quorum: Option<(usize, &PathBuf)>,
+) -> anyhow::Result<ExitCode> {
+    use knhk_agent::tiles::{audit, config::Destination, store::TileStore};
+    let destination =
+        Destination::parse(source.url).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
+    let store = TileStore::open(&destination, source.endpoint, source.region)?;
+    let ask = audit::TilesCheck {
+        trusted: read_json(trusted_keys, "trusted keys")?,
+        quorum: match quorum {
+            Some((k, p)) => Some((k, read_json(p, "witness keys")?)),
+            None => None,
+        },
+        index,
+    };
+    let verdict = audit::check(&store, &ask).await;
+    for line in &verdict.lines {
+        println!("{line}");
+    }
+    match verdict.failure {
+        None => {
+            println!("OK: {}", source.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(reason) => {
+            eprintln!("verification FAILED: {}: {reason}", source.url);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -506,6 +568,10 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
         } => return Box::pin(run_agent(config, listen, peer_listen)).await,
         Command::Verify {
             file,
+            tiles,
+            index,
+            s3_endpoint,
+            s3_region,
             trusted_keys,
             trust_keys_in_file: _,
             accept_unproven,
@@ -513,7 +579,21 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
             witness_keys,
         } => {
             let quorum = quorum.zip(witness_keys.as_ref());
-            return verify(&file, trusted_keys.as_ref(), accept_unproven, quorum);
+            return match (file, tiles) {
+                (Some(file), _) => verify(&file, trusted_keys.as_ref(), accept_unproven, quorum),
+                (None, Some(url)) => {
+                    let trusted = trusted_keys
+                        .as_ref()
+                        .context("--tiles needs --trusted-keys")?;
+                    let source = TileSource {
+                        url: &url,
+                        endpoint: s3_endpoint.as_deref(),
+                        region: &s3_region,
+                    };
+                    verify_tiles(source, trusted, index, quorum).await
+                }
+                (None, None) => anyhow::bail!("give a file or --tiles"),
+            };
         }
         Command::Holds { target, action } => {
             let (method, path, body) = holds_request(&action)?;

@@ -65,6 +65,9 @@ pub enum RunError {
     /// The cross-region quorum (witness, replicator) could not be opened.
     #[error(transparent)]
     Quorum(#[from] QuorumError),
+    /// The tiles destination could not be opened.
+    #[error(transparent)]
+    Tiles(#[from] crate::tiles::TilesError),
     /// Creating the data directory or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -236,6 +239,24 @@ pub async fn run(
         crate::observe::quorum(&metrics, &q.replicator);
     }
     let replicator = quorum.as_ref().map(|q| q.replicator.spawn(stop_rx.clone()));
+    let publisher = match config.tiles.destination()? {
+        Some(destination) => {
+            let store = crate::tiles::store::TileStore::open(
+                &destination,
+                config.tiles.s3_endpoint.as_deref(),
+                &config.tiles.s3_region,
+            )?;
+            let publisher = crate::tiles::Publisher::new(
+                log.clone(),
+                store,
+                quorum.as_ref().map(|q| q.replicator.clone()),
+            );
+            tracing::info!(url = %publisher.url(), "publishing tlog-tiles after every checkpoint");
+            Some(publisher)
+        }
+        None => None,
+    };
+    let publishing = publisher.as_ref().map(|p| p.spawn(stop_rx.clone()));
     let retention = Arc::new(Retention::new(
         log.clone(),
         &config.origin,
@@ -322,10 +343,20 @@ pub async fn run(
     let _ = sealer.await;
     let _ = rotator.await;
     let _ = evaluator.await;
-    for task in replicator.into_iter().chain(pruner).chain(token_reloader) {
+    for task in replicator
+        .into_iter()
+        .chain(pruner)
+        .chain(token_reloader)
+        .chain(publishing)
+    {
         let _ = task.await;
     }
     log.seal(now_ns()).await?;
+    if let Some(publisher) = &publisher {
+        if let Err(e) = publisher.publish().await {
+            tracing::error!(url = %publisher.url(), error = %e, "publishing the last checkpoint's tiles failed");
+        }
+    }
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
         .unwrap_or_else(|e| tracing::error!(error = %e, "telemetry shutdown task failed"));

@@ -81,6 +81,7 @@ pub struct Replicator {
     config: QuorumConfig,
     state: Mutex<QuorumState>,
     round_lock: tokio::sync::Mutex<()>,
+    committed: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -112,12 +113,38 @@ impl Replicator {
             config: config.clone(),
             state: Mutex::new(QuorumState::open(&data_dir.join("quorum.db"))?),
             round_lock: tokio::sync::Mutex::new(()),
+            committed: watch::Sender::new(0),
         })
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &QuorumConfig {
         &self.config
+    }
+
+    /// Wake-ups after each commit; the value is the committed tree size.
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// The newest committed checkpoint with its cosignature lines; `None` before the first.
+    pub fn newest_commit(&self) -> Result<Option<(SignedCheckpoint, Vec<String>)>, QuorumError> {
+        let Some(commit) = self.state()?.recent_commits(1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(checkpoint) = self.log.checkpoint_at(commit.tree_size)? else {
+            return Err(QuorumError::Corrupt(format!(
+                "committed checkpoint {} is not in the log",
+                commit.tree_size
+            )));
+        };
+        let cosignatures = self
+            .state()?
+            .acks(commit.tree_size)?
+            .into_iter()
+            .filter_map(|a| a.cosignature)
+            .collect();
+        Ok(Some((checkpoint, cosignatures)))
     }
 
     /// The replicated log.
@@ -254,6 +281,7 @@ impl Replicator {
             committed_ns: now_ns(),
         })?;
         tracing::debug!(tree_size, signatures = cosigned + 1, "checkpoint committed");
+        self.committed.send_replace(tree_size);
         Ok(true)
     }
 

@@ -28,12 +28,16 @@ use tracing::Instrument as _;
 /// (after it is durable): how the promotion gates see traffic.
 pub type ReceiptObserver = Arc<dyn Fn(u64, &[Receipt]) + Send + Sync>;
 
+/// Called with the leaf indexes of every prune (after it is durable).
+pub type PruneObserver = Arc<dyn Fn(&[u64]) + Send + Sync>;
+
 /// The receipt log with its signer.
 pub struct ReceiptLog {
     store: Mutex<ReceiptStore>,
     signer: Arc<dyn Signer>,
     seal_lock: tokio::sync::Mutex<()>,
     observer: OnceLock<ReceiptObserver>,
+    prune_observer: OnceLock<PruneObserver>,
     ingest: OnceLock<Ingest>,
     metrics: OnceLock<Arc<Metrics>>,
     sealed: tokio::sync::watch::Sender<u64>,
@@ -74,6 +78,7 @@ impl ReceiptLog {
             signer,
             seal_lock: tokio::sync::Mutex::new(()),
             observer: OnceLock::new(),
+            prune_observer: OnceLock::new(),
             ingest: OnceLock::new(),
             metrics: OnceLock::new(),
             sealed: tokio::sync::watch::Sender::new(0),
@@ -442,19 +447,7 @@ impl ReceiptLog {
             },
             _ => None,
         };
-        let sig = &checkpoint.signature;
-        let public_key = store
-            .public_keys()?
-            .into_iter()
-            .find(|k| {
-                k.provider == sig.provider && k.key_id == sig.key_id && k.version == sig.key_version
-            })
-            .ok_or_else(|| {
-                ReceiptsError::Corrupt(format!(
-                    "no stored public key for {} {} v{}",
-                    sig.provider, sig.key_id, sig.key_version
-                ))
-            })?;
+        let public_key = store.public_key_for(&checkpoint.signature)?;
         Ok(ProofBundle {
             format: BUNDLE_FORMAT.to_owned(),
             leaf_index: index,
@@ -501,9 +494,21 @@ impl ReceiptLog {
         self.store()?.hold_entries()
     }
 
-    /// Remove the payloads of leaves `indexes` (see [`ReceiptStore::prune`]).
+    /// Remove the payloads of leaves `indexes` (see [`ReceiptStore::prune`]), then tell the
+    /// prune observer (the tiles publisher, which republishes their entry bundles).
     pub fn prune(&self, indexes: &[u64]) -> Result<u64, ReceiptsError> {
-        self.store()?.prune(indexes)
+        let pruned = self.store()?.prune(indexes)?;
+        if pruned > 0 {
+            if let Some(observer) = self.prune_observer.get() {
+                observer(indexes);
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Set the prune observer, once; `false` when one is set already.
+    pub fn set_prune_observer(&self, observer: PruneObserver) -> bool {
+        self.prune_observer.set(observer).is_ok()
     }
 
     /// Leaf hashes of the pruned leaves among `entries` (empty bytes), in order.

@@ -19,7 +19,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion};
+use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion, SignatureRecord};
 use knhk_core::limits::MAX_BATCH_RECORDS;
 use knhk_core::merkle::{self, Frontier, Hash, LeafSource as _, Tree};
 use knhk_core::receipt::LogEntry;
@@ -583,6 +583,46 @@ impl ReceiptStore {
             })
             .map_err(sql("read holds"))?;
         rows.collect::<Result<_, _>>().map_err(sql("read holds"))
+    }
+
+    /// `count` consecutive hashes of tlog-tiles level `level` from hash `first`: leaf hashes
+    /// at level 0, and above it the stored roots of `256^level`-leaf subtrees (node level
+    /// `8 * (level - 1)`). Every one must be complete in this tree.
+    pub fn tile_hashes(
+        &self,
+        level: u8,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Hash>, ReceiptsError> {
+        let source = SqlLeaves::own(&self.conn);
+        if level == 0 {
+            return Ok(source.leaf_hashes(first, first + count)?);
+        }
+        let node_level = 8 * (u32::from(level) - 1);
+        (first..first + count)
+            .map(|j| {
+                source.node(node_level, j)?.ok_or_else(|| {
+                    ReceiptsError::Corrupt(format!(
+                        "subtree {j} of tile level {level} is not in the nodes table"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The stored public key version that made `sig`.
+    pub fn public_key_for(&self, sig: &SignatureRecord) -> Result<PublicKeyVersion, ReceiptsError> {
+        self.public_keys()?
+            .into_iter()
+            .find(|k| {
+                k.provider == sig.provider && k.key_id == sig.key_id && k.version == sig.key_version
+            })
+            .ok_or_else(|| {
+                ReceiptsError::Corrupt(format!(
+                    "no stored public key for {} {} v{}",
+                    sig.provider, sig.key_id, sig.key_version
+                ))
+            })
     }
 
     /// Leaf hash at `index`.

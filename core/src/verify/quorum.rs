@@ -17,9 +17,20 @@ pub fn verify_cosignatures(
     k: usize,
     witnesses: &[WitnessKey],
 ) -> Result<Vec<String>, VerifyError> {
+    verify_cosignature_lines(&bundle.checkpoint.text, &bundle.cosignatures, k, witnesses)
+}
+
+/// [`verify_cosignatures`] over `lines` cosigning the checkpoint `checkpoint_text` (whose own
+/// signature the caller has checked).
+pub fn verify_cosignature_lines(
+    checkpoint_text: &str,
+    lines: &[String],
+    k: usize,
+    witnesses: &[WitnessKey],
+) -> Result<Vec<String>, VerifyError> {
     let mut counted: Vec<&str> = Vec::new();
     let mut problems = Vec::new();
-    for line in &bundle.cosignatures {
+    for line in lines {
         let parsed = match Cosignature::parse_line(line) {
             Ok(p) => p,
             Err(e) => {
@@ -33,7 +44,7 @@ pub fn verify_cosignatures(
         else {
             continue;
         };
-        match w.verify(&bundle.checkpoint.text, &parsed) {
+        match w.verify(checkpoint_text, &parsed) {
             Ok(()) if !counted.contains(&w.name.as_str()) => counted.push(&w.name),
             Ok(()) => {}
             Err(e) => problems.push(format!("{}: {e}", w.name)),

@@ -1,0 +1,144 @@
+//! The `[tiles]` table: where the log is published.
+//!
+//! ```toml
+//! [tiles]
+//! url = "s3://audit-bucket/knhk/eu-west-1"   # or "file:///var/lib/knhk-tiles"; off when unset
+//! s3_endpoint = "https://s3.eu-west-1.amazonaws.com"  # S3-compatible servers; default AWS
+//! s3_region = "eu-west-1"
+//! ```
+//!
+//! S3 credentials come from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity, container or instance
+//! credentials), never from this file. `KNHK_TILES_URL` overrides `url`.
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+/// Where tiles go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A directory (created when missing).
+    Directory(std::path::PathBuf),
+    /// An S3 bucket and a key prefix inside it (no leading or trailing `/`).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+impl Destination {
+    /// Parse `file:///abs/dir`, `/abs/dir` or `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid_bucket {
+                return Err(format!(
+                    "{bucket:?} is not an S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == "." || p == "..")
+                || prefix.bytes().any(|b| b.is_ascii_control() || b == b' ')
+                || prefix.contains("//")
+            {
+                return Err(format!("{prefix:?} is not a plain key prefix"));
+            }
+            return Ok(Destination::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        }
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() || url.contains('\n') {
+            return Err(format!(
+                "{url:?} is neither s3://bucket/prefix nor an absolute directory (file:///path)"
+            ));
+        }
+        Ok(Destination::Directory(path.to_path_buf()))
+    }
+}
+
+/// The `[tiles]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TilesConfig {
+    /// Destination URL; publication is off when unset.
+    pub url: Option<String>,
+    /// S3 endpoint override (an S3-compatible server); AWS's own when unset.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+}
+
+impl Default for TilesConfig {
+    fn default() -> Self {
+        TilesConfig {
+            url: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".to_owned(),
+        }
+    }
+}
+
+impl TilesConfig {
+    /// `KNHK_TILES_URL` overrides `url` (an empty value turns publication off).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = env("KNHK_TILES_URL") {
+            self.url = (!url.is_empty()).then_some(url);
+        }
+    }
+
+    /// The destination, when publication is on.
+    pub fn destination(&self) -> Result<Option<Destination>, ConfigError> {
+        self.url
+            .as_deref()
+            .map(Destination::parse)
+            .transpose()
+            .map_err(|reason| ConfigError::Invalid {
+                setting: "tiles.url",
+                reason,
+            })
+    }
+
+    /// Check every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let destination = self.destination()?;
+        if let Some(endpoint) = &self.s3_endpoint {
+            let ok = url::Url::parse(endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    setting: "tiles.s3_endpoint",
+                    reason: format!("{endpoint:?} is not an http(s) URL"),
+                });
+            }
+            if !matches!(destination, Some(Destination::S3 { .. })) {
+                return Err(ConfigError::Invalid {
+                    setting: "tiles.s3_endpoint",
+                    reason: "applies to an s3:// tiles.url only".to_owned(),
+                });
+            }
+        }
+        let region_ok = !self.s3_region.is_empty()
+            && self.s3_region.len() <= 64
+            && self
+                .s3_region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(ConfigError::Invalid {
+                setting: "tiles.s3_region",
+                reason: format!("{:?} is not a region name", self.s3_region),
+            });
+        }
+        Ok(())
+    }
+}
