@@ -398,7 +398,7 @@ async fn verify_tiles(
     use knhk_agent::tiles::{audit, config::Destination, store::TileStore};
     let destination =
         Destination::parse(source.url).map_err(|e| anyhow::anyhow!("--tiles: {e}"))?;
-    let store = TileStore::open(&destination, source.endpoint, source.region)?;
+    let store = TileStore::open(&destination, source.endpoint, source.region, None)?;
     let ask = audit::TilesCheck {
         trusted: read_json(trusted_keys, "trusted keys")?,
         quorum: match quorum {

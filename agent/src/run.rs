@@ -245,6 +245,7 @@ pub async fn run(
                 &destination,
                 config.tiles.s3_endpoint.as_deref(),
                 &config.tiles.s3_region,
+                config.tiles.s3_credentials.as_ref(),
             )?;
             let publisher = crate::tiles::Publisher::new(
                 log.clone(),

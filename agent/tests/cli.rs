@@ -428,6 +428,49 @@ fn bad_telemetry_settings_exit_78_naming_the_setting() {
     assert_untouched(dir.path());
 }
 
+/// A bad `[tiles]` value or `KNHK_TILES_URL` exits 78 naming the setting, before anything is
+/// written; the AWS secret never reaches stderr.
+#[test]
+fn bad_tiles_settings_exit_78_naming_the_setting() {
+    for (toml, env, setting) in [
+        ("[tiles]\nurl = \"relative/dir\"\n", None, "tiles.url"),
+        ("[tiles]\nurl = \"s3://Bad_Bucket/x\"\n", None, "tiles.url"),
+        ("[tiles]\nurl = \"s3://bucket/../up\"\n", None, "tiles.url"),
+        ("", Some("ftp://host/x"), "tiles.url"),
+        (
+            "[tiles]\nurl = \"s3://bucket/p\"\ns3_endpoint = \"localhost:9000\"\n",
+            None,
+            "tiles.s3_endpoint",
+        ),
+        (
+            "[tiles]\nurl = \"/var/tiles\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n",
+            None,
+            "tiles.s3_endpoint",
+        ),
+        (
+            "[tiles]\nurl = \"s3://bucket/p\"\ns3_region = \"EU WEST\"\n",
+            None,
+            "tiles.s3_region",
+        ),
+    ] {
+        let (dir, config) = config_dir(toml);
+        let mut vars = vec![
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t-value"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+        ];
+        if let Some(url) = env {
+            vars.push(("KNHK_TILES_URL", url));
+        }
+        let out = agent_exit(
+            &["run", "--config", &config, "--listen", "127.0.0.1:0"],
+            &vars,
+        );
+        let line = assert_config_refusal(&out, &format!("invalid setting {setting}: "));
+        assert!(!line.contains("s3cr3t"), "{line}");
+        assert_untouched(dir.path());
+    }
+}
+
 /// Nonsense in the older sidecar's SLO variables exits 78 naming the variable.
 #[test]
 fn bad_legacy_slo_settings_exit_78_naming_the_variable() {

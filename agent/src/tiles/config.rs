@@ -66,6 +66,25 @@ impl Destination {
     }
 }
 
+/// S3 credentials, from the environment only (never the file); the secret is not printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN`, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The `[tiles]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,6 +95,10 @@ pub struct TilesConfig {
     pub s3_endpoint: Option<String>,
     /// S3 region.
     pub s3_region: String,
+    /// Static S3 credentials from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; without
+    /// them the AWS chain (web identity, container, instance) is used.
+    #[serde(skip)]
+    pub s3_credentials: Option<S3Credentials>,
 }
 
 impl Default for TilesConfig {
@@ -84,15 +107,26 @@ impl Default for TilesConfig {
             url: None,
             s3_endpoint: None,
             s3_region: "us-east-1".to_owned(),
+            s3_credentials: None,
         }
     }
 }
 
 impl TilesConfig {
-    /// `KNHK_TILES_URL` overrides `url` (an empty value turns publication off).
+    /// `KNHK_TILES_URL` overrides `url` (an empty value turns publication off); the AWS
+    /// credential variables set [`TilesConfig::s3_credentials`].
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
         if let Some(url) = env("KNHK_TILES_URL") {
             self.url = (!url.is_empty()).then_some(url);
+        }
+        if let (Some(access_key_id), Some(secret_access_key)) =
+            (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        {
+            self.s3_credentials = Some(S3Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
+            });
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 
-use super::config::Destination;
+use super::config::{Destination, S3Credentials};
 use super::TilesError;
 
 /// A destination opened for reading and writing.
@@ -20,12 +20,13 @@ pub struct TileStore {
 
 impl TileStore {
     /// Open `destination`: a directory (created when missing) or an S3 bucket, with
-    /// `endpoint` (plain `http://` allowed for it) and `region`; S3 credentials come from the
-    /// AWS environment.
+    /// `endpoint` (plain `http://` allowed for it), `region` and `credentials` (else the AWS
+    /// environment's).
     pub fn open(
         destination: &Destination,
         endpoint: Option<&str>,
         region: &str,
+        credentials: Option<&S3Credentials>,
     ) -> Result<Self, TilesError> {
         let bad = |e: &dyn std::fmt::Display| TilesError::Destination(e.to_string());
         match destination {
@@ -44,6 +45,14 @@ impl TileStore {
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_region(region);
+                if let Some(c) = credentials {
+                    builder = builder
+                        .with_access_key_id(&c.access_key_id)
+                        .with_secret_access_key(&c.secret_access_key);
+                    if let Some(token) = &c.session_token {
+                        builder = builder.with_token(token);
+                    }
+                }
                 if let Some(endpoint) = endpoint {
                     builder = builder
                         .with_endpoint(endpoint)
