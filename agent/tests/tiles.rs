@@ -26,6 +26,7 @@ use knhk_core::receipt::{encode_origin_batch, Origin, Receipt, ReceiptBuilder};
 use knhk_core::tiles::note;
 use knhk_core::tiles::read::Tiles;
 use support::in_process::InProcessAgent;
+use support::regions::Regions;
 use support::{rand_u64, Moto};
 
 fn receipts(from: u64, n: u64) -> Vec<Receipt> {
@@ -230,10 +231,15 @@ fn credentials() -> S3Credentials {
 }
 
 fn verify_cli(moto: &Moto, args: &[&str]) -> Output {
+    let endpoint = moto.endpoint();
+    run_verify(&[args, &["--s3-endpoint", endpoint.as_str()]].concat())
+}
+
+/// `knhk-agent verify ARGS`, with S3 credentials in the environment.
+fn run_verify(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_knhk-agent"));
     cmd.arg("verify")
         .args(args)
-        .args(["--s3-endpoint", moto.endpoint().as_str()])
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env_remove("RUST_LOG");
@@ -439,4 +445,91 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
         text(&missing)
     );
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_quorum_the_committed_checkpoint_is_published_with_its_cosignatures() {
+    let published = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", published.path().display());
+    let regions = Regions::start_with(&["eu", "us"], 2, |name, config| {
+        if name == "eu" {
+            config.tiles.url = Some(url.clone());
+        }
+    })
+    .await;
+    let size = regions.post("eu", 0..40).await;
+    regions.wait_committed("eu", size).await;
+    let note_path = published.path().join("checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let note_text = loop {
+        let text = std::fs::read_to_string(&note_path).unwrap_or_default();
+        let covered = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|s| s >= size);
+        // The log's own signature line and at least one cosignature line.
+        if covered && text.matches('\u{2014}').count() >= 2 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no committed checkpoint of {size} leaves with a cosignature was published: {text:?}\n{}",
+            regions.describe().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let eu = &regions.regions[regions.index("eu")];
+    let us = &regions.regions[regions.index("us")];
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = write_json(&dir.path().join("trusted.json"), &eu.log_keys);
+    let witnesses = write_json(
+        &dir.path().join("witnesses.json"),
+        &vec![us.witness.clone()],
+    );
+    let opened = note::open(&note_text, &eu.log_keys).unwrap();
+    assert_eq!(opened.cosignatures.len(), 1, "{note_text}");
+    for args in [
+        vec![
+            "--tiles",
+            &url,
+            "--trusted-keys",
+            &trusted,
+            "--quorum",
+            "2",
+            "--witness-keys",
+            &witnesses,
+        ],
+        vec![
+            "--tiles",
+            &url,
+            "--index",
+            "7",
+            "--trusted-keys",
+            &trusted,
+            "--quorum",
+            "2",
+            "--witness-keys",
+            &witnesses,
+        ],
+    ] {
+        let out = run_verify(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("quorum met: 2 of the 2"),
+            "{}",
+            text(&out)
+        );
+    }
+    let three = run_verify(&[
+        "--tiles",
+        &url,
+        "--trusted-keys",
+        &trusted,
+        "--quorum",
+        "3",
+        "--witness-keys",
+        &witnesses,
+    ]);
+    assert_eq!(three.status.code(), Some(1), "{}", text(&three));
 }

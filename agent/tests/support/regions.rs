@@ -102,12 +102,22 @@ pub async fn prepare(
 impl Regions {
     /// Prepare `names` with threshold `k`, all peers of each other, and start them all.
     pub async fn start(names: &[&str], k: usize) -> Regions {
+        Self::start_with(names, k, |_, _| {}).await
+    }
+
+    /// [`Regions::start`], with `adjust` applied to each region's config (by name) first.
+    pub async fn start_with(
+        names: &[&str],
+        k: usize,
+        adjust: impl Fn(&str, &mut AgentConfig),
+    ) -> Regions {
         let dir = tempfile::tempdir().unwrap();
         let cas = TestCas::new();
         let mut regions = Vec::new();
         let mut listeners = Vec::new();
         for name in names {
             let (mut config, log_keys, witness) = prepare(dir.path(), name, k).await;
+            adjust(name, &mut config);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let socket_dir = dir.path().join(name).join("workload");
