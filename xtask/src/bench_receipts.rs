@@ -34,6 +34,8 @@ use crate::util::run_output;
 
 /// The goal of issue 3, acknowledged receipts per second.
 pub const GOAL_RECEIPTS_PER_S: f64 = 100_000.0;
+/// Issue 20's throughput goal, acknowledged receipts per second on this 2-core machine.
+pub const GOAL_FLEET_RECEIPTS_PER_S: f64 = 1_000_000.0;
 /// Issue 20's goal: the restart after SIGKILL serves again within this many seconds…
 pub const GOAL_REOPEN_S: f64 = 1.0;
 /// …on a log of at least this many leaves.
@@ -59,6 +61,10 @@ pub struct Args {
     /// at the end reopens a large log.
     #[arg(long, default_value_t = 0)]
     pub fill_to: u64,
+    /// Publish tlog-tiles to a directory beside the store while the load runs (`[tiles] url`),
+    /// and report when the last checkpoint reached it.
+    #[arg(long)]
+    pub tiles: bool,
     /// Bench this agent binary instead of building the release one.
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -320,10 +326,16 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             })
             .collect::<Result<_, _>>()?,
     );
+    let dir = std::env::temp_dir().join(format!("knhk-bench-receipts-{}", std::process::id()));
+    let tiles_dir = dir.join("tiles");
+    let mut command = Command::new(binary);
+    if args.tiles {
+        command.env("KNHK_TILES_URL", format!("file://{}", tiles_dir.display()));
+    }
     let mut agent = Agent::start(Launch {
         binary,
-        command: Command::new(binary),
-        dir: std::env::temp_dir().join(format!("knhk-bench-receipts-{}", std::process::id())),
+        command,
+        dir,
         origin: "knhk.bench/receipts",
         rust_log: "info,knhk_agent::receipts::log=debug",
         scratch: Scratch::Remove,
@@ -386,8 +398,29 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         },
     )
     .await?;
+    let covered_at = Instant::now();
     stop_watching.store(true, Ordering::Relaxed);
     watch.await??;
+    // With --tiles: how long after the covering checkpoint its tiles and note were published.
+    let tiles_lag_s = if args.tiles {
+        let note = tiles_dir.join("checkpoint");
+        poll(
+            "the covering checkpoint published as tiles",
+            Duration::from_secs(60),
+            || {
+                let note = note.clone();
+                async move {
+                    let text = std::fs::read_to_string(&note).unwrap_or_default();
+                    let size = text.lines().nth(1).and_then(|l| l.parse::<u64>().ok());
+                    Ok(size.is_some_and(|s| s >= final_size).then_some(()))
+                }
+            },
+        )
+        .await?;
+        Some(covered_at.elapsed().as_secs_f64())
+    } else {
+        None
+    };
 
     // Throughput, overall and per second of the run.
     let acknowledged: u64 = acks.iter().map(|a| a.count).sum();
@@ -481,6 +514,7 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
             "seal_interval_s": 1,
             "signer": "local ed25519",
             "sqlite": "WAL, synchronous=FULL, one transaction per batch",
+            "tiles": if args.tiles { "published to a local directory" } else { "off" },
         },
         "acknowledged_receipts": acknowledged,
         "elapsed_s": elapsed.as_secs_f64(),
@@ -492,6 +526,9 @@ async fn bench(args: &Args, binary: &Path) -> anyhow::Result<Value> {
         },
         "goal_receipts_per_s": GOAL_RECEIPTS_PER_S,
         "goal_met": rate >= GOAL_RECEIPTS_PER_S,
+        "goal_fleet_receipts_per_s": GOAL_FLEET_RECEIPTS_PER_S,
+        "goal_fleet_met": rate >= GOAL_FLEET_RECEIPTS_PER_S,
+        "tiles_published_after_covering_checkpoint_s": tiles_lag_s,
         "batches": acks.len(),
         "post_latency_ms": {"p50": post_ms.percentile(50.0), "p99": post_ms.percentile(99.0), "max": post_ms.percentile(100.0)},
         "seal_duration_ms": {"n": seal_ms.len(), "p50": seal_ms.percentile(50.0), "p99": seal_ms.percentile(99.0), "max": seal_ms.percentile(100.0)},
@@ -532,9 +569,18 @@ fn table(r: &Value) -> String {
     } else {
         "missed"
     };
+    let fleet = if rate >= GOAL_FLEET_RECEIPTS_PER_S {
+        "met"
+    } else {
+        "missed"
+    };
+    let tiles = match r["tiles_published_after_covering_checkpoint_s"].as_f64() {
+        Some(s) => format!("published {s:.2} s after the covering checkpoint"),
+        None => "off (--tiles publishes them)".to_owned(),
+    };
     format!(
         "| metric | value |\n|---|---|\n\
-         | acknowledged receipts/s (sustained, {secs} s, {posters} posters × {batch}/batch) | {rate:.0} (goal ≥ 100,000: {verdict}) |\n\
+         | acknowledged receipts/s (sustained, {secs} s, {posters} posters × {batch}/batch) | {rate:.0} (goal ≥ 100,000: {verdict}; issue 20's ≥ 1,000,000: {fleet}) |\n\
          | receipts/s per 1-s slot: min / median / max | {smin:.0} / {smed:.0} / {smax:.0} |\n\
          | POST /v1/receipts latency p50 / p99 / max | {pp50:.2} / {pp99:.2} / {pmax:.2} ms |\n\
          | seal duration p50 / p99 / max (n = {sn}) | {sp50:.2} / {sp99:.2} / {smax2:.2} ms |\n\
@@ -542,6 +588,7 @@ fn table(r: &Value) -> String {
          | final log size | {size} leaves, {mib:.0} MiB (db + WAL) |\n\
          | agent resident memory at the end / peak | {rss:.0} / {peak:.0} MiB |\n\
          | restart after SIGKILL on this store: until it serves / receipts kept | {restart:.2} s / {kept} of {size} (goal < 1 s at ≥ 50 M leaves: {reopen}) |\n\
+         | tlog-tiles of the last checkpoint | {tiles} |\n\
          | last checkpoint signature / proof bundles | verified ({key}) / {bundles} of 3 verified by `knhk-agent verify` |",
         secs = r["settings"]["seconds"],
         posters = r["settings"]["posters"],

@@ -22,9 +22,10 @@ use super::ReceiptsError;
 /// File name of the digest key under `data_dir`.
 pub const DIGEST_KEY_FILE: &str = "digest-key";
 
-/// The agent's secret for keying routing-key digests.
+/// The agent's secret for keying routing-key digests, held as an HMAC state already keyed
+/// with it (cloned per digest: the two key blocks are hashed once, not per receipt).
 #[derive(Clone)]
-pub struct DigestKey([u8; 32]);
+pub struct DigestKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for DigestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,12 +50,17 @@ impl DigestKey {
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             ReceiptsError::DigestKey(format!("{}: expected 32 bytes", path.display()))
         })?;
-        Ok(DigestKey(key))
+        Ok(DigestKey::from_bytes(key))
     }
 
-    /// A key from its bytes (tests).
+    /// A key from its bytes.
     pub fn from_bytes(key: [u8; 32]) -> DigestKey {
-        DigestKey(key)
+        // HMAC zero-pads a key shorter than its 64-byte block: the padded block is the key.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key);
+        DigestKey(<Hmac<Sha256> as hmac::digest::KeyInit>::new(
+            &hmac::digest::generic_array::GenericArray::from(block),
+        ))
     }
 
     /// The leaf digest of a filter digest; [`NO_KEY`] stays [`NO_KEY`].
@@ -62,10 +68,7 @@ impl DigestKey {
         if filter_digest == NO_KEY {
             return NO_KEY;
         }
-        // HMAC takes a key of any length: this cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            return NO_KEY;
-        };
+        let mut mac = self.0.clone();
         mac.update(&filter_digest);
         let tag = mac.finalize().into_bytes();
         let mut out = [0u8; 16];
@@ -111,6 +114,21 @@ impl Ingest {
 mod tests {
     use super::*;
     use knhk_core::receipt::ReceiptBuilder;
+
+    /// The pre-keyed state gives exactly HMAC-SHA-256 under the 32-byte key, as keyed from the
+    /// key bytes each time (what older agents wrote into their logs).
+    #[test]
+    fn the_prekeyed_state_is_plain_hmac_of_the_digest_key() {
+        let key = [0x5a; 32];
+        let digest = [9u8; 16];
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+        mac.update(&digest);
+        let tag = mac.finalize().into_bytes();
+        assert_eq!(
+            DigestKey::from_bytes(key).leaf_digest(digest)[..],
+            tag[..16]
+        );
+    }
 
     /// A batch with an epoch beyond the issued one is refused naming the receipt; digests are
     /// keyed (deterministic per key, different per agent key), the no-key marker kept.

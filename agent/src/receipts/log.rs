@@ -148,7 +148,10 @@ impl ReceiptLog {
         }
         let headed = entries.len() as u64;
         entries.extend(receipts.iter().copied().map(LogEntry::Receipt));
-        let stored = self.store()?.append(&entries)?;
+        // Encoding and leaf hashing run before the store is locked: concurrent batches do
+        // them in parallel, and only the tree and the transaction are serialised.
+        let encoded = super::store::encode_leaves(&entries)?;
+        let stored = self.store()?.append_encoded(encoded)?;
         let range = stored.start + headed..stored.end;
         if let Some(observe) = self.observer.get() {
             observe(range.start, &receipts);

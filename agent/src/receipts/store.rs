@@ -109,6 +109,18 @@ fn write_batch(
     tx.commit().map_err(sql("commit batch"))
 }
 
+/// Each entry's leaf bytes and RFC 6962 leaf hash, in order.
+pub fn encode_leaves(entries: &[LogEntry]) -> Result<Vec<(Vec<u8>, Hash)>, ReceiptsError> {
+    entries
+        .iter()
+        .map(|e| {
+            let bytes = e.encode()?;
+            let hash = merkle::leaf_hash(&bytes);
+            Ok((bytes, hash))
+        })
+        .collect()
+}
+
 /// The receipt log's durable state.
 pub struct ReceiptStore {
     conn: Connection,
@@ -385,13 +397,16 @@ impl ReceiptStore {
 
     /// Append entries as one transaction; returns the leaf indexes they received.
     pub fn append(&mut self, entries: &[LogEntry]) -> Result<Range<u64>, ReceiptsError> {
+        self.append_encoded(encode_leaves(entries)?)
+    }
+
+    /// [`ReceiptStore::append`] of entries already encoded with their leaf hashes
+    /// ([`encode_leaves`]), so that work can run before the store is locked.
+    pub fn append_encoded(
+        &mut self,
+        encoded: Vec<(Vec<u8>, Hash)>,
+    ) -> Result<Range<u64>, ReceiptsError> {
         let start = self.size();
-        let mut encoded = Vec::with_capacity(entries.len());
-        for e in entries {
-            let bytes = e.encode()?;
-            let hash = merkle::leaf_hash(&bytes);
-            encoded.push((bytes, hash));
-        }
         // The tree takes the leaves first, so the nodes they complete go into the same
         // transaction; if it fails, the tree is resumed from what is stored (O(log n) rows).
         let mut nodes = Vec::new();
