@@ -21,7 +21,7 @@ use std::path::Path;
 
 use knhk_core::checkpoint::{Checkpoint, PublicKeyVersion, SignatureRecord};
 use knhk_core::limits::MAX_BATCH_RECORDS;
-use knhk_core::merkle::{self, Frontier, Hash, LeafSource as _, Tree};
+use knhk_core::merkle::{self, Hash, LeafSource as _, Tree};
 use knhk_core::receipt::LogEntry;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 
@@ -126,7 +126,6 @@ pub struct ReceiptStore {
     conn: Connection,
     origin: String,
     tree: Tree,
-    frontier: Frontier,
 }
 
 impl std::fmt::Debug for ReceiptStore {
@@ -174,7 +173,6 @@ impl ReceiptStore {
             conn,
             origin: origin.to_owned(),
             tree: Tree::pruned(LEAF_GROUP_LOG2),
-            frontier: Frontier::new(),
         };
         store.load()?;
         Ok(store)
@@ -192,7 +190,6 @@ impl ReceiptStore {
             self.write_every_node()?;
         }
         self.tree = self.resume_tree()?;
-        self.frontier = self.tree.frontier();
         if let Some(last) = self.latest_checkpoint()? {
             let cp = Checkpoint::parse(&last.text)?;
             if cp.tree_size > self.size() || self.root_at(cp.tree_size)? != cp.root_hash {
@@ -356,7 +353,6 @@ impl ReceiptStore {
             conn,
             origin: self.origin.clone(),
             tree: self.tree.clone(),
-            frontier: self.frontier.clone(),
         })
     }
 
@@ -367,12 +363,14 @@ impl ReceiptStore {
 
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.frontier.size()
+        self.tree.size()
     }
 
     /// Root over every leaf.
     pub fn root(&self) -> Hash {
-        self.frontier.root()
+        // The tree's right edge and its newest group's leaves (at most 255 node hashes, once
+        // per seal), rather than a second copy of the edge hashed at every append.
+        self.tree.frontier().root()
     }
 
     /// Root over the first `size` leaves.
@@ -417,9 +415,6 @@ impl ReceiptStore {
         if let Err(e) = written {
             self.tree = self.resume_tree()?;
             return Err(e);
-        }
-        for (_, hash) in encoded {
-            self.frontier.push(hash);
         }
         Ok(start..self.size())
     }
