@@ -121,6 +121,16 @@ impl Publisher {
         &self.store.url
     }
 
+    fn set_dirty(&self, tile: u64, dirty: bool) {
+        if let Ok(mut set) = self.dirty.lock() {
+            if dirty {
+                set.insert(tile);
+            } else {
+                set.remove(&tile);
+            }
+        }
+    }
+
     fn mark_pruned(&self, indexes: impl Iterator<Item = u64>) {
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.extend(indexes.map(|i| i / TILE_WIDTH));
@@ -137,7 +147,8 @@ impl Publisher {
         }
     }
 
-    async fn reader(&self) -> Result<ReceiptStore, TilesError> {
+    /// A read snapshot of the log (its own connection).
+    fn reader(&self) -> Result<ReceiptStore, TilesError> {
         Ok(self.log.reader()?)
     }
 
@@ -153,21 +164,20 @@ impl Publisher {
         let body = text.split_once("\n\n").map_or(text.as_str(), |(b, _)| b);
         let cp = Checkpoint::parse(&format!("{body}\n"))
             .map_err(|e| TilesError::Foreign(format!("an unreadable checkpoint: {e}")))?;
-        let size = self.log.size()?;
-        let origin = self.reader().await?.origin().to_owned();
+        let store = self.reader()?;
+        let (origin, size) = (store.origin().to_owned(), store.size());
         if cp.origin != origin || cp.tree_size > size {
             return Err(TilesError::Foreign(format!(
                 "the log {} at size {}, not a prefix of this agent's log {origin} (size {size})",
                 cp.origin, cp.tree_size
             )));
         }
-        if cp.root_hash != self.log.reader()?.root_at(cp.tree_size)? {
+        if cp.root_hash != store.root_at(cp.tree_size)? {
             return Err(TilesError::Foreign(format!(
                 "a checkpoint of {} at size {} whose root is not this log's",
                 cp.origin, cp.tree_size
             )));
         }
-        let store = self.reader().await?;
         let pruned = tokio::task::spawn_blocking(move || {
             let mut from = 0;
             let mut found = Vec::new();
@@ -189,7 +199,7 @@ impl Publisher {
     /// Write `tiles` (and their bundles) from a snapshot of the log.
     async fn write_tiles(&self, tiles: Vec<TileId>) -> Result<(), TilesError> {
         for chunk in tiles.chunks(PARALLEL_WRITES) {
-            let store = self.reader().await?;
+            let store = self.reader()?;
             let chunk = chunk.to_vec();
             let rendered = tokio::task::spawn_blocking(move || {
                 chunk
@@ -221,13 +231,19 @@ impl Publisher {
             let Some(tile) = tile_for(0, n * TILE_WIDTH, size) else {
                 continue;
             };
-            let store = self.reader().await?;
-            let bytes = tokio::task::spawn_blocking(move || render_bundle(&store, tile))
-                .await
-                .map_err(blocking_err)??;
-            self.store.put(&tile.entries_path(), bytes).await?;
-            if let Ok(mut dirty) = self.dirty.lock() {
-                dirty.remove(&n);
+            // Unmarked before the snapshot is taken: a prune committed after this point marks
+            // the bundle again and is rewritten by the next pass.
+            self.set_dirty(n, false);
+            let written = async {
+                let store = self.reader()?;
+                let bytes = tokio::task::spawn_blocking(move || render_bundle(&store, tile))
+                    .await
+                    .map_err(blocking_err)??;
+                self.store.put(&tile.entries_path(), bytes).await
+            };
+            if let Err(e) = written.await {
+                self.set_dirty(n, true);
+                return Err(e);
             }
         }
         Ok(())
@@ -255,7 +271,7 @@ impl Publisher {
             self.rewrite_pruned(previous).await?;
             return Ok(Some(previous));
         }
-        let key = self.reader().await?.public_key_for(&checkpoint.signature)?;
+        let key = self.reader()?.public_key_for(&checkpoint.signature)?;
         let text = note::render(&checkpoint, &key, &cosignatures)?;
         self.write_tiles(tiles_between(previous, cp.tree_size))
             .await?;
