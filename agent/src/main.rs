@@ -335,46 +335,44 @@ fn verify(
     quorum: Option<(usize, &PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     let json = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let trusted: Option<Vec<PublicKeyVersion>> = match trusted_keys {
-        Some(p) => {
-            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("parsing trusted keys {}", p.display()))?,
-            )
-        }
-        None => None,
-    };
-    let witnesses: Option<(usize, Vec<WitnessKey>)> = match quorum {
-        Some((k, p)) => {
-            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Some((
-                k,
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("parsing witness keys {}", p.display()))?,
-            ))
-        }
-        None => None,
-    };
+    let trusted: Option<Vec<PublicKeyVersion>> = trusted_keys
+        .map(|p| read_json(p, "trusted keys"))
+        .transpose()?;
+    let witnesses = witness_quorum(quorum)?;
     let verdict = knhk_agent::verify::check(
         &json,
         trusted.as_deref(),
         accept_unproven,
         witnesses.as_ref().map(|(k, w)| (*k, w.as_slice())),
     );
+    Ok(print_verdict(&verdict, &file.display().to_string()))
+}
+
+/// Print `verdict` as `verify` does (its facts, then `OK: <what>` or the failure on stderr)
+/// and return the exit code.
+fn print_verdict(verdict: &knhk_agent::verify::Verdict, what: &str) -> ExitCode {
     for line in &verdict.lines {
         println!("{line}");
     }
-    match verdict.failure {
+    match &verdict.failure {
         None => {
-            println!("OK: {}", file.display());
-            Ok(ExitCode::SUCCESS)
+            println!("OK: {what}");
+            ExitCode::SUCCESS
         }
         Some(reason) => {
-            eprintln!("verification FAILED: {}: {reason}", file.display());
-            Ok(ExitCode::FAILURE)
+            eprintln!("verification FAILED: {what}: {reason}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `--quorum k` with the witness keys of `--witness-keys`.
+fn witness_quorum(
+    quorum: Option<(usize, &PathBuf)>,
+) -> anyhow::Result<Option<(usize, Vec<WitnessKey>)>> {
+    quorum
+        .map(|(k, p)| Ok((k, read_json(p, "witness keys")?)))
+        .transpose()
 }
 
 /// Where `verify --tiles` reads.
@@ -401,26 +399,11 @@ async fn verify_tiles(
     let store = TileStore::open(&destination, source.endpoint, source.region, None)?;
     let ask = audit::TilesCheck {
         trusted: read_json(trusted_keys, "trusted keys")?,
-        quorum: match quorum {
-            Some((k, p)) => Some((k, read_json(p, "witness keys")?)),
-            None => None,
-        },
+        quorum: witness_quorum(quorum)?,
         index,
     };
     let verdict = audit::check(&store, &ask).await;
-    for line in &verdict.lines {
-        println!("{line}");
-    }
-    match verdict.failure {
-        None => {
-            println!("OK: {}", source.url);
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(reason) => {
-            eprintln!("verification FAILED: {}: {reason}", source.url);
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(print_verdict(&verdict, source.url))
 }
 
 async fn shutdown_signal() {

@@ -255,6 +255,26 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The verify run passed and printed `needle` on stdout.
+fn assert_passes(out: &Output, needle: &str) {
+    assert!(out.status.success(), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(needle),
+        "{}",
+        text(out)
+    );
+}
+
+/// The verify run failed (exit 1) with `needle` in its reason on stderr.
+fn assert_refused(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(needle),
+        "{}",
+        text(out)
+    );
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> String {
     std::fs::write(path, serde_json::to_vec(value).unwrap()).unwrap();
     path.to_str().unwrap().to_owned()
@@ -324,12 +344,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let honest = verify_cli(&moto, &["--tiles", &url, "--trusted-keys", &trusted_file]);
-    assert!(honest.status.success(), "{}", text(&honest));
-    assert!(
-        String::from_utf8_lossy(&honest.stdout).contains("601 entries (0 pruned"),
-        "{}",
-        text(&honest)
-    );
+    assert_passes(&honest, "601 entries (0 pruned");
     let one = verify_cli(
         &moto,
         &[
@@ -341,12 +356,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
             &trusted_file,
         ],
     );
-    assert!(one.status.success(), "{}", text(&one));
-    assert!(
-        String::from_utf8_lossy(&one.stdout).contains("shop/checkout-7d9f"),
-        "names the pod that decided: {}",
-        text(&one)
-    );
+    assert_passes(&one, "shop/checkout-7d9f");
     // The bundle rebuilt from S3 is the one the agent serves.
     let served: serde_json::Value = agent.get_json("/v1/receipts/512/proof").await;
     let note_text = String::from_utf8(s3.get("checkpoint").await.unwrap().unwrap()).unwrap();
@@ -376,12 +386,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
             &witnesses,
         ],
     );
-    assert_eq!(no_quorum.status.code(), Some(1), "{}", text(&no_quorum));
-    assert!(
-        String::from_utf8_lossy(&no_quorum.stderr).contains("quorum"),
-        "{}",
-        text(&no_quorum)
-    );
+    assert_refused(&no_quorum, "quorum");
 
     // An untrusted log key.
     let stranger_dir = tempfile::tempdir().unwrap();
@@ -392,12 +397,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
         .unwrap();
     let stranger_file = write_json(&dir.path().join("stranger.json"), &stranger);
     let untrusted = verify_cli(&moto, &["--tiles", &url, "--trusted-keys", &stranger_file]);
-    assert_eq!(untrusted.status.code(), Some(1), "{}", text(&untrusted));
-    assert!(
-        String::from_utf8_lossy(&untrusted.stderr).contains("trusted log key"),
-        "{}",
-        text(&untrusted)
-    );
+    assert_refused(&untrusted, "trusted log key");
 
     // A tampered tile, then a missing one (restored in between).
     let tile = "tile/0/001";
@@ -407,12 +407,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
     bad[100] ^= 1;
     s3.put(tile, bad).await.unwrap();
     let tampered = verify_cli(&moto, &["--tiles", &url, "--trusted-keys", &trusted_file]);
-    assert_eq!(tampered.status.code(), Some(1), "{}", text(&tampered));
-    assert!(
-        String::from_utf8_lossy(&tampered.stderr).contains("root"),
-        "{}",
-        text(&tampered)
-    );
+    assert_refused(&tampered, "root");
     let tampered_one = verify_cli(
         &moto,
         &[
@@ -438,12 +433,7 @@ async fn verify_tiles_on_moto_s3_accepts_the_honest_log_and_rejects_tampering() 
     );
     delete_object(&moto, &bucket, &format!("eu-west-1/{tile}")).await;
     let missing = verify_cli(&moto, &["--tiles", &url, "--trusted-keys", &trusted_file]);
-    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("missing tile/0/001"),
-        "{}",
-        text(&missing)
-    );
+    assert_refused(&missing, "missing tile/0/001");
     agent.stop().await;
 }
 
@@ -514,12 +504,7 @@ async fn with_a_quorum_the_committed_checkpoint_is_published_with_its_cosignatur
         ],
     ] {
         let out = run_verify(&args);
-        assert!(out.status.success(), "{}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("quorum met: 2 of the 2"),
-            "{}",
-            text(&out)
-        );
+        assert_passes(&out, "quorum met: 2 of the 2");
     }
     let three = run_verify(&[
         "--tiles",

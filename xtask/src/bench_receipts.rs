@@ -564,16 +564,8 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 /// The results as the Markdown table `docs/benchmarks.md` keeps.
 fn table(r: &Value) -> String {
     let rate = num(r, &["receipts_per_s"]);
-    let verdict = if rate >= GOAL_RECEIPTS_PER_S {
-        "met"
-    } else {
-        "missed"
-    };
-    let fleet = if rate >= GOAL_FLEET_RECEIPTS_PER_S {
-        "met"
-    } else {
-        "missed"
-    };
+    let met = |goal: f64| if rate >= goal { "met" } else { "missed" };
+    let (verdict, fleet) = (met(GOAL_RECEIPTS_PER_S), met(GOAL_FLEET_RECEIPTS_PER_S));
     let tiles = match r["tiles_published_after_covering_checkpoint_s"].as_f64() {
         Some(s) => format!("published {s:.2} s after the covering checkpoint"),
         None => "off (--tiles publishes them)".to_owned(),

@@ -163,13 +163,6 @@ async fn proof(
         )))
     })?;
     let mut bundle = r.log().proof_bundle_for(index, checkpoint)?;
-    bundle.cosignatures = r
-        .state()
-        .map_err(internal)?
-        .acks(commit.tree_size)
-        .map_err(internal)?
-        .into_iter()
-        .filter_map(|a| a.cosignature)
-        .collect();
+    bundle.cosignatures = r.cosignatures(commit.tree_size).map_err(internal)?;
     Ok(Json(bundle).into_response())
 }

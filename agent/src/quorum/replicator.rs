@@ -138,13 +138,17 @@ impl Replicator {
                 commit.tree_size
             )));
         };
-        let cosignatures = self
+        Ok(Some((checkpoint, self.cosignatures(commit.tree_size)?)))
+    }
+
+    /// The cosignature lines the peers returned for the checkpoint at `tree_size`.
+    pub fn cosignatures(&self, tree_size: u64) -> Result<Vec<String>, QuorumError> {
+        Ok(self
             .state()?
-            .acks(commit.tree_size)?
+            .acks(tree_size)?
             .into_iter()
             .filter_map(|a| a.cosignature)
-            .collect();
-        Ok(Some((checkpoint, cosignatures)))
+            .collect())
     }
 
     /// The replicated log.

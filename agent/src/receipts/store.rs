@@ -624,9 +624,7 @@ impl ReceiptStore {
     pub fn public_key_for(&self, sig: &SignatureRecord) -> Result<PublicKeyVersion, ReceiptsError> {
         self.public_keys()?
             .into_iter()
-            .find(|k| {
-                k.provider == sig.provider && k.key_id == sig.key_id && k.version == sig.key_version
-            })
+            .find(|k| sig.is_by(k))
             .ok_or_else(|| {
                 ReceiptsError::Corrupt(format!(
                     "no stored public key for {} {} v{}",

@@ -40,6 +40,12 @@ pub enum TilesError {
     /// The receipt log failed.
     #[error(transparent)]
     Receipts(#[from] ReceiptsError),
+    /// The quorum state (which checkpoint is committed, its cosignatures) could not be read.
+    #[error(transparent)]
+    Quorum(#[from] crate::quorum::QuorumError),
+    /// A blocking task that renders tiles from the log did not finish.
+    #[error("tile rendering task failed: {0}")]
+    Task(String),
     /// The tiles are inconsistent, missing or malformed.
     #[error(transparent)]
     Tile(#[from] TileError),

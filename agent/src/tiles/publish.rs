@@ -60,9 +60,7 @@ impl std::fmt::Debug for Publisher {
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> TilesError {
-    TilesError::Receipts(ReceiptsError::Corrupt(format!(
-        "tile read task failed: {e}"
-    )))
+    TilesError::Task(e.to_string())
 }
 
 /// The hash tile `tile` and, at level 0, its entry bundle, read from `store`.
@@ -140,9 +138,7 @@ impl Publisher {
     /// The checkpoint to publish and its cosignatures.
     fn target(&self) -> Result<Option<(SignedCheckpoint, Vec<String>)>, TilesError> {
         match &self.quorum {
-            Some(q) => q.newest_commit().map_err(|e| {
-                TilesError::Receipts(ReceiptsError::Corrupt(format!("quorum state: {e}")))
-            }),
+            Some(q) => Ok(q.newest_commit()?),
             None => Ok(self.log.latest_checkpoint()?.map(|c| (c, Vec::new()))),
         }
     }
@@ -161,8 +157,7 @@ impl Publisher {
         };
         let text = String::from_utf8(bytes)
             .map_err(|_| TilesError::Foreign("a checkpoint that is not UTF-8".to_owned()))?;
-        let body = text.split_once("\n\n").map_or(text.as_str(), |(b, _)| b);
-        let cp = Checkpoint::parse(&format!("{body}\n"))
+        let cp = note::unverified_checkpoint(&text)
             .map_err(|e| TilesError::Foreign(format!("an unreadable checkpoint: {e}")))?;
         let store = self.reader()?;
         let (origin, size) = (store.origin().to_owned(), store.size());

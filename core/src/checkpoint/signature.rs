@@ -81,6 +81,15 @@ pub struct SignatureRecord {
     pub sig: Vec<u8>,
 }
 
+impl SignatureRecord {
+    /// Whether `key` is the key version this record names (provider, key id and version).
+    pub fn is_by(&self, key: &PublicKeyVersion) -> bool {
+        self.provider == key.provider
+            && self.key_id == key.key_id
+            && self.key_version == key.version
+    }
+}
+
 /// One version of a signing key, as a verifier needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,9 +157,7 @@ pub fn verify_signature<'k>(
 ) -> Result<&'k PublicKeyVersion, CheckpointError> {
     let key = keys
         .iter()
-        .find(|k| {
-            k.provider == sig.provider && k.key_id == sig.key_id && k.version == sig.key_version
-        })
+        .find(|k| sig.is_by(k))
         .ok_or_else(|| CheckpointError::UnknownKey {
             provider: sig.provider.clone(),
             key_id: sig.key_id.clone(),

@@ -109,6 +109,13 @@ fn split(note: &str) -> Result<(&str, Vec<&str>), TileError> {
     Ok((text, lines))
 }
 
+/// The checkpoint `note` carries, parsed strictly but not verified: which log and size a
+/// destination holds, before anything in it is trusted.
+pub fn unverified_checkpoint(note: &str) -> Result<Checkpoint, TileError> {
+    let (text, _) = split(note)?;
+    Checkpoint::parse(text).map_err(|e| TileError::Note(e.to_string()))
+}
+
 /// Open `note` with the log keys in `trusted`: the line named after the checkpoint's origin
 /// whose key ID is a trusted, not retired key's becomes the checkpoint's signature record.
 /// The signature itself is checked by the bundle verifier, like every other signature.

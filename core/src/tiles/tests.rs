@@ -312,6 +312,11 @@ fn the_note_is_a_standard_ed25519_signed_note_and_opens_with_the_trusted_key_onl
     assert_eq!(blob[4..], cp.signature.sig[..]);
 
     let opened = note::open(&text, std::slice::from_ref(&key)).unwrap();
+    assert_eq!(note::unverified_checkpoint(&text).unwrap(), opened.parsed);
+    assert!(
+        note::unverified_checkpoint(&cp.text).is_err(),
+        "no signature lines"
+    );
     assert_eq!(opened.checkpoint, cp);
     assert_eq!(opened.key, key);
     assert_eq!(opened.cosignatures, [cosig]);

@@ -279,7 +279,7 @@ pub fn verify_bundle(
     }
     let sig = &bundle.checkpoint.signature;
     let key = &bundle.public_key;
-    if sig.provider != key.provider || sig.key_id != key.key_id || sig.key_version != key.version {
+    if !sig.is_by(key) {
         return Err(VerifyError::KeyVersionMismatch {
             sig_provider: sig.provider.clone(),
             sig_key: sig.key_id.clone(),
